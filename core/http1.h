@@ -1,0 +1,190 @@
+/*
+ * sluice HTTP/1.1 codec (RFC 9110, RFC 9112).
+ *
+ * Contract (in the spirit of picohttpparser):
+ *  - Zero-copy: every string in a parsed message points into the caller's
+ *    buffer; the caller keeps that buffer alive and unmoved while it uses
+ *    the result.
+ *  - No allocation: the caller supplies the header array.
+ *  - Incremental: a head parser is called again with the longer buffer when
+ *    more bytes arrive; it returns SL_HTTP_INCOMPLETE until the empty line
+ *    that ends the head is present. The chunked scanner keeps its own small
+ *    state and is fed bytes in any split.
+ *  - Strict: the codec decides framing, so request smuggling is stopped
+ *    here. Every rejection returns a negative HTTP status (-400, -414, -431,
+ *    -413, -502 for responses) and sets `error` to a static reason string.
+ *
+ * Ownership: all structs here are plain values owned by the caller.
+ */
+#ifndef SL_HTTP1_H
+#define SL_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Returned by the head parsers when the head is not complete yet. */
+#define SL_HTTP_INCOMPLETE 0
+
+/* Well-known header ids, so the proxy never compares names twice. */
+enum sl_http_header_id {
+    SL_HDR_OTHER = 0,
+    SL_HDR_HOST,
+    SL_HDR_CONTENT_LENGTH,
+    SL_HDR_TRANSFER_ENCODING,
+    SL_HDR_CONNECTION,
+    SL_HDR_KEEP_ALIVE,
+    SL_HDR_PROXY_CONNECTION,
+    SL_HDR_TE,
+    SL_HDR_TRAILER,
+    SL_HDR_UPGRADE,
+    SL_HDR_EXPECT,
+    SL_HDR_X_FORWARDED_FOR,
+    SL_HDR_X_FORWARDED_PROTO,
+    SL_HDR_X_FORWARDED_HOST,
+    SL_HDR_X_FORWARDED_PORT,
+    SL_HDR_X_FORWARDED_PATH,
+    SL_HDR_X_FORWARDED_PREFIX,
+    SL_HDR_X_REAL_IP,
+    SL_HDR_X_REQUEST_ID,
+    SL_HDR_VIA,
+    SL_HDR_ACCEPT,
+    SL_HDR_PROXY_AUTHENTICATE,
+    SL_HDR_PROXY_AUTHORIZATION,
+    SL_HDR_DATE,
+    SL_HDR_SERVER,
+    SL_HDR__COUNT
+};
+
+struct sl_http_header {
+    const char *name;
+    size_t name_len;
+    const char *value; /* optional whitespace around the value removed */
+    size_t value_len;
+    enum sl_http_header_id id;
+};
+
+enum sl_http_body_kind {
+    SL_BODY_NONE = 0,    /* no body bytes follow the head */
+    SL_BODY_LENGTH,      /* exactly content_length bytes follow */
+    SL_BODY_CHUNKED,     /* chunked framing follows (scan with sl_chunked_*) */
+    SL_BODY_UNTIL_CLOSE, /* responses only: body ends when the peer closes */
+};
+
+/* Limits applied while parsing a request head. 0 means "use the default". */
+struct sl_http_limits {
+    size_t max_request_line; /* -414 beyond; default 8192 */
+    size_t max_header_bytes; /* whole head incl. request line; -431; default 32768 */
+    size_t max_headers;      /* header field count; -431; default 100 */
+};
+
+#define SL_HTTP_DEFAULT_MAX_REQUEST_LINE 8192
+#define SL_HTTP_DEFAULT_MAX_HEADER_BYTES 32768
+#define SL_HTTP_DEFAULT_MAX_HEADERS 100
+
+struct sl_http_request {
+    const char *method;
+    size_t method_len;
+    const char *target; /* request-target as sent (origin-form normally) */
+    size_t target_len;
+    int version_minor; /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+
+    struct sl_http_header *headers; /* in: caller's array; out: filled */
+    size_t header_capacity;         /* in: size of the array */
+    size_t num_headers;             /* out */
+
+    /* Framing and semantics the codec derived (RFC 9112 section 6). */
+    enum sl_http_body_kind body_kind; /* NONE, LENGTH or CHUNKED */
+    uint64_t content_length;          /* valid when body_kind == SL_BODY_LENGTH */
+    bool keep_alive;                  /* version default adjusted by Connection */
+    bool expect_continue;             /* Expect: 100-continue present */
+    bool has_upgrade;                 /* Connection: upgrade + Upgrade header */
+    const char *host;                 /* Host header value, NULL when absent */
+    size_t host_len;
+
+    const char *error; /* static reason when the parser returns < 0 */
+};
+
+struct sl_http_response {
+    int version_minor;
+    int status; /* 100..999 */
+    const char *reason;
+    size_t reason_len;
+
+    struct sl_http_header *headers;
+    size_t header_capacity;
+    size_t num_headers;
+
+    enum sl_http_body_kind body_kind; /* computed with the request method */
+    uint64_t content_length;
+    bool keep_alive; /* the upstream connection may be reused afterwards */
+
+    const char *error;
+};
+
+/*
+ * Parse a request head from buf[0..len).
+ * Returns the length of the head (up to and including the final CRLF) when
+ * complete, SL_HTTP_INCOMPLETE when more bytes are needed (and no limit is
+ * exceeded yet), or a negative HTTP status when the request must be refused
+ * (the connection is then closed by the caller).
+ * Bare LF as a line end in the head is accepted (RFC 9112 section 2.2);
+ * bare CR, NUL and other control bytes are not.
+ */
+int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limits *limits,
+                          struct sl_http_request *req);
+
+/*
+ * Parse an upstream response head. `request_method_is_head` selects the
+ * no-body rule for HEAD; 1xx/204/304 never have a body. Errors are -502.
+ * max_header_bytes/max_headers from `limits` apply (NULL for defaults).
+ */
+int sl_http_parse_response(const char *buf, size_t len, bool request_method_is_head,
+                           const struct sl_http_limits *limits, struct sl_http_response *resp);
+
+/* Case-insensitive: does the comma-separated list `value` contain `token`? */
+bool sl_http_list_has_token(const char *value, size_t value_len, const char *token,
+                            size_t token_len);
+
+/*
+ * Iterate the comma-separated tokens of a list header value (Connection).
+ * Start with *pos = 0; returns false when no token is left.
+ */
+bool sl_http_list_next(const char *value, size_t value_len, size_t *pos, const char **token,
+                       size_t *token_len);
+
+/* Case-insensitive ASCII comparison of two byte strings of equal length. */
+bool sl_http_name_equals(const char *a, size_t a_len, const char *b, size_t b_len);
+
+/*
+ * Chunked body scanner (RFC 9112 section 7.1). It validates the framing of
+ * a chunked body as bytes pass through, so the proxy can forward validated
+ * bytes verbatim. It never copies data.
+ */
+struct sl_chunked_scanner {
+    int state;
+    uint64_t chunk_remaining; /* data bytes left in the current chunk */
+    unsigned size_digits;     /* hex digits seen in the current size line */
+    unsigned line_bytes;      /* bytes in the current ext/trailer line */
+    unsigned trailer_bytes;   /* bytes of the trailer section so far */
+    uint64_t body_bytes;      /* total chunk data seen so far */
+    bool done;                /* final CRLF after the last chunk seen */
+    const char *error;        /* static reason after a failure */
+};
+
+void sl_chunked_init(struct sl_chunked_scanner *s);
+
+/*
+ * Feed bytes. Returns the number of bytes accepted (all of them up to the
+ * end of the body; fewer only when the body ended inside buf, in which case
+ * s->done is true and the rest belongs to the next message), or -1 on a
+ * framing error (s->error says why): chunk sizes with a sign, "0x", "_",
+ * spaces or more than 16 hex digits, bare LF or bare CR in framing, control
+ * bytes in extensions or trailers, extension or trailer lines too long.
+ */
+long sl_chunked_scan(struct sl_chunked_scanner *s, const char *buf, size_t len);
+
+/* Static reason phrase for a status code ("OK", "Bad Request", ...). */
+const char *sl_http_reason(int status);
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * Request router: picks the route for a request and computes the upstream
+ * path (Kong's path_handling v0) and Host.
+ *
+ * Ownership: a router is built from one config snapshot and lives exactly as
+ * long as that snapshot (the server frees it when it drops the snapshot). It
+ * is immutable after sl_router_build(), so all workers read it without locks.
+ */
+#ifndef SL_ROUTER_H
+#define SL_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+struct sl_router;
+
+struct sl_router_request {
+    const char *method;
+    size_t method_len;
+    const char *host; /* Host header without port; may be NULL */
+    size_t host_len;
+    const char *path; /* path only, no query string */
+    size_t path_len;
+};
+
+struct sl_router_match {
+    const struct sl_route *route;
+    const struct sl_service *service;
+    /* the matched plain prefix (for strip_path and X-Forwarded-Prefix) */
+    size_t matched_prefix_len;
+};
+
+/* Build a router for cfg. Returns NULL on allocation failure. */
+struct sl_router *sl_router_build(const struct sl_config *cfg);
+void sl_router_free(struct sl_router *router);
+
+/* Find the route for req; false when nothing matches (404). */
+bool sl_router_find(const struct sl_router *router, const struct sl_router_request *req,
+                    struct sl_router_match *match);
+
+/*
+ * Write the upstream path for `path` (no query string) into out (NUL
+ * terminated): Kong v0: service.path joined to the remainder after stripping
+ * the matched prefix (strip_path) with a single "/". Returns the length, or
+ * -1 when out is too small.
+ */
+long sl_router_upstream_path(const struct sl_router_match *match, const char *path,
+                             size_t path_len, char *out, size_t out_size);
+
+#endif
