@@ -1,1 +1,1369 @@
-/* placeholder */
+/*
+ * The proxy: one client connection, one request at a time (pipelined
+ * requests wait in the input buffer), bodies streamed both ways.
+ *
+ *   HEAD -> (route, build upstream head) -> CONNECTING -> PROXYING
+ *        -> response done -> flush -> next request, IDLE, or close.
+ *
+ * Backpressure: while the peer's output holds more than SL_HIGH_WATER bytes
+ * the other side's reading is disabled; the write watermark callback turns
+ * it back on once the output drained to SL_LOW_WATER.
+ *
+ * An idle keep-alive client holds no bufferevent and no buffer: only its
+ * struct and one read event (see client_go_idle()).
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http1.h"
+#include "log.h"
+#include "router.h"
+#include "server.h"
+#include "upstream.h"
+#include "util.h"
+
+#define SL_HIGH_WATER (256 * 1024)
+#define SL_LOW_WATER (64 * 1024)
+#define SL_MAX_RESPONSE_HEAD 65536
+#define SL_MAX_HEADERS_ARRAY 1024
+#define SL_LINGER_MS 2000
+#define SL_MAX_PATH 8192
+#define SL_MAX_CLIENT_REQUEST_ID 200
+
+static const char MSG_NO_ROUTE[] = "no Route matched with those values";
+static const char MSG_BAD_GATEWAY[] = "An invalid response was received from the upstream server";
+static const char MSG_TIMEOUT[] = "The upstream server is timing out";
+static const char MSG_DNS[] = "name resolution failed";
+
+enum client_state {
+    CS_HEAD,       /* waiting for / reading a request head */
+    CS_UPSTREAM,   /* head parsed, request being proxied */
+    CS_FLUSH,      /* response complete, waiting for the output to drain */
+    CS_ERROR_SENT, /* an error response is being flushed, then close */
+    CS_LINGER,     /* write side shut, discarding input until EOF or timer */
+    CS_IDLE,       /* keep-alive, no bufferevent */
+    CS_CLOSED,     /* waiting for the deferred free */
+};
+
+enum conn_activity { ACT_NONE, ACT_READING, ACT_WRITING, ACT_WAITING };
+
+struct sl_request {
+    struct sl_client *client;
+    struct sl_snapshot *snap;
+    struct sl_router_match match;
+    char request_id[SL_MAX_CLIENT_REQUEST_ID + 1];
+    char method[32];
+    char log_path[256];
+    bool is_head;
+    bool client_keep_alive;
+    int client_minor;
+    bool wants_text_errors;
+    bool expect_continue;
+
+    /* request body, client -> upstream */
+    enum sl_http_body_kind req_body_kind;
+    uint64_t req_remaining;
+    struct sl_chunked_scanner req_chunked;
+    uint64_t req_body_bytes;
+    bool req_body_done;
+    bool req_body_started; /* a body byte went upstream: no more retries */
+
+    /* upstream */
+    struct evbuffer *up_head; /* kept until the response starts, for retries */
+    struct sl_upstream_pending *pending;
+    struct sl_upstream_conn *up;
+    unsigned tries;
+    bool up_reused_failed;
+
+    /* response, upstream -> client */
+    bool resp_head_sent;
+    int status;
+    enum sl_http_body_kind resp_body_kind;
+    uint64_t resp_remaining;
+    struct sl_chunked_scanner resp_chunked;
+    bool resp_keep_alive;
+    bool resp_done;
+    bool resp_until_close;
+
+    uint64_t bytes_in, bytes_out;
+    uint64_t start_us, upstream_start_us, upstream_head_us;
+};
+
+struct sl_client {
+    struct sl_worker *w;
+    int fd;
+    enum client_state state;
+    enum conn_activity activity;
+    struct bufferevent *bev; /* NULL while idle */
+    struct event *timer;     /* header / body-total / linger deadline; lives with bev */
+    struct event *deferred;  /* runs after-callback work; lives with bev */
+    struct event *idle_ev;   /* only while idle */
+    struct sl_request *req;
+    struct sockaddr_storage peer;
+    char peer_ip[46];
+    uint16_t listen_port;
+    bool peer_trusted;
+    bool close_after;    /* close once the current response is flushed */
+    bool got_head_bytes; /* the current request sent at least one byte */
+    uint32_t requests_served;
+    struct sl_client *next, *prev;
+};
+
+static void client_read(struct bufferevent *bev, void *arg);
+static void client_write(struct bufferevent *bev, void *arg);
+static void client_event(struct bufferevent *bev, short what, void *arg);
+static void client_close(struct sl_client *c);
+static void client_timer(evutil_socket_t fd, short what, void *arg);
+static void client_deferred(evutil_socket_t fd, short what, void *arg);
+static bool client_attach(struct sl_client *c);
+static void try_parse_head(struct sl_client *c);
+static void request_free(struct sl_request *r);
+static void start_upstream(struct sl_request *r, bool allow_reuse);
+static void forward_request_body(struct sl_request *r);
+static void forward_response_body(struct sl_request *r);
+static void finish_response(struct sl_request *r);
+static void abort_request(struct sl_request *r, int status, const char *message);
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                             */
+
+static struct timeval ms_to_tv(uint32_t ms)
+{
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static const struct sl_node_config *node_of(struct sl_client *c)
+{
+    return &c->w->snapshot->cfg->node;
+}
+
+static void set_activity(struct sl_client *c, enum conn_activity a)
+{
+    struct sl_worker_stats *s = &c->w->stats;
+    if (c->activity == a)
+        return;
+    switch (c->activity) {
+    case ACT_READING:
+        atomic_fetch_sub_explicit(&s->connections_reading, 1, memory_order_relaxed);
+        break;
+    case ACT_WRITING:
+        atomic_fetch_sub_explicit(&s->connections_writing, 1, memory_order_relaxed);
+        break;
+    case ACT_WAITING:
+        atomic_fetch_sub_explicit(&s->connections_waiting, 1, memory_order_relaxed);
+        break;
+    case ACT_NONE:
+        break;
+    }
+    switch (a) {
+    case ACT_READING:
+        atomic_fetch_add_explicit(&s->connections_reading, 1, memory_order_relaxed);
+        break;
+    case ACT_WRITING:
+        atomic_fetch_add_explicit(&s->connections_writing, 1, memory_order_relaxed);
+        break;
+    case ACT_WAITING:
+        atomic_fetch_add_explicit(&s->connections_waiting, 1, memory_order_relaxed);
+        break;
+    case ACT_NONE:
+        break;
+    }
+    c->activity = a;
+}
+
+static void timer_arm(struct sl_client *c, uint32_t ms)
+{
+    if (!c->timer)
+        return;
+    struct timeval tv = ms_to_tv(ms);
+    evtimer_add(c->timer, &tv);
+}
+
+static void timer_stop(struct sl_client *c)
+{
+    if (c->timer)
+        evtimer_del(c->timer);
+}
+
+static void defer(struct sl_client *c)
+{
+    if (c->deferred)
+        event_active(c->deferred, EV_TIMEOUT, 0);
+}
+
+static bool header_is_connection_named(const struct sl_http_header *h,
+                                       const struct sl_http_header *headers, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (headers[i].id != SL_HDR_CONNECTION)
+            continue;
+        if (sl_http_list_has_token(headers[i].value, headers[i].value_len, h->name, h->name_len))
+            return true;
+    }
+    return false;
+}
+
+static bool is_hop_by_hop(enum sl_http_header_id id)
+{
+    switch (id) {
+    case SL_HDR_CONNECTION:
+    case SL_HDR_KEEP_ALIVE:
+    case SL_HDR_PROXY_CONNECTION:
+    case SL_HDR_TE:
+    case SL_HDR_TRAILER:
+    case SL_HDR_UPGRADE:
+    case SL_HDR_TRANSFER_ENCODING:
+    case SL_HDR_CONTENT_LENGTH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static const struct sl_http_header *find_header(const struct sl_http_header *headers, size_t n,
+                                                enum sl_http_header_id id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].id == id)
+            return &headers[i];
+    return NULL;
+}
+
+/* Kong picks the error format from Accept; JSON unless only text is wanted. */
+static bool accept_wants_text(const struct sl_http_header *accept)
+{
+    if (!accept)
+        return false;
+    const char *v = accept->value;
+    size_t n = accept->value_len;
+    bool json = memmem(v, n, "application/json", 16) || memmem(v, n, "*/*", 3);
+    bool text = memmem(v, n, "text/plain", 10) != NULL;
+    return text && !json;
+}
+
+/* ------------------------------------------------------------------------ */
+/* error responses                                                           */
+
+static void write_error_response(struct sl_client *c, int status, const char *message,
+                                 const char *request_id, bool text, bool close_conn)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char body[512];
+    int body_len;
+    if (text) {
+        body_len = snprintf(body, sizeof body, "%s\nrequest_id: %s\n", message, request_id);
+    } else {
+        char esc[256];
+        if (sl_json_escape(message, strlen(message), esc, sizeof esc) < 0)
+            esc[0] = '\0';
+        body_len = snprintf(body, sizeof body, "{\"message\":\"%s\",\"request_id\":\"%s\"}", esc,
+                            request_id);
+    }
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\n"
+                        "Content-Type: %s\r\n"
+                        "Content-Length: %d\r\n"
+                        "Server: sluice\r\n"
+                        "X-Request-Id: %s\r\n"
+                        "%s\r\n",
+                        status, sl_http_reason(status),
+                        text ? "text/plain; charset=utf-8" : "application/json; charset=utf-8",
+                        body_len, request_id, close_conn ? "Connection: close\r\n" : "");
+    evbuffer_add(out, body, (size_t)body_len);
+}
+
+/* Refuse the request: answer, then close (lingering) after the flush. */
+static void client_fail(struct sl_client *c, int status, const char *message)
+{
+    char rid[SL_REQUEST_ID_LEN + 1];
+    const char *request_id = rid;
+    bool text = false;
+    if (c->req) {
+        request_id = c->req->request_id;
+        text = c->req->wants_text_errors;
+    } else {
+        sl_request_id(rid);
+    }
+    timer_stop(c);
+    bufferevent_disable(c->bev, EV_READ);
+    write_error_response(c, status, message, request_id, text, true);
+    c->state = CS_ERROR_SENT;
+    set_activity(c, ACT_WRITING);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* lifecycle                                                                 */
+
+void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, int peer_len,
+                     uint16_t listen_port)
+{
+    struct sl_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->fd = fd;
+    memcpy(&c->peer, peer, (size_t)peer_len < sizeof c->peer ? (size_t)peer_len : sizeof c->peer);
+    sl_sockaddr_text(peer, c->peer_ip, sizeof c->peer_ip, NULL);
+    c->listen_port = listen_port;
+    c->peer_trusted = sl_config_ip_trusted(&w->snapshot->cfg->node, peer);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+    c->next = w->clients;
+    if (w->clients)
+        w->clients->prev = c;
+    w->clients = c;
+    w->n_clients++;
+    atomic_fetch_add_explicit(&w->stats.connections_accepted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stats.connections_handled, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stats.connections_active, 1, memory_order_relaxed);
+
+    if (!client_attach(c)) {
+        client_close(c);
+        return;
+    }
+    c->state = CS_HEAD;
+    set_activity(c, ACT_READING);
+    /* client_header_timeout counts from accept for the first request */
+    timer_arm(c, node_of(c)->client_header_timeout_ms);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Give the connection its bufferevent and timers (accept, or waking from idle). */
+static bool client_attach(struct sl_client *c)
+{
+    c->bev = bufferevent_socket_new(c->w->base, c->fd, 0);
+    c->timer = evtimer_new(c->w->base, client_timer, c);
+    c->deferred = evtimer_new(c->w->base, client_deferred, c);
+    if (!c->bev || !c->timer || !c->deferred)
+        return false;
+    bufferevent_setcb(c->bev, client_read, client_write, client_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
+    return true;
+}
+
+static void client_detach(struct sl_client *c)
+{
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    if (c->timer) {
+        event_free(c->timer);
+        c->timer = NULL;
+    }
+    if (c->deferred) {
+        event_free(c->deferred);
+        c->deferred = NULL;
+    }
+}
+
+static void client_free(struct sl_client *c)
+{
+    struct sl_worker *w = c->w;
+    client_detach(c);
+    if (c->idle_ev)
+        event_free(c->idle_ev);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_clients--;
+    set_activity(c, ACT_NONE);
+    atomic_fetch_sub_explicit(&w->stats.connections_active, 1, memory_order_relaxed);
+    free(c);
+    sl_worker_check_drained(w);
+}
+
+static void client_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_client *c = arg;
+    if (c->state == CS_CLOSED) {
+        client_free(c);
+        return;
+    }
+    if (c->state == CS_HEAD)
+        try_parse_head(c);
+}
+
+/* Close now (from any callback): the memory goes in a deferred callback. */
+static void client_close(struct sl_client *c)
+{
+    if (c->req) {
+        request_free(c->req);
+        c->req = NULL;
+    }
+    c->state = CS_CLOSED;
+    if (c->bev)
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    timer_stop(c);
+    if (c->deferred)
+        defer(c);
+    else
+        client_free(c);
+}
+
+/* After an error: shut the write side and discard input for a while so the
+ * peer reads our answer instead of a reset (nginx's lingering close). */
+static void client_linger(struct sl_client *c)
+{
+    if (shutdown(c->fd, SHUT_WR) < 0) {
+        client_close(c);
+        return;
+    }
+    c->state = CS_LINGER;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+    timer_arm(c, SL_LINGER_MS);
+}
+
+static void idle_wake(evutil_socket_t fd, short what, void *arg);
+
+/* Keep-alive: drop the bufferevent and buffers, wait with one event only. */
+static void client_go_idle(struct sl_client *c)
+{
+    client_detach(c);
+    c->state = CS_IDLE;
+    set_activity(c, ACT_WAITING);
+    if (c->w->draining) {
+        client_close(c);
+        return;
+    }
+    c->idle_ev = event_new(c->w->base, c->fd, EV_READ, idle_wake, c);
+    if (!c->idle_ev) {
+        client_close(c);
+        return;
+    }
+    struct timeval tv = ms_to_tv(node_of(c)->keepalive_timeout_ms);
+    event_add(c->idle_ev, &tv);
+}
+
+static void idle_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_client *c = arg;
+    event_free(c->idle_ev);
+    c->idle_ev = NULL;
+    if (what & EV_TIMEOUT) {
+        client_close(c);
+        return;
+    }
+    if (!client_attach(c)) {
+        client_close(c);
+        return;
+    }
+    c->state = CS_HEAD;
+    c->got_head_bytes = false;
+    set_activity(c, ACT_READING);
+    timer_arm(c, node_of(c)->client_header_timeout_ms);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+/* The response went out: next request, idle, or close. */
+static void client_after_response(struct sl_client *c)
+{
+    if (c->req) {
+        request_free(c->req);
+        c->req = NULL;
+    }
+    c->requests_served++;
+    if (c->close_after || c->w->draining || c->requests_served >= node_of(c)->keepalive_requests) {
+        client_linger(c);
+        return;
+    }
+    c->state = CS_HEAD;
+    c->got_head_bytes = false;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        /* a pipelined request is already here */
+        set_activity(c, ACT_READING);
+        timer_arm(c, node_of(c)->client_header_timeout_ms);
+        bufferevent_enable(c->bev, EV_READ);
+        defer(c);
+        return;
+    }
+    client_go_idle(c);
+}
+
+void sl_proxy_drain(struct sl_worker *w)
+{
+    struct sl_client *c = w->clients;
+    while (c) {
+        struct sl_client *next = c->next;
+        if (c->state == CS_IDLE || (c->state == CS_HEAD && !c->got_head_bytes))
+            client_close(c);
+        else
+            c->close_after = true;
+        c = next;
+    }
+}
+
+void sl_proxy_close_all(struct sl_worker *w)
+{
+    struct sl_client *c = w->clients;
+    while (c) {
+        struct sl_client *next = c->next;
+        if (c->state != CS_CLOSED)
+            client_close(c);
+        c = next;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* client callbacks                                                          */
+
+static void client_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_client *c = arg;
+    switch (c->state) {
+    case CS_HEAD:
+        if (c->got_head_bytes)
+            client_fail(c, 408, "Request timeout");
+        else
+            client_close(c);
+        break;
+    case CS_UPSTREAM:
+        /* client_body_total_timeout */
+        if (c->req && !c->req->resp_head_sent) {
+            struct sl_request *r = c->req;
+            abort_request(r, 408, "Request timeout");
+        } else {
+            client_close(c);
+        }
+        break;
+    default:
+        client_close(c);
+        break;
+    }
+}
+
+static void client_read(struct bufferevent *bev, void *arg)
+{
+    struct sl_client *c = arg;
+    switch (c->state) {
+    case CS_HEAD:
+        try_parse_head(c);
+        break;
+    case CS_UPSTREAM:
+        if (c->req && c->req->up && !c->req->req_body_done)
+            forward_request_body(c->req);
+        else
+            bufferevent_disable(bev, EV_READ);
+        break;
+    case CS_LINGER:
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        break;
+    default:
+        bufferevent_disable(bev, EV_READ);
+        break;
+    }
+}
+
+static void client_write(struct bufferevent *bev, void *arg)
+{
+    struct sl_client *c = arg;
+    switch (c->state) {
+    case CS_UPSTREAM: {
+        struct sl_request *r = c->req;
+        /* backpressure released: read more of the response */
+        if (r && r->up && r->resp_head_sent && !r->resp_done)
+            bufferevent_enable(r->up->bev, EV_READ);
+        break;
+    }
+    case CS_FLUSH:
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            client_after_response(c);
+        break;
+    case CS_ERROR_SENT:
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            client_linger(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static void client_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_client *c = arg;
+    if ((what & BEV_EVENT_TIMEOUT) && c->state == CS_UPSTREAM && c->req &&
+        !c->req->resp_head_sent) {
+        /* client_body_timeout: too long between two reads of the body */
+        abort_request(c->req, 408, "Request timeout");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && c->state == CS_UPSTREAM && c->req && c->req->req_body_done) {
+        /* half-close after a complete request: still deliver the response */
+        c->close_after = true;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    client_close(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* request head                                                              */
+
+static void split_host_port(const char *host, size_t len, const char **name, size_t *name_len)
+{
+    *name = host;
+    *name_len = len;
+    if (len > 0 && host[0] == '[') {
+        const char *end = memchr(host, ']', len);
+        if (end) {
+            *name = host + 1;
+            *name_len = (size_t)(end - host - 1);
+        }
+        return;
+    }
+    const char *colon = memchr(host, ':', len);
+    if (colon)
+        *name_len = (size_t)(colon - host);
+}
+
+static void add_header_line(struct evbuffer *out, const char *name, size_t name_len,
+                            const char *value, size_t value_len)
+{
+    evbuffer_add(out, name, name_len);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, value, value_len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/*
+ * The request head going upstream. Kong's rules: hop-by-hop headers out,
+ * X-Forwarded-* from the client only when it is trusted, X-Forwarded-For
+ * always appended to.
+ */
+static bool build_upstream_head(struct sl_request *r, const struct sl_http_request *req,
+                                const char *path, size_t path_len, const char *query,
+                                size_t query_len, const char *host, size_t host_len)
+{
+    struct sl_client *c = r->client;
+    const struct sl_service *svc = r->match.service;
+    const struct sl_route *route = r->match.route;
+    struct evbuffer *out = r->up_head;
+    char upath[SL_MAX_PATH + 2];
+    long upath_len = sl_router_upstream_path(&r->match, path, path_len, upath, sizeof upath);
+    if (upath_len < 0)
+        return false;
+
+    evbuffer_add(out, req->method, req->method_len);
+    evbuffer_add(out, " ", 1);
+    evbuffer_add(out, upath, (size_t)upath_len);
+    if (query_len)
+        evbuffer_add(out, query, query_len);
+    /* an HTTP/1.0 client gets an HTTP/1.0 exchange upstream too, so the
+     * upstream never answers it with chunked framing (nginx does the same) */
+    evbuffer_add_printf(out, " HTTP/1.%d\r\n", r->client_minor);
+
+    if (route->preserve_host && req->host)
+        add_header_line(out, "Host", 4, req->host, req->host_len);
+    else if (svc->port == (strcmp(svc->protocol, "https") == 0 ? 443 : 80))
+        evbuffer_add_printf(out, "Host: %s\r\n", svc->host);
+    else if (strchr(svc->host, ':'))
+        evbuffer_add_printf(out, "Host: [%s]:%u\r\n", svc->host, svc->port);
+    else
+        evbuffer_add_printf(out, "Host: %s:%u\r\n", svc->host, svc->port);
+
+    bool trusted = c->peer_trusted;
+    const struct sl_http_header *xff_values[16];
+    size_t n_xff = 0;
+    const struct sl_http_header *kept[SL_HDR__COUNT] = {0};
+    const struct sl_http_header *via = NULL;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct sl_http_header *h = &req->headers[i];
+        switch (h->id) {
+        case SL_HDR_HOST:
+        case SL_HDR_EXPECT:
+        case SL_HDR_X_REQUEST_ID:
+            continue;
+        case SL_HDR_X_FORWARDED_FOR:
+            if (n_xff < sizeof xff_values / sizeof xff_values[0])
+                xff_values[n_xff++] = h;
+            continue;
+        case SL_HDR_X_FORWARDED_PROTO:
+        case SL_HDR_X_FORWARDED_HOST:
+        case SL_HDR_X_FORWARDED_PORT:
+        case SL_HDR_X_FORWARDED_PATH:
+        case SL_HDR_X_FORWARDED_PREFIX:
+        case SL_HDR_X_REAL_IP:
+            if (trusted && !kept[h->id])
+                kept[h->id] = h;
+            continue;
+        case SL_HDR_VIA:
+            via = h;
+            continue;
+        default:
+            break;
+        }
+        if (is_hop_by_hop(h->id) || header_is_connection_named(h, req->headers, req->num_headers))
+            continue;
+        add_header_line(out, h->name, h->name_len, h->value, h->value_len);
+    }
+
+    evbuffer_add(out, "X-Forwarded-For: ", 17);
+    for (size_t i = 0; i < n_xff; i++) {
+        evbuffer_add(out, xff_values[i]->value, xff_values[i]->value_len);
+        evbuffer_add(out, ", ", 2);
+    }
+    evbuffer_add_printf(out, "%s\r\n", c->peer_ip);
+
+#define FORWARDED(id, name, ...)                                                                   \
+    do {                                                                                           \
+        if (kept[id])                                                                              \
+            add_header_line(out, name, sizeof name - 1, kept[id]->value, kept[id]->value_len);     \
+        else                                                                                       \
+            evbuffer_add_printf(out, name ": " __VA_ARGS__);                                       \
+    } while (0)
+    FORWARDED(SL_HDR_X_FORWARDED_PROTO, "X-Forwarded-Proto", "http\r\n");
+    FORWARDED(SL_HDR_X_FORWARDED_HOST, "X-Forwarded-Host", "%.*s\r\n", (int)host_len, host);
+    FORWARDED(SL_HDR_X_FORWARDED_PORT, "X-Forwarded-Port", "%u\r\n", c->listen_port);
+    FORWARDED(SL_HDR_X_FORWARDED_PATH, "X-Forwarded-Path", "%.*s\r\n", (int)path_len, path);
+    FORWARDED(SL_HDR_X_REAL_IP, "X-Real-IP", "%s\r\n", c->peer_ip);
+#undef FORWARDED
+    if (kept[SL_HDR_X_FORWARDED_PREFIX])
+        add_header_line(out, "X-Forwarded-Prefix", 18, kept[SL_HDR_X_FORWARDED_PREFIX]->value,
+                        kept[SL_HDR_X_FORWARDED_PREFIX]->value_len);
+    else if (route->strip_path && r->match.matched_prefix_len > 1)
+        evbuffer_add_printf(out, "X-Forwarded-Prefix: %.*s\r\n", (int)r->match.matched_prefix_len,
+                            path);
+
+    if (via)
+        evbuffer_add_printf(out, "Via: %.*s, 1.1 sluice\r\n", (int)via->value_len, via->value);
+    else
+        evbuffer_add(out, "Via: 1.1 sluice\r\n", 17);
+    evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->request_id);
+
+    if (r->req_body_kind == SL_BODY_LENGTH)
+        evbuffer_add_printf(out, "Content-Length: %llu\r\n",
+                            (unsigned long long)req->content_length);
+    else if (r->req_body_kind == SL_BODY_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (r->client_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    return true;
+}
+
+static void try_parse_head(struct sl_client *c)
+{
+    const struct sl_node_config *node = node_of(c);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0)
+        return;
+    if (!c->got_head_bytes) {
+        c->got_head_bytes = true;
+        if (c->requests_served > 0)
+            timer_arm(c, node->client_header_timeout_ms);
+    }
+    size_t limit = node->max_header_bytes + 1;
+    size_t want = avail < limit ? avail : limit;
+    const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+    if (!data) {
+        client_close(c);
+        return;
+    }
+    struct sl_http_header headers[SL_MAX_HEADERS_ARRAY];
+    struct sl_http_limits limits = {node->max_request_line, node->max_header_bytes,
+                                    node->max_headers};
+    struct sl_http_request req;
+    memset(&req, 0, sizeof req);
+    req.headers = headers;
+    req.header_capacity =
+        node->max_headers < SL_MAX_HEADERS_ARRAY ? node->max_headers + 1 : SL_MAX_HEADERS_ARRAY;
+    int head_len = sl_http_parse_request(data, want, &limits, &req);
+    if (head_len == SL_HTTP_INCOMPLETE)
+        return;
+    atomic_fetch_add_explicit(&c->w->stats.total_requests, 1, memory_order_relaxed);
+    if (head_len < 0) {
+        sl_info("client %s: request refused (%d): %s", c->peer_ip, -head_len,
+                req.error ? req.error : "bad request");
+        client_fail(c, -head_len, -head_len == 400 ? "Bad request" : sl_http_reason(-head_len));
+        return;
+    }
+    timer_stop(c);
+
+    struct sl_request *r = calloc(1, sizeof *r);
+    if (!r) {
+        client_close(c);
+        return;
+    }
+    c->req = r;
+    r->client = c;
+    r->start_us = sl_now_us();
+    r->snap = sl_snapshot_ref(c->w->snapshot);
+    r->is_head = req.method_len == 4 && memcmp(req.method, "HEAD", 4) == 0;
+    r->client_minor = req.version_minor;
+    r->client_keep_alive = req.keep_alive;
+    r->expect_continue = req.expect_continue;
+    r->req_body_kind = req.body_kind;
+    r->req_remaining = req.content_length;
+    r->bytes_in = (uint64_t)head_len;
+    sl_chunked_init(&r->req_chunked);
+    r->wants_text_errors = accept_wants_text(find_header(headers, req.num_headers, SL_HDR_ACCEPT));
+    snprintf(r->method, sizeof r->method, "%.*s", (int)req.method_len, req.method);
+    const struct sl_http_header *rid = find_header(headers, req.num_headers, SL_HDR_X_REQUEST_ID);
+    if (rid && rid->value_len > 0 && rid->value_len <= SL_MAX_CLIENT_REQUEST_ID)
+        snprintf(r->request_id, sizeof r->request_id, "%.*s", (int)rid->value_len, rid->value);
+    else
+        sl_request_id(r->request_id);
+    if (!req.keep_alive)
+        c->close_after = true;
+    if (r->req_body_kind == SL_BODY_LENGTH && r->req_remaining == 0)
+        r->req_body_kind = SL_BODY_NONE;
+    r->req_body_done = r->req_body_kind == SL_BODY_NONE;
+
+    /* request-target: origin-form, or absolute-form (RFC 9112 section 3.2.2) */
+    const char *target = req.target;
+    size_t target_len = req.target_len;
+    const char *host = req.host;
+    size_t host_len = req.host_len;
+    if (target_len > 7 && (strncasecmp(target, "http://", 7) == 0 ||
+                           (target_len > 8 && strncasecmp(target, "https://", 8) == 0))) {
+        size_t skip = target[4] == ':' ? 7 : 8;
+        const char *auth = target + skip;
+        const char *slash = memchr(auth, '/', target_len - skip);
+        host = auth;
+        host_len = slash ? (size_t)(slash - auth) : target_len - skip;
+        target = slash ? slash : "/";
+        target_len = slash ? target_len - (size_t)(slash - req.target) : 1;
+    }
+    if (target_len == 0 || target[0] != '/') {
+        client_fail(c, 400, "Bad request");
+        return;
+    }
+    const char *qmark = memchr(target, '?', target_len);
+    size_t path_len = qmark ? (size_t)(qmark - target) : target_len;
+    const char *query = qmark;
+    size_t query_len = qmark ? target_len - path_len : 0;
+    snprintf(r->log_path, sizeof r->log_path, "%.*s", (int)path_len, target);
+
+    const char *host_name = NULL;
+    size_t host_name_len = 0;
+    if (host)
+        split_host_port(host, host_len, &host_name, &host_name_len);
+    struct sl_router_request rreq = {req.method,    req.method_len, host_name,
+                                     host_name_len, target,         path_len};
+    if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
+        evbuffer_drain(bufferevent_get_input(c->bev), (size_t)head_len);
+        if (!r->req_body_done)
+            c->close_after = true; /* the body is not read: the stream can't be resynced */
+        abort_request(r, 404, MSG_NO_ROUTE);
+        return;
+    }
+    if (node->client_max_body_size && r->req_body_kind == SL_BODY_LENGTH &&
+        r->req_remaining > node->client_max_body_size) {
+        client_fail(c, 413, "Request size limit exceeded");
+        return;
+    }
+
+    if (r->req_body_kind == SL_BODY_CHUNKED) {
+        /* Check the framing of the body bytes that came with the head before
+         * anything goes upstream: a malformed or oversized body seen here
+         * never reaches the upstream, not even as a head. */
+        struct sl_chunked_scanner probe;
+        sl_chunked_init(&probe);
+        if (sl_chunked_scan(&probe, data + head_len, want - (size_t)head_len) < 0) {
+            sl_info("client %s: bad chunked body: %s", c->peer_ip, probe.error ? probe.error : "?");
+            client_fail(c, 400, "Bad request");
+            return;
+        }
+        if (node->client_max_body_size && probe.body_bytes > node->client_max_body_size) {
+            client_fail(c, 413, "Request size limit exceeded");
+            return;
+        }
+    }
+
+    r->up_head = evbuffer_new();
+    if (!r->up_head ||
+        !build_upstream_head(r, &req, target, path_len, query, query_len,
+                             host_name ? host_name : "", host_name ? host_name_len : 0)) {
+        client_fail(c, r->up_head ? 414 : 500,
+                    r->up_head ? "URI Too Long" : "An unexpected error occurred");
+        return;
+    }
+    evbuffer_drain(bufferevent_get_input(c->bev), (size_t)head_len);
+
+    c->state = CS_UPSTREAM;
+    set_activity(c, ACT_WRITING);
+    /* the body is read only once the upstream is connected */
+    bufferevent_disable(c->bev, EV_READ);
+    start_upstream(r, true);
+}
+
+/* ------------------------------------------------------------------------ */
+/* upstream                                                                  */
+
+static void up_read(struct bufferevent *bev, void *arg);
+static void up_write(struct bufferevent *bev, void *arg);
+static void up_event(struct bufferevent *bev, short what, void *arg);
+
+static void request_free(struct sl_request *r)
+{
+    if (r->pending)
+        sl_upstream_cancel(r->pending);
+    if (r->up)
+        sl_upstream_release(r->up, false);
+    if (r->up_head)
+        evbuffer_free(r->up_head);
+    if (r->snap)
+        sl_snapshot_unref(r->snap);
+    free(r);
+}
+
+/* Log line for the access log (JSON, one line). */
+static void access_log(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    if (!r->snap->cfg->node.access_log)
+        return;
+    uint64_t now = sl_now_us();
+    char path[512];
+    if (sl_json_escape(r->log_path, strlen(r->log_path), path, sizeof path) < 0)
+        strcpy(path, "-");
+    char method[80];
+    if (sl_json_escape(r->method, strlen(r->method), method, sizeof method) < 0)
+        strcpy(method, "-");
+    char rid[SL_MAX_CLIENT_REQUEST_ID * 6 + 1];
+    if (sl_json_escape(r->request_id, strlen(r->request_id), rid, sizeof rid) < 0)
+        strcpy(rid, "-");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    double total_ms = (double)(now - r->start_us) / 1000.0;
+    double upstream_ms =
+        r->upstream_head_us ? (double)(r->upstream_head_us - r->upstream_start_us) / 1000.0 : -1;
+    const struct sl_service *svc = r->match.service;
+    const struct sl_route *route = r->match.route;
+    char line[2048];
+    int n = snprintf(line, sizeof line,
+                     "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"client_ip\":\"%s\","
+                     "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
+                     "\"bytes_out\":%llu,\"latency_ms\":{\"request\":%.3f,\"upstream\":%.3f},"
+                     "\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"}",
+                     when, ts.tv_nsec / 1000000, rid, c->peer_ip, method, path, r->status,
+                     (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, total_ms,
+                     upstream_ms, svc && svc->name ? svc->name : "",
+                     route && route->name ? route->name : "", r->up ? r->up->addr_text : "");
+    if (n > 0)
+        sl_worker_access_log(c->w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* Answer the client with an error in Kong's shape (before any response byte). */
+static void abort_request(struct sl_request *r, int status, const char *message)
+{
+    struct sl_client *c = r->client;
+    if (r->pending) {
+        sl_upstream_cancel(r->pending);
+        r->pending = NULL;
+    }
+    if (r->up) {
+        sl_upstream_release(r->up, false);
+        r->up = NULL;
+    }
+    if (r->resp_head_sent) {
+        /* the status line is gone already: all we can do is cut the stream */
+        client_close(c);
+        return;
+    }
+    r->status = status;
+    timer_stop(c);
+    if (!r->req_body_done)
+        c->close_after = true;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_disable(c->bev, EV_READ);
+    write_error_response(c, status, message, r->request_id, r->wants_text_errors,
+                         c->close_after || c->w->draining);
+    r->resp_head_sent = true;
+    r->resp_done = true;
+    access_log(r);
+    c->state = CS_FLUSH;
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_error error,
+                               void *arg)
+{
+    struct sl_request *r = arg;
+    struct sl_client *c = r->client;
+    r->pending = NULL;
+    if (error != SL_UPSTREAM_OK) {
+        if (error != SL_UPSTREAM_DNS_FAILED && r->tries < r->match.service->retries &&
+            !r->req_body_started) {
+            r->tries++;
+            start_upstream(r, false);
+            return;
+        }
+        switch (error) {
+        case SL_UPSTREAM_DNS_FAILED:
+            abort_request(r, 503, MSG_DNS);
+            break;
+        case SL_UPSTREAM_CONNECT_TIMEOUT:
+            abort_request(r, 504, MSG_TIMEOUT);
+            break;
+        default:
+            abort_request(r, 502, MSG_BAD_GATEWAY);
+            break;
+        }
+        return;
+    }
+    const struct sl_service *svc = r->match.service;
+    r->up = conn;
+    conn->requests++;
+    struct timeval rt = ms_to_tv(svc->read_timeout_ms);
+    struct timeval wt = ms_to_tv(svc->write_timeout_ms);
+    bufferevent_setcb(conn->bev, up_read, up_write, up_event, r);
+    bufferevent_set_timeouts(conn->bev, &rt, &wt);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, SL_LOW_WATER, 0);
+    bufferevent_setwatermark(conn->bev, EV_READ, 0, SL_HIGH_WATER);
+    /* the head stays in up_head until the response starts (retries) */
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    size_t head_len = evbuffer_get_length(r->up_head);
+    evbuffer_add(out, evbuffer_pullup(r->up_head, (ev_ssize_t)head_len), head_len);
+    r->upstream_start_us = sl_now_us();
+    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+
+    if (!r->req_body_done) {
+        const struct sl_node_config *node = &r->snap->cfg->node;
+        if (r->expect_continue) {
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            r->expect_continue = false;
+        }
+        struct timeval bt = ms_to_tv(node->client_body_timeout_ms);
+        bufferevent_set_timeouts(c->bev, &bt, NULL);
+        if (node->client_body_total_timeout_ms)
+            timer_arm(c, node->client_body_total_timeout_ms);
+        set_activity(c, ACT_READING);
+        bufferevent_enable(c->bev, EV_READ);
+        forward_request_body(r);
+    }
+}
+
+static void start_upstream(struct sl_request *r, bool allow_reuse)
+{
+    const struct sl_service *svc = r->match.service;
+    r->pending = sl_upstream_acquire(r->client->w->pool, svc->host, svc->port,
+                                     svc->connect_timeout_ms, allow_reuse, upstream_connected, r);
+    if (!r->pending)
+        abort_request(r, 500, "An unexpected error occurred");
+}
+
+static void request_body_complete(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    r->req_body_done = true;
+    timer_stop(c);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    /* what follows in the input is the next (pipelined) request */
+    bufferevent_disable(c->bev, EV_READ);
+    set_activity(c, ACT_WRITING);
+}
+
+static void forward_request_body(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(r->up->bev);
+    const struct sl_node_config *node = &r->snap->cfg->node;
+    size_t avail = evbuffer_get_length(in);
+    size_t move = 0;
+
+    if (r->req_body_kind == SL_BODY_LENGTH) {
+        move = avail < r->req_remaining ? avail : (size_t)r->req_remaining;
+        r->req_remaining -= move;
+        r->req_body_bytes += move;
+    } else {
+        /* validate the chunked framing of the bytes before they go upstream */
+        struct evbuffer_iovec vec[16];
+        int n = evbuffer_peek(in, -1, NULL, vec, 16);
+        for (int i = 0; i < n && i < 16 && !r->req_chunked.done; i++) {
+            long used = sl_chunked_scan(&r->req_chunked, vec[i].iov_base, vec[i].iov_len);
+            if (used < 0) {
+                sl_info("client %s: bad chunked body: %s", c->peer_ip,
+                        r->req_chunked.error ? r->req_chunked.error : "?");
+                abort_request(r, 400, "Bad request");
+                return;
+            }
+            move += (size_t)used;
+        }
+        r->req_body_bytes = r->req_chunked.body_bytes;
+    }
+    if (node->client_max_body_size && r->req_body_bytes > node->client_max_body_size) {
+        abort_request(r, 413, "Request size limit exceeded");
+        return;
+    }
+    if (move > 0) {
+        evbuffer_remove_buffer(in, out, move);
+        r->bytes_in += move;
+        r->req_body_started = true;
+    }
+    if ((r->req_body_kind == SL_BODY_LENGTH && r->req_remaining == 0) ||
+        (r->req_body_kind == SL_BODY_CHUNKED && r->req_chunked.done)) {
+        request_body_complete(r);
+        return;
+    }
+    if (evbuffer_get_length(out) > SL_HIGH_WATER)
+        bufferevent_disable(c->bev, EV_READ); /* up_write turns it back on */
+}
+
+static void up_write(struct bufferevent *bev, void *arg)
+{
+    struct sl_request *r = arg;
+    if (!r->req_body_done && r->client->state == CS_UPSTREAM)
+        bufferevent_enable(r->client->bev, EV_READ);
+}
+
+/* Response head: filter and re-frame it for the client. */
+static bool send_response_head(struct sl_request *r, const struct sl_http_response *resp)
+{
+    struct sl_client *c = r->client;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    bool client_close_after = c->close_after || c->w->draining || !r->client_keep_alive;
+    if (resp->body_kind == SL_BODY_UNTIL_CLOSE)
+        client_close_after = true; /* the end of the body is our close */
+    if (resp->body_kind == SL_BODY_CHUNKED && r->client_minor == 0)
+        return false; /* cannot happen with an HTTP/1.0 upstream request */
+    if (!r->req_body_done)
+        client_close_after = true; /* the rest of the body is never read */
+    c->close_after = client_close_after;
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp->status, (int)resp->reason_len,
+                        resp->reason);
+    const struct sl_http_header *via = NULL;
+    bool has_cl = false;
+    for (size_t i = 0; i < resp->num_headers; i++) {
+        const struct sl_http_header *h = &resp->headers[i];
+        if (h->id == SL_HDR_VIA) {
+            via = h;
+            continue;
+        }
+        if (h->id == SL_HDR_X_REQUEST_ID)
+            continue;
+        if (h->id == SL_HDR_CONTENT_LENGTH && resp->body_kind == SL_BODY_NONE && !has_cl &&
+            resp->status != 204 && (resp->status < 100 || resp->status >= 200)) {
+            /* HEAD and 304 keep the length of the representation */
+            add_header_line(out, h->name, h->name_len, h->value, h->value_len);
+            has_cl = true;
+            continue;
+        }
+        if (is_hop_by_hop(h->id) || header_is_connection_named(h, resp->headers, resp->num_headers))
+            continue;
+        add_header_line(out, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (resp->body_kind == SL_BODY_LENGTH)
+        evbuffer_add_printf(out, "Content-Length: %llu\r\n",
+                            (unsigned long long)resp->content_length);
+    else if (resp->body_kind == SL_BODY_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (via)
+        evbuffer_add_printf(out, "Via: %.*s, 1.1 sluice\r\n", (int)via->value_len, via->value);
+    else
+        evbuffer_add(out, "Via: 1.1 sluice\r\n", 17);
+    evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->request_id);
+    if (client_close_after)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (r->client_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    return true;
+}
+
+static void up_read(struct bufferevent *bev, void *arg)
+{
+    struct sl_request *r = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (!r->resp_head_sent) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            return;
+        size_t want = avail < SL_MAX_RESPONSE_HEAD ? avail : SL_MAX_RESPONSE_HEAD;
+        const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+        struct sl_http_header headers[SL_MAX_HEADERS_ARRAY];
+        struct sl_http_response resp;
+        memset(&resp, 0, sizeof resp);
+        resp.headers = headers;
+        resp.header_capacity = SL_MAX_HEADERS_ARRAY;
+        struct sl_http_limits limits = {SL_MAX_RESPONSE_HEAD, SL_MAX_RESPONSE_HEAD,
+                                        SL_MAX_HEADERS_ARRAY - 1};
+        int n = sl_http_parse_response(data, want, r->is_head, &limits, &resp);
+        if (n == SL_HTTP_INCOMPLETE) {
+            if (want >= SL_MAX_RESPONSE_HEAD) {
+                abort_request(r, 502, MSG_BAD_GATEWAY);
+            }
+            return;
+        }
+        if (n < 0) {
+            sl_warn("upstream %s: invalid response: %s", r->up->addr_text,
+                    resp.error ? resp.error : "?");
+            abort_request(r, 502, MSG_BAD_GATEWAY);
+            return;
+        }
+        if (resp.status >= 100 && resp.status < 200) {
+            /* interim responses are not relayed; 101 needs an Upgrade we never send */
+            if (resp.status == 101) {
+                abort_request(r, 502, MSG_BAD_GATEWAY);
+                return;
+            }
+            evbuffer_drain(in, (size_t)n);
+            continue;
+        }
+        r->upstream_head_us = sl_now_us();
+        r->status = resp.status;
+        r->resp_body_kind = resp.body_kind;
+        r->resp_remaining = resp.content_length;
+        r->resp_keep_alive = resp.keep_alive;
+        sl_chunked_init(&r->resp_chunked);
+        size_t before = evbuffer_get_length(bufferevent_get_output(r->client->bev));
+        if (!send_response_head(r, &resp)) {
+            abort_request(r, 502, MSG_BAD_GATEWAY);
+            return;
+        }
+        r->bytes_out += evbuffer_get_length(bufferevent_get_output(r->client->bev)) - before;
+        evbuffer_drain(in, (size_t)n);
+        r->resp_head_sent = true;
+        evbuffer_free(r->up_head);
+        r->up_head = NULL;
+        if (r->resp_body_kind == SL_BODY_LENGTH && r->resp_remaining == 0)
+            r->resp_body_kind = SL_BODY_NONE;
+    }
+    forward_response_body(r);
+}
+
+static void forward_response_body(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    struct evbuffer *in = bufferevent_get_input(r->up->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    size_t move = 0;
+    bool done = false;
+    switch (r->resp_body_kind) {
+    case SL_BODY_NONE:
+        done = true;
+        break;
+    case SL_BODY_LENGTH:
+        move = avail < r->resp_remaining ? avail : (size_t)r->resp_remaining;
+        r->resp_remaining -= move;
+        done = r->resp_remaining == 0;
+        break;
+    case SL_BODY_CHUNKED: {
+        struct evbuffer_iovec vec[16];
+        int n = evbuffer_peek(in, -1, NULL, vec, 16);
+        for (int i = 0; i < n && i < 16 && !r->resp_chunked.done; i++) {
+            long used = sl_chunked_scan(&r->resp_chunked, vec[i].iov_base, vec[i].iov_len);
+            if (used < 0) {
+                sl_warn("upstream %s: bad chunked response: %s", r->up->addr_text,
+                        r->resp_chunked.error ? r->resp_chunked.error : "?");
+                client_close(c); /* the head is out: cut the stream */
+                return;
+            }
+            move += (size_t)used;
+        }
+        done = r->resp_chunked.done;
+        break;
+    }
+    case SL_BODY_UNTIL_CLOSE:
+        move = avail;
+        break;
+    }
+    if (move > 0) {
+        evbuffer_remove_buffer(in, out, move);
+        r->bytes_out += move;
+    }
+    if (done) {
+        if (evbuffer_get_length(in) != 0)
+            r->resp_keep_alive = false; /* bytes after the response: don't trust it */
+        finish_response(r);
+        return;
+    }
+    if (evbuffer_get_length(out) > SL_HIGH_WATER)
+        bufferevent_disable(r->up->bev, EV_READ); /* client_write turns it back on */
+}
+
+static void finish_response(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    r->resp_done = true;
+    if (r->up) {
+        bool reusable = r->resp_keep_alive && r->req_body_done &&
+                        evbuffer_get_length(bufferevent_get_output(r->up->bev)) == 0 &&
+                        !c->w->draining;
+        access_log(r);
+        sl_upstream_release(r->up, reusable);
+        r->up = NULL;
+    } else {
+        access_log(r);
+    }
+    if (!r->req_body_done)
+        c->close_after = true;
+    c->state = CS_FLUSH;
+    timer_stop(c);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        client_after_response(c);
+}
+
+static void up_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_request *r = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        sl_info("upstream %s: %s timeout", r->up->addr_text,
+                (what & BEV_EVENT_READING) ? "read" : "write");
+        abort_request(r, 504, MSG_TIMEOUT);
+        return;
+    }
+    /* EOF or error */
+    if (r->resp_head_sent) {
+        if (r->resp_body_kind == SL_BODY_UNTIL_CLOSE) {
+            forward_response_body(r);
+            r->resp_keep_alive = false;
+            finish_response(r);
+        } else {
+            sl_warn("upstream %s: closed in the middle of the response body", r->up->addr_text);
+            client_close(r->client);
+        }
+        return;
+    }
+    bool nothing_received = evbuffer_get_length(bufferevent_get_input(bev)) == 0;
+    if (r->up->reused && nothing_received && !r->req_body_started) {
+        /* a pooled connection the upstream had closed: try once more on a
+         * fresh connection (no byte of the body was consumed yet) */
+        sl_debug("upstream %s: reused connection closed, retrying on a new one", r->up->addr_text);
+        sl_upstream_release(r->up, false);
+        r->up = NULL;
+        start_upstream(r, false);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR)
+        sl_warn("upstream %s: %s", r->up->addr_text, strerror(EVUTIL_SOCKET_ERROR()));
+    else
+        sl_warn("upstream %s: closed before a complete response", r->up->addr_text);
+    abort_request(r, 502, MSG_BAD_GATEWAY);
+}

@@ -1,1 +1,417 @@
-/* placeholder */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proxy.h"
+#include "upstream.h"
+#include "util.h"
+
+#define SL_LISTEN_BACKLOG 511
+#define SL_ACCESS_LOG_FLUSH_MS 100
+#define SL_ACCESS_LOG_MAX_BUFFER (256 * 1024)
+
+/* ------------------------------------------------------------------------ */
+/* snapshots                                                                 */
+
+struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg)
+{
+    struct sl_snapshot *snap = calloc(1, sizeof *snap);
+    if (!snap)
+        return NULL;
+    snap->router = sl_router_build(cfg);
+    if (!snap->router) {
+        free(snap);
+        return NULL;
+    }
+    atomic_init(&snap->refcount, 1);
+    snap->cfg = cfg;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    snap->loaded_at_unix_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+    return snap;
+}
+
+struct sl_snapshot *sl_snapshot_ref(struct sl_snapshot *snap)
+{
+    atomic_fetch_add_explicit(&snap->refcount, 1, memory_order_relaxed);
+    return snap;
+}
+
+void sl_snapshot_unref(struct sl_snapshot *snap)
+{
+    if (!snap || atomic_fetch_sub_explicit(&snap->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    sl_router_free(snap->router);
+    sl_config_unref(snap->cfg);
+    free(snap);
+}
+
+/* ------------------------------------------------------------------------ */
+/* listeners                                                                 */
+
+static int open_listener(const struct sl_listen *l, char *err, size_t err_size)
+{
+    char port[8];
+    snprintf(port, sizeof port, "%u", l->port);
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(l->host[0] ? l->host : NULL, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, err_size, "listen %s:%u: %s", l->host, l->port, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_size, "listen %s:%u: socket: %s", l->host, l->port, strerror(errno));
+        freeaddrinfo(ai);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* one socket per worker: the kernel spreads connections, no accept lock */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SL_LISTEN_BACKLOG) < 0) {
+        snprintf(err, err_size, "cannot listen on %s:%u: %s", l->host, l->port, strerror(errno));
+        close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+/* ------------------------------------------------------------------------ */
+/* workers                                                                   */
+
+struct accept_ctx {
+    struct sl_worker *w;
+    struct sl_listener_socket *ls;
+};
+
+static void worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                          struct sockaddr *peer, int peer_len, void *arg)
+{
+    struct accept_ctx *ctx = arg;
+    (void)listener;
+    sl_proxy_accept(ctx->w, fd, peer, peer_len, ctx->ls->port);
+}
+
+static void accept_error(struct evconnlistener *listener, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    /* EMFILE and friends: log and keep listening; the loop retries */
+    sl_error("accept: %s", strerror(err));
+}
+
+static void close_listeners(struct sl_worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i].listener) {
+            evconnlistener_free(w->listeners[i].listener); /* closes the fd */
+            w->listeners[i].listener = NULL;
+            w->listeners[i].fd = -1;
+        } else if (w->listeners[i].fd >= 0) {
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    }
+}
+
+static void flush_access_log(struct sl_worker *w)
+{
+    while (evbuffer_get_length(w->access_log) > 0) {
+        int n = evbuffer_write(w->access_log, STDOUT_FILENO);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            /* stdout is gone or full: drop rather than grow without bound */
+            evbuffer_drain(w->access_log, evbuffer_get_length(w->access_log));
+            break;
+        }
+    }
+}
+
+static void access_log_tick(evutil_socket_t fd, short what, void *arg)
+{
+    flush_access_log(arg);
+}
+
+void sl_worker_access_log(struct sl_worker *w, const char *line, size_t len)
+{
+    evbuffer_add(w->access_log, line, len);
+    evbuffer_add(w->access_log, "\n", 1);
+    if (evbuffer_get_length(w->access_log) >= SL_ACCESS_LOG_MAX_BUFFER)
+        flush_access_log(w);
+}
+
+void sl_worker_check_drained(struct sl_worker *w)
+{
+    if (w->draining && w->n_clients == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void drain_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_worker *w = arg;
+    sl_warn("worker %d: grace period over, closing %zu connection(s)", w->index, w->n_clients);
+    sl_proxy_close_all(w);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void worker_start_drain(struct sl_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    close_listeners(w);
+    sl_upstream_pool_close_idle(w->pool);
+    sl_proxy_drain(w);
+    uint32_t grace = w->snapshot->cfg->node.graceful_shutdown_timeout_ms;
+    struct timeval tv = {grace / 1000, (suseconds_t)(grace % 1000) * 1000};
+    evtimer_add(w->drain_timer, &tv);
+    sl_worker_check_drained(w);
+}
+
+static void control_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_worker *w = arg;
+    char cmds[16];
+    ssize_t n = read(fd, cmds, sizeof cmds);
+    for (ssize_t i = 0; i < n; i++) {
+        switch (cmds[i]) {
+        case 'd':
+            worker_start_drain(w);
+            break;
+        case 's':
+            w->draining = true;
+            close_listeners(w);
+            sl_proxy_close_all(w);
+            event_base_loopexit(w->base, NULL);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct sl_worker *w = arg;
+    event_base_dispatch(w->base);
+
+    /* cut whatever is left and let the deferred frees run */
+    close_listeners(w);
+    sl_proxy_close_all(w);
+    for (int i = 0; i < 100 && w->n_clients > 0; i++)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
+    flush_access_log(w);
+    atomic_fetch_sub(&w->server->workers_running, 1);
+    return NULL;
+}
+
+static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, char *err,
+                       size_t err_size)
+{
+    const struct sl_node_config *node = &srv->snapshot->cfg->node;
+    w->index = index;
+    w->server = srv;
+    w->control_pipe[0] = w->control_pipe[1] = -1;
+
+    struct event_config *ec = event_config_new();
+    /* a worker's base is touched only by its own thread */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base) {
+        snprintf(err, err_size, "worker %d: cannot create event base", index);
+        return SL_ERR;
+    }
+    w->dns = evdns_base_new(w->base,
+                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!w->dns)
+        w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    w->pool = sl_upstream_pool_new(w->base, w->dns);
+    w->access_log = evbuffer_new();
+    w->drain_timer = evtimer_new(w->base, drain_expired, w);
+    w->access_log_timer = event_new(w->base, -1, EV_PERSIST, access_log_tick, w);
+    if (!w->dns || !w->pool || !w->access_log || !w->drain_timer || !w->access_log_timer ||
+        pipe2(w->control_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        snprintf(err, err_size, "worker %d: out of resources", index);
+        return SL_ERR;
+    }
+    sl_upstream_pool_configure(w->pool, node);
+    w->control_event =
+        event_new(w->base, w->control_pipe[0], EV_READ | EV_PERSIST, control_read, w);
+    if (!w->control_event || event_add(w->control_event, NULL) < 0) {
+        snprintf(err, err_size, "worker %d: out of resources", index);
+        return SL_ERR;
+    }
+    struct timeval flush = {0, SL_ACCESS_LOG_FLUSH_MS * 1000};
+    event_add(w->access_log_timer, &flush);
+    w->snapshot = sl_snapshot_ref(srv->snapshot);
+
+    w->n_listeners = node->n_proxy_listen;
+    w->listeners = calloc(w->n_listeners, sizeof *w->listeners);
+    struct accept_ctx *ctxs = calloc(w->n_listeners, sizeof *ctxs);
+    if (!w->listeners || !ctxs) {
+        free(ctxs);
+        snprintf(err, err_size, "worker %d: out of memory", index);
+        return SL_ERR;
+    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        w->listeners[i].fd = -1;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        const struct sl_listen *l = &node->proxy_listen[i];
+        if (l->ssl) {
+            free(ctxs);
+            snprintf(err, err_size, "listen %s:%u ssl: TLS is not supported yet", l->host, l->port);
+            return SL_ERR;
+        }
+        int fd = open_listener(l, err, err_size);
+        if (fd < 0) {
+            free(ctxs);
+            return SL_ERR;
+        }
+        w->listeners[i].fd = fd;
+        w->listeners[i].port = l->port;
+        ctxs[i].w = w;
+        ctxs[i].ls = &w->listeners[i];
+        w->listeners[i].listener =
+            evconnlistener_new(w->base, worker_accept, &ctxs[i], LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        if (!w->listeners[i].listener) {
+            free(ctxs);
+            snprintf(err, err_size, "listen %s:%u: cannot watch the socket", l->host, l->port);
+            return SL_ERR;
+        }
+        evconnlistener_set_error_cb(w->listeners[i].listener, accept_error);
+    }
+    /* the accept contexts live as long as the worker: keep them with it */
+    w->accept_ctx = ctxs;
+    return SL_OK;
+}
+
+static void worker_free(struct sl_worker *w)
+{
+    close_listeners(w);
+    free(w->listeners);
+    free(w->accept_ctx);
+    if (w->pool)
+        sl_upstream_pool_free(w->pool);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->control_event)
+        event_free(w->control_event);
+    if (w->drain_timer)
+        event_free(w->drain_timer);
+    if (w->access_log_timer)
+        event_free(w->access_log_timer);
+    if (w->access_log)
+        evbuffer_free(w->access_log);
+    if (w->control_pipe[0] >= 0)
+        close(w->control_pipe[0]);
+    if (w->control_pipe[1] >= 0)
+        close(w->control_pipe[1]);
+    if (w->snapshot)
+        sl_snapshot_unref(w->snapshot);
+    if (w->base)
+        event_base_free(w->base);
+}
+
+int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
+{
+    srv->snapshot = sl_snapshot_new(cfg);
+    if (!srv->snapshot) {
+        sl_config_unref(cfg);
+        snprintf(err, err_size, "out of memory");
+        return SL_ERR;
+    }
+    int n = cfg->node.worker_processes > 0 ? cfg->node.worker_processes : 1;
+    srv->workers = calloc((size_t)n, sizeof *srv->workers);
+    if (!srv->workers) {
+        snprintf(err, err_size, "out of memory");
+        return SL_ERR;
+    }
+    srv->n_workers = n;
+    /* bind everything before any thread starts, so a bad address fails fast */
+    for (int i = 0; i < n; i++) {
+        if (worker_init(srv, &srv->workers[i], i, err, err_size) != SL_OK) {
+            srv->n_workers = i + 1;
+            for (int j = 0; j <= i; j++)
+                worker_free(&srv->workers[j]);
+            free(srv->workers);
+            srv->workers = NULL;
+            srv->n_workers = 0;
+            return SL_ERR;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        atomic_fetch_add(&srv->workers_running, 1);
+        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
+            snprintf(err, err_size, "cannot start worker thread %d", i);
+            atomic_fetch_sub(&srv->workers_running, 1);
+            for (int j = 0; j < i; j++)
+                (void)!write(srv->workers[j].control_pipe[1], "s", 1);
+            for (int j = 0; j < i; j++)
+                pthread_join(srv->workers[j].thread, NULL);
+            for (int j = 0; j < n; j++)
+                worker_free(&srv->workers[j]);
+            free(srv->workers);
+            srv->workers = NULL;
+            srv->n_workers = 0;
+            return SL_ERR;
+        }
+        srv->workers[i].started = true;
+    }
+    atomic_store(&srv->ready, true);
+    return SL_OK;
+}
+
+static void send_all(struct sl_server *srv, char cmd)
+{
+    for (int i = 0; i < srv->n_workers; i++)
+        if (write(srv->workers[i].control_pipe[1], &cmd, 1) != 1)
+            sl_error("worker %d: control pipe: %s", i, strerror(errno));
+}
+
+void sl_server_drain(struct sl_server *srv)
+{
+    atomic_store(&srv->ready, false);
+    send_all(srv, 'd');
+}
+
+void sl_server_stop(struct sl_server *srv)
+{
+    atomic_store(&srv->ready, false);
+    send_all(srv, 's');
+}
+
+void sl_server_join(struct sl_server *srv)
+{
+    for (int i = 0; i < srv->n_workers; i++)
+        if (srv->workers[i].started)
+            pthread_join(srv->workers[i].thread, NULL);
+    for (int i = 0; i < srv->n_workers; i++)
+        worker_free(&srv->workers[i]);
+    free(srv->workers);
+    srv->workers = NULL;
+    srv->n_workers = 0;
+    sl_snapshot_unref(srv->snapshot);
+    srv->snapshot = NULL;
+}

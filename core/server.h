@@ -1,1 +1,120 @@
+/*
+ * The server: configuration snapshots, worker threads and their listeners,
+ * graceful drain.
+ *
+ * Ownership:
+ *  - struct sl_server is owned by main(); it outlives every worker.
+ *  - struct sl_snapshot is reference counted (atomic). The server holds one
+ *    reference to the current snapshot, each worker one, and each request in
+ *    flight one, so a request always finishes on the snapshot it started on.
+ *  - struct sl_worker is owned by the server; its event_base, listeners,
+ *    DNS base, upstream pool and client connections belong to its thread and
+ *    are touched only from it (no locks on the request path). Other threads
+ *    talk to a worker only by writing a command byte to its control pipe.
+ */
+#ifndef SL_SERVER_H
+#define SL_SERVER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "router.h"
+
+struct event_base;
+struct event;
+struct evdns_base;
+struct evbuffer;
+struct sl_upstream_pool;
+struct sl_client;
+struct accept_ctx;
+struct evconnlistener;
+
+struct sl_snapshot {
+    atomic_int refcount;
+    struct sl_config *cfg;    /* owned: one config reference */
+    struct sl_router *router; /* owned */
+    uint64_t loaded_at_unix_ms;
+};
+
+struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg); /* takes cfg's reference */
+struct sl_snapshot *sl_snapshot_ref(struct sl_snapshot *snap);
+void sl_snapshot_unref(struct sl_snapshot *snap);
+
+/* Counters shared with the status API: relaxed atomics, one writer each. */
+struct sl_worker_stats {
+    atomic_uint_fast64_t connections_accepted;
+    atomic_uint_fast64_t connections_handled;
+    atomic_int_fast64_t connections_active;
+    atomic_int_fast64_t connections_reading;
+    atomic_int_fast64_t connections_writing;
+    atomic_int_fast64_t connections_waiting;
+    atomic_uint_fast64_t total_requests;
+};
+
+struct sl_listener_socket {
+    int fd;
+    uint16_t port; /* the port of the proxy_listen entry */
+    bool ssl;
+    struct evconnlistener *listener;
+};
+
+struct sl_worker {
+    int index;
+    struct sl_server *server;
+    pthread_t thread;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct sl_upstream_pool *pool;
+    struct sl_snapshot *snapshot; /* the worker's reference to the current one */
+
+    struct sl_listener_socket *listeners;
+    size_t n_listeners;
+    struct accept_ctx *accept_ctx; /* one per listener, passed to its callback */
+    bool started;                  /* its thread was created */
+
+    int control_pipe[2]; /* [1] written by other threads, [0] read here */
+    struct event *control_event;
+    struct event *drain_timer;
+
+    struct sl_client *clients; /* every open client connection (intrusive list) */
+    size_t n_clients;
+    bool draining;
+
+    struct evbuffer *access_log; /* lines waiting for the next flush */
+    struct event *access_log_timer;
+
+    struct sl_worker_stats stats;
+};
+
+struct sl_server {
+    struct sl_snapshot *snapshot; /* current; replaced only from the main thread */
+    struct sl_worker *workers;
+    int n_workers;
+    atomic_bool ready;
+    atomic_int workers_running; /* threads that have not returned yet */
+};
+
+/*
+ * Bind every listener (SO_REUSEPORT, one socket per worker per entry) and
+ * start the workers. Returns SL_OK, or SL_ERR with a message in err.
+ * Takes the caller's reference to cfg.
+ */
+int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
+
+/* From the main thread: graceful drain (SIGTERM) or immediate stop (SIGINT). */
+void sl_server_drain(struct sl_server *srv);
+void sl_server_stop(struct sl_server *srv);
+
+/* Wait for every worker to finish and free everything. */
+void sl_server_join(struct sl_server *srv);
+
+/* Called by the proxy when a worker may have finished draining. */
+void sl_worker_check_drained(struct sl_worker *w);
+
+/* Append one access-log line (without newline) for this worker. */
+void sl_worker_access_log(struct sl_worker *w, const char *line, size_t len);
+
+#endif

@@ -1,1 +1,525 @@
-/* placeholder */
+#include "upstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define SL_DNS_MAX_ADDRS 8
+#define SL_DNS_MIN_TTL_S 1
+#define SL_DNS_MAX_TTL_S 3600
+/* How long a hosts-file answer is trusted before the file is read again. */
+#define SL_HOSTS_TTL_S 60
+
+enum dns_state { DNS_NONE, DNS_RESOLVING, DNS_READY };
+
+/* One host:port the worker talks to: its addresses and its idle connections. */
+struct sl_upstream_target {
+    char *host;
+    uint16_t port;
+    enum dns_state dns_state;
+    struct sockaddr_storage addrs[SL_DNS_MAX_ADDRS];
+    socklen_t addr_lens[SL_DNS_MAX_ADDRS];
+    unsigned n_addrs;
+    unsigned next_addr; /* round robin over the resolved addresses */
+    uint64_t expires_ms;
+    bool tried_ipv6;
+    struct evdns_request *dns_request;
+    struct sl_upstream_pending *waiters; /* waiting for the name */
+    struct sl_upstream_conn *idle_head;  /* most recently used first */
+    unsigned n_idle;
+    struct sl_upstream_pool *pool;
+    struct sl_upstream_target *next;
+};
+
+struct sl_upstream_pool {
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct sl_upstream_target *targets;
+    uint32_t max_idle_per_target;
+    uint32_t max_requests;
+    uint32_t idle_timeout_ms;
+};
+
+enum pending_state { PENDING_DEFERRED, PENDING_RESOLVING, PENDING_CONNECTING };
+
+struct sl_upstream_pending {
+    struct sl_upstream_pool *pool;
+    struct sl_upstream_target *target;
+    enum pending_state state;
+    sl_upstream_cb cb;
+    void *arg;
+    uint32_t connect_timeout_ms;
+    struct sl_upstream_conn *conn; /* pooled (deferred) or connecting */
+    enum sl_upstream_error deferred_error;
+    struct event *deferred;
+    struct sl_upstream_pending *next_waiter;
+};
+
+static void pending_finish(struct sl_upstream_pending *p, struct sl_upstream_conn *conn,
+                           enum sl_upstream_error error);
+static void start_connect(struct sl_upstream_pending *p);
+
+struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base, struct evdns_base *dns)
+{
+    struct sl_upstream_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->base = base;
+    pool->dns = dns;
+    pool->max_idle_per_target = 512;
+    pool->max_requests = 10000;
+    pool->idle_timeout_ms = 60000;
+    return pool;
+}
+
+void sl_upstream_pool_configure(struct sl_upstream_pool *pool, const struct sl_node_config *node)
+{
+    pool->max_idle_per_target = node->upstream_keepalive_pool_size;
+    pool->max_requests = node->upstream_keepalive_max_requests;
+    pool->idle_timeout_ms = node->upstream_keepalive_idle_timeout_ms;
+}
+
+static void conn_free(struct sl_upstream_conn *conn)
+{
+    if (conn->bev)
+        bufferevent_free(conn->bev);
+    free(conn);
+}
+
+static void idle_unlink(struct sl_upstream_conn *conn)
+{
+    struct sl_upstream_target *t = conn->target;
+    if (conn->prev_idle)
+        conn->prev_idle->next_idle = conn->next_idle;
+    else
+        t->idle_head = conn->next_idle;
+    if (conn->next_idle)
+        conn->next_idle->prev_idle = conn->prev_idle;
+    conn->next_idle = conn->prev_idle = NULL;
+    t->n_idle--;
+}
+
+void sl_upstream_pool_close_idle(struct sl_upstream_pool *pool)
+{
+    for (struct sl_upstream_target *t = pool->targets; t; t = t->next) {
+        while (t->idle_head) {
+            struct sl_upstream_conn *c = t->idle_head;
+            idle_unlink(c);
+            conn_free(c);
+        }
+    }
+}
+
+void sl_upstream_pool_free(struct sl_upstream_pool *pool)
+{
+    if (!pool)
+        return;
+    sl_upstream_pool_close_idle(pool);
+    struct sl_upstream_target *t = pool->targets;
+    while (t) {
+        struct sl_upstream_target *next = t->next;
+        if (t->dns_request)
+            evdns_cancel_request(pool->dns, t->dns_request);
+        /* waiters belong to requests that were already torn down */
+        free(t->host);
+        free(t);
+        t = next;
+    }
+    free(pool);
+}
+
+static struct sl_upstream_target *target_get(struct sl_upstream_pool *pool, const char *host,
+                                             uint16_t port)
+{
+    for (struct sl_upstream_target *t = pool->targets; t; t = t->next)
+        if (t->port == port && strcmp(t->host, host) == 0)
+            return t;
+    struct sl_upstream_target *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->host = strdup(host);
+    if (!t->host) {
+        free(t);
+        return NULL;
+    }
+    t->port = port;
+    t->pool = pool;
+    t->next = pool->targets;
+    pool->targets = t;
+    return t;
+}
+
+static void target_set_literal(struct sl_upstream_target *t)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)&t->addrs[0];
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&t->addrs[0];
+    memset(&t->addrs[0], 0, sizeof t->addrs[0]);
+    if (inet_pton(AF_INET, t->host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(t->port);
+        t->addr_lens[0] = sizeof *in;
+    } else {
+        inet_pton(AF_INET6, t->host, &in6->sin6_addr);
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(t->port);
+        t->addr_lens[0] = sizeof *in6;
+    }
+    t->n_addrs = 1;
+    t->expires_ms = UINT64_MAX;
+    t->dns_state = DNS_READY;
+}
+
+/* /etc/hosts, read when a name is first needed and after SL_HOSTS_TTL_S. */
+static bool hosts_lookup(struct sl_upstream_target *t)
+{
+    FILE *f = fopen("/etc/hosts", "re");
+    if (!f)
+        return false;
+    char line[1024];
+    t->n_addrs = 0;
+    while (fgets(line, sizeof line, f) && t->n_addrs < SL_DNS_MAX_ADDRS) {
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *save = NULL;
+        char *addr = strtok_r(line, " \t\r\n", &save);
+        if (!addr)
+            continue;
+        for (char *name = strtok_r(NULL, " \t\r\n", &save); name;
+             name = strtok_r(NULL, " \t\r\n", &save)) {
+            if (strcasecmp(name, t->host) != 0)
+                continue;
+            struct sockaddr_storage *ss = &t->addrs[t->n_addrs];
+            memset(ss, 0, sizeof *ss);
+            struct sockaddr_in *in = (struct sockaddr_in *)ss;
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+            if (inet_pton(AF_INET, addr, &in->sin_addr) == 1) {
+                in->sin_family = AF_INET;
+                in->sin_port = htons(t->port);
+                t->addr_lens[t->n_addrs++] = sizeof *in;
+            } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons(t->port);
+                t->addr_lens[t->n_addrs++] = sizeof *in6;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (t->n_addrs == 0)
+        return false;
+    t->expires_ms = sl_now_ms() + SL_HOSTS_TTL_S * 1000u;
+    t->dns_state = DNS_READY;
+    return true;
+}
+
+static void wake_waiters(struct sl_upstream_target *t, bool ok)
+{
+    struct sl_upstream_pending *p = t->waiters;
+    t->waiters = NULL;
+    while (p) {
+        struct sl_upstream_pending *next = p->next_waiter;
+        p->next_waiter = NULL;
+        if (ok)
+            start_connect(p);
+        else
+            pending_finish(p, NULL, SL_UPSTREAM_DNS_FAILED);
+        p = next;
+    }
+}
+
+static void dns_answer(int result, char type, int count, int ttl, void *addresses, void *arg)
+{
+    struct sl_upstream_target *t = arg;
+    t->dns_request = NULL;
+    if (result == DNS_ERR_CANCEL)
+        return;
+    if (result == DNS_ERR_NONE && count > 0 && (type == DNS_IPv4_A || type == DNS_IPv6_AAAA)) {
+        t->n_addrs = 0;
+        for (int i = 0; i < count && t->n_addrs < SL_DNS_MAX_ADDRS; i++) {
+            struct sockaddr_storage *ss = &t->addrs[t->n_addrs];
+            memset(ss, 0, sizeof *ss);
+            if (type == DNS_IPv4_A) {
+                struct sockaddr_in *in = (struct sockaddr_in *)ss;
+                in->sin_family = AF_INET;
+                in->sin_port = htons(t->port);
+                memcpy(&in->sin_addr, (const char *)addresses + 4 * i, 4);
+                t->addr_lens[t->n_addrs++] = sizeof *in;
+            } else {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons(t->port);
+                memcpy(&in6->sin6_addr, (const char *)addresses + 16 * i, 16);
+                t->addr_lens[t->n_addrs++] = sizeof *in6;
+            }
+        }
+        if (ttl < SL_DNS_MIN_TTL_S)
+            ttl = SL_DNS_MIN_TTL_S;
+        if (ttl > SL_DNS_MAX_TTL_S)
+            ttl = SL_DNS_MAX_TTL_S;
+        t->expires_ms = sl_now_ms() + (uint64_t)ttl * 1000u;
+        t->dns_state = DNS_READY;
+        sl_debug("dns: %s has %u address(es), ttl %d s", t->host, t->n_addrs, ttl);
+        wake_waiters(t, true);
+        return;
+    }
+    if (!t->tried_ipv6) {
+        /* no A record: try AAAA before giving up */
+        t->tried_ipv6 = true;
+        t->dns_request =
+            evdns_base_resolve_ipv6(t->pool->dns, t->host, DNS_QUERY_NO_SEARCH, dns_answer, t);
+        if (t->dns_request)
+            return;
+    }
+    sl_warn("dns: cannot resolve '%s': %s", t->host, evdns_err_to_string(result));
+    t->dns_state = t->n_addrs > 0 ? DNS_READY : DNS_NONE; /* keep a stale answer if any */
+    wake_waiters(t, t->n_addrs > 0);
+}
+
+static void resolve(struct sl_upstream_target *t)
+{
+    t->dns_state = DNS_RESOLVING;
+    t->tried_ipv6 = false;
+    if (hosts_lookup(t)) {
+        wake_waiters(t, true);
+        return;
+    }
+    t->dns_request =
+        evdns_base_resolve_ipv4(t->pool->dns, t->host, DNS_QUERY_NO_SEARCH, dns_answer, t);
+    if (!t->dns_request) {
+        t->dns_state = DNS_NONE;
+        wake_waiters(t, false);
+    }
+}
+
+static void pending_free(struct sl_upstream_pending *p)
+{
+    if (p->deferred)
+        event_free(p->deferred);
+    free(p);
+}
+
+static void pending_finish(struct sl_upstream_pending *p, struct sl_upstream_conn *conn,
+                           enum sl_upstream_error error)
+{
+    sl_upstream_cb cb = p->cb;
+    void *arg = p->arg;
+    pending_free(p);
+    cb(conn, error, arg);
+}
+
+static void deferred_fire(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_upstream_pending *p = arg;
+    struct sl_upstream_conn *conn = p->conn;
+    p->conn = NULL;
+    if (conn) {
+        pending_finish(p, conn, SL_UPSTREAM_OK);
+        return;
+    }
+    if (p->deferred_error != SL_UPSTREAM_OK) {
+        pending_finish(p, NULL, p->deferred_error);
+        return;
+    }
+    /* a name had to be (re)resolved or a connect started: do it now */
+    struct sl_upstream_target *t = p->target;
+    if (t->dns_state == DNS_READY && sl_now_ms() < t->expires_ms) {
+        start_connect(p);
+        return;
+    }
+    p->state = PENDING_RESOLVING;
+    p->next_waiter = t->waiters;
+    t->waiters = p;
+    if (t->dns_state != DNS_RESOLVING)
+        resolve(t);
+}
+
+static void connect_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_upstream_pending *p = arg;
+    struct sl_upstream_conn *conn = p->conn;
+    if (what & BEV_EVENT_CONNECTED) {
+        p->conn = NULL;
+        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(bev, NULL, NULL);
+        pending_finish(p, conn, SL_UPSTREAM_OK);
+        return;
+    }
+    enum sl_upstream_error error =
+        (what & BEV_EVENT_TIMEOUT) ? SL_UPSTREAM_CONNECT_TIMEOUT : SL_UPSTREAM_CONNECT_FAILED;
+    int saved = EVUTIL_SOCKET_ERROR();
+    sl_info("upstream: connect to %s failed: %s", conn->addr_text,
+            error == SL_UPSTREAM_CONNECT_TIMEOUT ? "timed out" : strerror(saved));
+    p->conn = NULL;
+    conn_free(conn);
+    pending_finish(p, NULL, error);
+}
+
+static void start_connect(struct sl_upstream_pending *p)
+{
+    struct sl_upstream_target *t = p->target;
+    struct sl_upstream_conn *conn = calloc(1, sizeof *conn);
+    if (!conn) {
+        pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
+        return;
+    }
+    unsigned i = t->next_addr++ % t->n_addrs;
+    memcpy(&conn->addr, &t->addrs[i], t->addr_lens[i]);
+    conn->addr_len = t->addr_lens[i];
+    conn->target = t;
+    conn->pool = p->pool;
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port;
+    sl_sockaddr_text((struct sockaddr *)&conn->addr, ip, sizeof ip, &port);
+    snprintf(conn->addr_text, sizeof conn->addr_text,
+             conn->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+
+    int fd = socket(conn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        sl_error("upstream: socket: %s", strerror(errno));
+        free(conn);
+        pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn->bev = bufferevent_socket_new(p->pool->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!conn->bev) {
+        close(fd);
+        free(conn);
+        pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
+        return;
+    }
+    p->state = PENDING_CONNECTING;
+    p->conn = conn;
+    struct timeval tv = {p->connect_timeout_ms / 1000, (p->connect_timeout_ms % 1000) * 1000};
+    bufferevent_setcb(conn->bev, NULL, NULL, connect_event, p);
+    bufferevent_set_timeouts(conn->bev, NULL, &tv);
+    if (bufferevent_socket_connect(conn->bev, (struct sockaddr *)&conn->addr, (int)conn->addr_len) <
+        0) {
+        /* the error callback was not scheduled: report it from the loop */
+        p->conn = NULL;
+        conn_free(conn);
+        p->deferred_error = SL_UPSTREAM_CONNECT_FAILED;
+        p->state = PENDING_DEFERRED;
+        event_active(p->deferred, EV_TIMEOUT, 0);
+    }
+}
+
+/* An idle pooled connection must stay silent: data, EOF or a timeout closes it. */
+static void idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_upstream_conn *conn = arg;
+    idle_unlink(conn);
+    conn_free(conn);
+}
+
+static void idle_read(struct bufferevent *bev, void *arg)
+{
+    idle_event(bev, BEV_EVENT_READING, arg);
+}
+
+struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, const char *host,
+                                                uint16_t port, uint32_t connect_timeout_ms,
+                                                bool allow_reuse, sl_upstream_cb cb, void *arg)
+{
+    struct sl_upstream_target *t = target_get(pool, host, port);
+    if (!t)
+        return NULL;
+    struct sl_upstream_pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->deferred = evtimer_new(pool->base, deferred_fire, p);
+    if (!p->deferred) {
+        free(p);
+        return NULL;
+    }
+    p->pool = pool;
+    p->target = t;
+    p->cb = cb;
+    p->arg = arg;
+    p->connect_timeout_ms = connect_timeout_ms ? connect_timeout_ms : 60000;
+    p->state = PENDING_DEFERRED;
+
+    if (t->dns_state == DNS_NONE && sl_is_ip_literal(host))
+        target_set_literal(t);
+
+    if (allow_reuse) {
+        while (t->idle_head) {
+            struct sl_upstream_conn *c = t->idle_head;
+            idle_unlink(c);
+            /* a connection the upstream closed shows as readable (EOF) */
+            if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+                conn_free(c);
+                continue;
+            }
+            bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+            bufferevent_set_timeouts(c->bev, NULL, NULL);
+            c->reused = true;
+            p->conn = c;
+            break;
+        }
+    }
+    event_active(p->deferred, EV_TIMEOUT, 0);
+    return p;
+}
+
+void sl_upstream_cancel(struct sl_upstream_pending *p)
+{
+    if (!p)
+        return;
+    if (p->state == PENDING_RESOLVING) {
+        struct sl_upstream_pending **pp = &p->target->waiters;
+        while (*pp && *pp != p)
+            pp = &(*pp)->next_waiter;
+        if (*pp)
+            *pp = p->next_waiter;
+    }
+    if (p->conn) {
+        if (p->state == PENDING_DEFERRED && p->conn->reused)
+            sl_upstream_release(p->conn, true);
+        else
+            conn_free(p->conn);
+    }
+    pending_free(p);
+}
+
+void sl_upstream_release(struct sl_upstream_conn *conn, bool reusable)
+{
+    struct sl_upstream_pool *pool = conn->pool;
+    struct sl_upstream_target *t = conn->target;
+    if (!reusable || t->n_idle >= pool->max_idle_per_target ||
+        conn->requests >= pool->max_requests ||
+        evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 ||
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0) {
+        conn_free(conn);
+        return;
+    }
+    struct timeval idle = {pool->idle_timeout_ms / 1000, (pool->idle_timeout_ms % 1000) * 1000};
+    bufferevent_setcb(conn->bev, idle_read, NULL, idle_event, conn);
+    bufferevent_set_timeouts(conn->bev, &idle, NULL);
+    bufferevent_setwatermark(conn->bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(conn->bev, EV_READ);
+    conn->idle_since_ms = sl_now_ms();
+    conn->next_idle = t->idle_head;
+    conn->prev_idle = NULL;
+    if (t->idle_head)
+        t->idle_head->prev_idle = conn;
+    t->idle_head = conn;
+    t->n_idle++;
+}
