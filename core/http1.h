@@ -82,6 +82,9 @@ struct sl_http_limits {
 #define SL_HTTP_DEFAULT_MAX_HEADER_BYTES 32768
 #define SL_HTTP_DEFAULT_MAX_HEADERS 100
 
+/* Empty lines skipped before a request-line (RFC 9112 section 2.2); more is 400. */
+#define SL_HTTP_MAX_LEADING_EMPTY_LINES 4
+
 struct sl_http_request {
     const char *method;
     size_t method_len;
@@ -130,9 +133,28 @@ struct sl_http_response {
  * (the connection is then closed by the caller).
  * Bare LF as a line end in the head is accepted (RFC 9112 section 2.2);
  * bare CR, NUL and other control bytes are not.
+ * Besides -400/-414/-431, a well-formed HTTP version other than 1.0 and 1.1
+ * gets -505. The verdict depends only on the bytes up to the point where it
+ * is taken, so once a call returns a head length or an error, calling again
+ * with more bytes returns the same. The other fields of `req` are valid
+ * only when the return value is positive. The strictness decisions are
+ * listed at the top of http1.c.
  */
 int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limits *limits,
                           struct sl_http_request *req);
+
+/*
+ * Optional helper for the incremental caller: after a read grew the buffer
+ * from prev_len to len bytes (prev_len = 0 for a new message), is it worth
+ * calling the head parser again? False when the new bytes hold no LF and
+ * cross no limit, so the parser cannot complete the head nor answer
+ * -414/-431 now. Calling the parser anyway is always correct (a verdict
+ * never changes once given, so skipping a call only delays an early 400);
+ * the point is that a client sending one byte per packet does not make the
+ * head cost quadratic time. Works for request and response heads.
+ */
+bool sl_http_head_may_complete(const char *buf, size_t prev_len, size_t len,
+                               const struct sl_http_limits *limits);
 
 /*
  * Parse an upstream response head. `request_method_is_head` selects the
@@ -161,6 +183,10 @@ bool sl_http_name_equals(const char *a, size_t a_len, const char *b, size_t b_le
  * a chunked body as bytes pass through, so the proxy can forward validated
  * bytes verbatim. It never copies data.
  */
+#define SL_CHUNK_SIZE_MAX_DIGITS 16 /* hex digits in a chunk-size, leading zeros included */
+#define SL_CHUNK_LINE_MAX 4096      /* chunk-size line without CRLF: size and extensions */
+#define SL_CHUNK_TRAILER_MAX 8192   /* trailer section after the last chunk, final CRLF included */
+
 struct sl_chunked_scanner {
     int state;
     uint64_t chunk_remaining; /* data bytes left in the current chunk */
@@ -183,6 +209,13 @@ void sl_chunked_init(struct sl_chunked_scanner *s);
  * bytes in extensions or trailers, extension or trailer lines too long.
  */
 long sl_chunked_scan(struct sl_chunked_scanner *s, const char *buf, size_t len);
+
+/*
+ * Chunk data bytes that follow at the scanner's position (0 while it is in
+ * framing). A proxy that must remove the framing (for an HTTP/1.0 client)
+ * feeds framing bytes to sl_chunked_scan() and forwards only data bytes.
+ */
+uint64_t sl_chunked_data_ready(const struct sl_chunked_scanner *s);
 
 /* Static reason phrase for a status code ("OK", "Bad Request", ...). */
 const char *sl_http_reason(int status);
