@@ -20,7 +20,7 @@
 struct sl_listen {
     char host[256]; /* "0.0.0.0", "127.0.0.1", "::1" (no brackets) ... */
     uint16_t port;
-    bool ssl; /* "ssl" flag on the entry; TLS is a later issue */
+    bool ssl;           /* "ssl" flag on the entry; TLS is a later issue */
     bool reuseport_off; /* reserved */
 };
 
@@ -51,28 +51,65 @@ struct sl_node_config {
     uint64_t client_max_body_size;         /* 413 beyond; default 0 = unlimited (Kong) */
 
     /* Upstream connection reuse (kong.conf names). */
-    uint32_t upstream_keepalive_pool_size;     /* per worker per target; default 512 */
-    uint32_t upstream_keepalive_max_requests;  /* default 10000 */
+    uint32_t upstream_keepalive_pool_size;    /* per worker per target; default 512; 0 = no reuse */
+    uint32_t upstream_keepalive_max_requests; /* default 10000 */
     uint32_t upstream_keepalive_idle_timeout_ms; /* default 60000 */
 
-    uint32_t graceful_shutdown_timeout_ms; /* SIGTERM drain grace; default 10000 */
+    uint32_t graceful_shutdown_timeout_ms; /* SIGTERM drain grace; default 10000; 0 = none */
     bool access_log;                       /* JSON line per request on stdout; default true */
-    char log_level[16];                    /* "debug" "info" "notice" "warn" "error"; default "notice" */
+    char log_level[16]; /* "debug" "info" "notice" "warn" "error"; default "notice" */
 };
 
+/*
+ * A YAML value as written in the file, with its position. Kept for the parts
+ * the loader does not interpret itself (a plugin's `config`), so that the
+ * code that does can still report "file:line:column: message".
+ * Owned by the snapshot (sl_config), like everything below.
+ */
+enum sl_conf_type {
+    SL_CONF_NULL,
+    SL_CONF_BOOL,
+    SL_CONF_INT,
+    SL_CONF_FLOAT,
+    SL_CONF_STRING,
+    SL_CONF_SEQ,
+    SL_CONF_MAP,
+};
+
+struct sl_conf_value {
+    enum sl_conf_type type;
+    int line, column; /* 1-based */
+    bool plain;       /* scalar written without quotes and without a tag */
+    char *text;       /* scalars: the text as written (NUL terminated); NULL otherwise */
+    size_t text_len;
+    bool boolean;                 /* SL_CONF_BOOL */
+    long long integer;            /* SL_CONF_INT */
+    double number;                /* SL_CONF_INT and SL_CONF_FLOAT */
+    struct sl_conf_value **keys;  /* SL_CONF_MAP: keys[i] (scalars) map to items[i] */
+    struct sl_conf_value **items; /* SL_CONF_SEQ elements, SL_CONF_MAP values */
+    size_t n_items;
+};
+
+/* Protocol bits (route and plugin `protocols`). */
+#define SL_PROTO_HTTP 0x1u
+#define SL_PROTO_HTTPS 0x2u
+#define SL_PROTO_GRPC 0x4u  /* accepted in plugin protocols only */
+#define SL_PROTO_GRPCS 0x8u /* accepted in plugin protocols only */
+
 struct sl_service {
-    char *name; /* may be NULL */
-    char *id;   /* may be NULL */
+    char *name;     /* may be NULL */
+    char *id;       /* may be NULL */
     char *protocol; /* "http" (default) or "https" */
     char *host;
-    uint16_t port;  /* default 80 (443 for https) */
-    char *path;     /* NULL when not set */
+    uint16_t port;               /* default 80 (443 for https) */
+    char *path;                  /* NULL when not set */
     uint32_t connect_timeout_ms; /* default 60000 */
     uint32_t read_timeout_ms;    /* default 60000 */
     uint32_t write_timeout_ms;   /* default 60000 */
     uint32_t retries;            /* default 5 */
     bool enabled;                /* default true */
     size_t index;                /* position in sl_config.services */
+    int line, column;            /* where the entity starts in the file */
 };
 
 struct sl_route {
@@ -84,22 +121,59 @@ struct sl_route {
     size_t n_hosts;
     char **methods; /* upper case */
     size_t n_methods;
-    bool strip_path;    /* default true */
-    bool preserve_host; /* default false */
+    bool strip_path;            /* default true */
+    bool preserve_host;         /* default false */
     struct sl_service *service; /* never NULL for a proxied route */
+    size_t index;
+    unsigned protocols;             /* SL_PROTO_HTTP|SL_PROTO_HTTPS (default both) */
+    int https_redirect_status_code; /* default 426 */
+    int line, column;
+};
+
+struct sl_consumer {
+    char *id;        /* may be NULL */
+    char *username;  /* may be NULL (then custom_id is set) */
+    char *custom_id; /* may be NULL (then username is set) */
+    size_t index;
+    int line, column;
+};
+
+/*
+ * A plugin instance as declared (global, or scoped by nesting or by a
+ * service/route/consumer reference). The loader checks only the envelope;
+ * `config` is checked by the plugin itself (see sl_config_check_plugins).
+ */
+struct sl_plugin_conf {
+    char *name;
+    char *id;            /* may be NULL */
+    char *instance_name; /* may be NULL */
+    bool enabled;        /* default true */
+    unsigned protocols;  /* SL_PROTO_* bits; default http|https|grpc|grpcs */
+    int line, column;
+    const struct sl_service *service;   /* NULL: not scoped to a service */
+    const struct sl_route *route;       /* NULL: not scoped to a route */
+    const struct sl_consumer *consumer; /* NULL: not scoped to a consumer */
+    const struct sl_conf_value *config; /* the `config` map; NULL when absent */
     size_t index;
 };
 
+struct sl_arena; /* private allocator owning every string and array of a snapshot */
+
 struct sl_config {
     atomic_int refcount;
-    char *source_path;   /* file it came from */
+    char *source_path; /* file it came from */
     char format_version[8];
     struct sl_node_config node;
     struct sl_service *services;
     size_t n_services;
     struct sl_route *routes;
     size_t n_routes;
-    char hash[33]; /* md5-like hex digest of the file bytes (for /status) */
+    char hash[33]; /* first 128 bits of SHA-256 of the file bytes, hex (for /status) */
+    struct sl_consumer *consumers;
+    size_t n_consumers;
+    struct sl_plugin_conf *plugins; /* in file order */
+    size_t n_plugins;
+    struct sl_arena *arena; /* private */
 };
 
 /* Error of a load: "file:line:column: message". */
@@ -111,9 +185,31 @@ struct sl_config_error {
  * Load and validate `path`. `role` is "gateway" or "sidecar" (the name of
  * the node block). Environment variables SLUICE_<KEY> override node keys.
  * On failure returns NULL and fills err with "file:line:column: message"
- * (line and column are 1-based and point at the offending node).
+ * (line and column are 1-based and point at the offending node), or
+ * "env:SLUICE_KEY: message" for a bad override, or "file: message" for the
+ * file itself (cannot open, too large). docs/configuration.md lists it all.
  */
 struct sl_config *sl_config_load(const char *path, const char *role, struct sl_config_error *err);
+
+/*
+ * Same as sl_config_load() on bytes already in memory (tests, fuzzing);
+ * `source_name` is used in error messages and as source_path.
+ */
+struct sl_config *sl_config_load_buffer(const char *data, size_t len, const char *source_name,
+                                        const char *role, struct sl_config_error *err);
+
+/*
+ * Check that every plugin named in cfg is in `supported` (a NULL-terminated
+ * list of names). Fails with "file:line:column: plugin 'jwt' is not
+ * supported yet" for the first one that is not.
+ */
+bool sl_config_check_plugins(const struct sl_config *cfg, const char *const *supported,
+                             struct sl_config_error *err);
+
+/* Value of `key` in a SL_CONF_MAP (NULL when absent or not a map). */
+const struct sl_conf_value *sl_conf_get(const struct sl_conf_value *map, const char *key);
+/* "a string", "an integer", "a sequence", ... for messages. */
+const char *sl_conf_type_name(enum sl_conf_type type);
 
 struct sl_config *sl_config_ref(struct sl_config *cfg);
 void sl_config_unref(struct sl_config *cfg);

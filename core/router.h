@@ -19,7 +19,7 @@ struct sl_router;
 struct sl_router_request {
     const char *method;
     size_t method_len;
-    const char *host; /* Host header without port; may be NULL */
+    const char *host; /* Host header without port (IPv6 without brackets); may be NULL */
     size_t host_len;
     const char *path; /* path only, no query string */
     size_t path_len;
@@ -31,6 +31,16 @@ struct sl_router_match {
     /* the matched plain prefix (for strip_path and X-Forwarded-Prefix) */
     size_t matched_prefix_len;
 };
+
+/*
+ * Normalise a request path before routing (Kong's rule, RFC 3986): percent
+ * encodings of unreserved characters are decoded, the others upper-cased;
+ * dot segments are removed (section 5.2.4); runs of "/" are merged. The
+ * result is never longer than the input. Returns its length, or -1 for an
+ * invalid percent encoding or a path that does not start with "/" (400),
+ * or -2 when out is too small.
+ */
+long sl_router_normalize_path(const char *path, size_t len, char *out, size_t out_size);
 
 /* Build a router for cfg. Returns NULL on allocation failure. */
 struct sl_router *sl_router_build(const struct sl_config *cfg);
@@ -46,7 +56,7 @@ bool sl_router_find(const struct sl_router *router, const struct sl_router_reque
  * the matched prefix (strip_path) with a single "/". Returns the length, or
  * -1 when out is too small.
  */
-long sl_router_upstream_path(const struct sl_router_match *match, const char *path,
-                             size_t path_len, char *out, size_t out_size);
+long sl_router_upstream_path(const struct sl_router_match *match, const char *path, size_t path_len,
+                             char *out, size_t out_size);
 
 #endif

@@ -1,0 +1,1092 @@
+/*
+ * Configuration loader: what it accepts (values and defaults), what it
+ * refuses (one table of files and the exact error each must give), node
+ * settings and their SLUICE_<KEY> overrides, listen/CIDR helpers.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "unit.h"
+
+static const char *srcdir(void)
+{
+    const char *d = getenv("SLUICE_SRCDIR");
+    return d != NULL && *d != '\0' ? d : ".";
+}
+
+static char *data_path(const char *name)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/tests/unit/data/%s", srcdir(), name);
+    return buf;
+}
+
+static struct sl_config *load_role(const char *yaml, const char *role, struct sl_config_error *err)
+{
+    return sl_config_load_buffer(yaml, strlen(yaml), "t.yml", role, err);
+}
+
+static struct sl_config *load(const char *yaml, struct sl_config_error *err)
+{
+    return load_role(yaml, "gateway", err);
+}
+
+static struct sl_config *load_ok(const char *yaml)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = load(yaml, &err);
+    ck_assert_msg(cfg != NULL, "unexpected error: %s", err.text);
+    return cfg;
+}
+
+/* Write text to a temporary file; returns its path (static buffer). */
+static const char *temp_file(const char *text)
+{
+    static char path[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/sluice-check-config-XXXXXX", tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    size_t len = strlen(text);
+    ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+#define V3 "_format_version: \"3.0\"\n"
+
+/* Node keys that SLUICE_<KEY> can override: the tests own the environment. */
+static void clear_env(void)
+{
+    static const char *const vars[] = {
+        "SLUICE_PROXY_LISTEN",
+        "SLUICE_STATUS_LISTEN",
+        "SLUICE_WORKER_PROCESSES",
+        "SLUICE_TRUSTED_IPS",
+        "SLUICE_CLIENT_HEADER_TIMEOUT",
+        "SLUICE_CLIENT_BODY_TIMEOUT",
+        "SLUICE_CLIENT_BODY_TOTAL_TIMEOUT",
+        "SLUICE_KEEPALIVE_TIMEOUT",
+        "SLUICE_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
+        "SLUICE_GRACEFUL_SHUTDOWN_TIMEOUT",
+        "SLUICE_KEEPALIVE_REQUESTS",
+        "SLUICE_MAX_REQUEST_LINE",
+        "SLUICE_MAX_HEADER_BYTES",
+        "SLUICE_MAX_HEADERS",
+        "SLUICE_UPSTREAM_KEEPALIVE_POOL_SIZE",
+        "SLUICE_UPSTREAM_KEEPALIVE_MAX_REQUESTS",
+        "SLUICE_CLIENT_MAX_BODY_SIZE",
+        "SLUICE_ACCESS_LOG",
+        "SLUICE_LOG_LEVEL",
+        "SLUICE_SOMETHING_ELSE",
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        unsetenv(vars[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Refusals: file -> exact error ("*" at the end: prefix match)              */
+/* ------------------------------------------------------------------------ */
+
+static const struct bad_case {
+    const char *yaml;
+    const char *error;
+} bad_cases[] = {
+    /* file level */
+    {"", "t.yml:1:1: empty file: expected a map with '_format_version'"},
+    {"# only a comment\n", "t.yml:1:1: empty file: expected a map with '_format_version'"},
+    {"- a\n- b\n", "t.yml:1:1: expected a map at the top level, got a sequence"},
+    {"services: []\n", "t.yml:1:1: missing '_format_version' (expected \"3.0\")"},
+    {"_format_version: 3.0\n",
+     "t.yml:1:18: _format_version: expected a string, got a number (write \"3.0\")"},
+    {"_format_version: \"4.0\"\n",
+     "t.yml:1:18: unsupported _format_version '4.0' (expected \"3.0\", \"2.1\" or \"1.1\")"},
+    {V3 "xyz: 1\n", "t.yml:2:1: unknown field 'xyz'"},
+    {V3 "upstreams: []\n", "t.yml:2:1: 'upstreams' is not supported yet"},
+    {V3 "certificates:\n  - cert: x\n", "t.yml:2:1: 'certificates' is not supported yet"},
+    {V3 "_comment: [a]\n", "t.yml:2:11: expected a string, got a sequence"},
+    {V3 "_transform: maybe\n", "t.yml:2:13: expected a boolean, got a string"},
+    {V3 "_ignore: x\n", "t.yml:2:10: expected a sequence, got a string"},
+    /* YAML itself */
+    {V3 "services:\n  - name: a\n   url: x\n",
+     "t.yml:4:4: YAML syntax error: did not find expected '-' indicator*"},
+    {V3 "a: \"unterminated\n", "t.yml:3:1: YAML syntax error: found unexpected end of stream*"},
+    {V3 "x: &a 1\ny: *a\n", "t.yml:3:4: YAML aliases are not supported"},
+    {"---\n" V3 "---\n" V3, "t.yml:3:1: only one YAML document is allowed"},
+    {V3 "_format_version: \"3.0\"\n",
+     "t.yml:2:1: duplicate key '_format_version' (first at line 1)"},
+    {V3 "? [a]\n: 1\n", "t.yml:2:3: map keys must be scalars"},
+    {V3 "_comment: !!binary aGVsbG8=\n",
+     "t.yml:2:11: unsupported YAML tag 'tag:yaml.org,2002:binary'"},
+    {V3 "_comment: !!int abc\n", "t.yml:2:11: 'abc' is not an integer"},
+    {V3 "_comment: \"a\\0b\"\n", "t.yml:2:11: NUL characters are not allowed in strings"},
+    {V3 "_ignore: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+     "t.yml:2:73: nesting is too deep (the limit is 64 levels)"},
+    /* services */
+    {V3 "services: {}\n", "t.yml:2:11: expected a sequence, got a map"},
+    {V3 "services:\n  - name: a\n", "t.yml:3:5: service needs 'host' or 'url'"},
+    {V3 "services:\n  - url: http://h\n    colour: red\n", "t.yml:4:5: unknown field 'colour'"},
+    {V3 "services:\n  - url: http://h\n    host: h\n",
+     "t.yml:4:5: conflicting values: 'url' and 'host' cannot both be set"},
+    {V3 "services:\n  - port: 81\n    url: http://h\n",
+     "t.yml:4:5: conflicting values: 'url' and 'port' cannot both be set"},
+    {V3 "services:\n  - url: ftp://h\n",
+     "t.yml:3:10: invalid url 'ftp://h': the scheme must be http or https"},
+    {V3 "services:\n  - url: grpc://h\n", "t.yml:3:10: protocol 'grpc' is not supported yet"},
+    {V3 "services:\n  - url: h:80\n", "t.yml:3:10: invalid url 'h:80': missing scheme"},
+    {V3 "services:\n  - url: http://h/x?y=1\n",
+     "t.yml:3:10: invalid url 'http://h/x?y=1': a query string or fragment is not allowed"},
+    {V3 "services:\n  - url: http://h:99999\n",
+     "t.yml:3:10: invalid url 'http://h:99999': bad port"},
+    {V3 "services:\n  - url: http://u:p@h\n",
+     "t.yml:3:10: invalid url 'http://u:p@h': credentials in a url are not supported"},
+    {V3 "services:\n  - url: http://h//x\n",
+     "t.yml:3:10: invalid url 'http://h//x': path must not have empty segments"},
+    {V3 "services:\n  - url: http://\n", "t.yml:3:10: invalid url 'http://': missing host"},
+    {V3 "services:\n  - host: h\n    protocol: tcp\n",
+     "t.yml:4:15: protocol 'tcp' is not supported yet"},
+    {V3 "services:\n  - host: h\n    protocol: gopher\n",
+     "t.yml:4:15: invalid protocol 'gopher': expected http or https"},
+    {V3 "services:\n  - host: h:80\n", "t.yml:3:11: invalid host 'h:80': must not have a port"},
+    {V3 "services:\n  - host: a b\n", "t.yml:3:11: invalid host 'a b': invalid hostname"},
+    {V3 "services:\n  - host: h\n    path: api\n",
+     "t.yml:4:11: invalid path 'api': must start with '/'"},
+    {V3 "services:\n  - host: h\n    port: 65536\n",
+     "t.yml:4:11: value 65536 is out of range (0..65535)"},
+    {V3 "services:\n  - host: h\n    connect_timeout: 0\n",
+     "t.yml:4:22: value 0 is out of range (1..2147483646)"},
+    {V3 "services:\n  - host: h\n    retries: 32768\n",
+     "t.yml:4:14: value 32768 is out of range (0..32767)"},
+    {V3 "services:\n  - host: h\n    retries: \"5\"\n",
+     "t.yml:4:14: expected an integer, got a string"},
+    {V3 "services:\n  - host: h\n    retries: 1.5\n", "t.yml:4:14: expected an integer, got 1.5"},
+    {V3 "services:\n  - host: h\n    enabled: \"yes\"\n",
+     "t.yml:4:14: expected a boolean, got a string"},
+    {V3 "services:\n  - host: h\n    name: \"a b\"\n",
+     "t.yml:4:11: invalid name 'a b': only letters, digits, '.', '-', '_' and '~' are allowed"},
+    {V3 "services:\n  - host: h\n    name: \"\"\n", "t.yml:4:11: must not be empty"},
+    {V3 "services:\n  - host: h\n    name: 42\n", "t.yml:4:11: expected a string, got an integer"},
+    {V3 "services:\n  - host: h\n    id: 1234\n", "t.yml:4:9: expected a string, got an integer"},
+    {V3 "services:\n  - host: h\n    id: not-a-uuid\n",
+     "t.yml:4:9: invalid id 'not-a-uuid': expected a UUID"},
+    {V3 "services:\n  - host: h\n    tags: [a, \"b,c\"]\n",
+     "t.yml:4:15: invalid tag 'b,c': ',', '/' and control characters are not allowed"},
+    {V3 "services:\n  - host: h\n    tls_verify: true\n",
+     "t.yml:4:5: service field 'tls_verify' is not supported yet"},
+    {V3 "services:\n  - name: a\n    host: h\n  - name: a\n    host: h\n",
+     "t.yml:5:11: duplicate service name 'a' (first at line 3)"},
+    {V3 "services:\n  - host: h\n    id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n"
+        "  - host: h\n    id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n",
+     "t.yml:6:9: duplicate service id '5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01' (first at line 4)"},
+    {V3 "services:\n  - host: h\n    name: 'x'\n    name: 'y'\n",
+     "t.yml:5:5: duplicate key 'name' (first at line 4)"},
+    /* routes */
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"~/users/\\\\d+\"]\n",
+     "t.yml:5:17: regex paths are not supported yet"},
+    {"_format_version: \"2.1\"\nservices:\n  - host: h\n    routes:\n"
+     "      - paths: [\"/users/\\\\d+\"]\n",
+     "t.yml:5:17: regex paths are not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [users]\n",
+     "t.yml:5:17: invalid path 'users': must start with '/'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"/a b\"]\n",
+     "t.yml:5:17: invalid path '/a b': characters outside of RFC 3986 found"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"/a%zz\"]\n",
+     "t.yml:5:17: invalid path '/a%zz': invalid percent-encoding"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: /a\n",
+     "t.yml:5:16: expected a sequence, got a string"},
+    {V3 "services:\n  - host: h\n    routes:\n      - name: r\n",
+     "t.yml:5:9: route needs at least one of 'paths', 'hosts' or 'methods'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: []\n        hosts: []\n",
+     "t.yml:5:9: route needs at least one of 'paths', 'hosts' or 'methods'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - methods: [\"GE T\"]\n",
+     "t.yml:5:19: invalid method 'GE T'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - hosts: [a.*.com]\n",
+     "t.yml:5:17: invalid host 'a.*.com': the wildcard must be the leftmost or the rightmost "
+     "label"},
+    {V3 "services:\n  - host: h\n    routes:\n      - hosts: [\"*.a.*\"]\n",
+     "t.yml:5:17: invalid host '*.a.*': only one wildcard is allowed"},
+    {V3 "services:\n  - host: h\n    routes:\n      - hosts: [a.com:8080]\n",
+     "t.yml:5:17: hosts with a port are not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - hosts: [\"a_b!\"]\n",
+     "t.yml:5:17: invalid host 'a_b!'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        protocols: [grpc]\n",
+     "t.yml:6:21: protocol 'grpc' is not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        protocols: []\n",
+     "t.yml:6:20: protocols must not be empty"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        headers: {x: [y]}\n",
+     "t.yml:6:9: route field 'headers' is not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        path_handling: v1\n",
+     "t.yml:6:24: path_handling 'v1' is not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n"
+        "        https_redirect_status_code: 400\n",
+     "t.yml:6:37: invalid https_redirect_status_code 400: expected 426, 301, 302, 307 or 308"},
+    {V3
+     "services:\n  - name: s\n    host: h\n    routes:\n      - paths: [/]\n        service: s\n",
+     "t.yml:7:9: conflicting values: this route is nested under a service already"},
+    {V3 "routes:\n  - paths: [/]\n",
+     "t.yml:3:5: route needs a 'service' (routes without a service are not supported yet)"},
+    {V3 "routes:\n  - paths: [/]\n    service: nope\n",
+     "t.yml:4:14: route refers to unknown service 'nope'"},
+    {V3 "services:\n  - name: s\n    host: h\nroutes:\n  - paths: [/]\n    service: {name: t}\n",
+     "t.yml:7:21: route refers to unknown service 't'"},
+    {V3 "services:\n  - name: s\n    host: h\nroutes:\n  - paths: [/]\n    service: {id: s}\n",
+     "t.yml:7:19: route refers to unknown service 's'"},
+    {V3 "services:\n  - name: s\n    host: h\nroutes:\n  - paths: [/]\n    service: {nom: s}\n",
+     "t.yml:7:15: unknown field 'nom'"},
+    {V3 "services:\n  - name: s\n    host: h\nroutes:\n  - paths: [/]\n    service: [s]\n",
+     "t.yml:7:14: expected a string or a map, got a sequence"},
+    {V3 "services:\n  - host: h\n    routes:\n      - name: r\n        paths: [/a]\n"
+        "routes:\n  - name: r\n    service: x\n    paths: [/b]\n",
+     "t.yml:8:11: duplicate route name 'r' (first at line 5)"},
+    /* consumers */
+    {V3 "consumers:\n  - tags: [a]\n", "t.yml:3:5: consumer needs 'username' or 'custom_id'"},
+    {V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - key: k\n",
+     "t.yml:4:5: consumer field 'jwt_secrets' is not supported yet"},
+    {V3 "consumers:\n  - username: a\n  - username: a\n",
+     "t.yml:4:15: duplicate consumer username 'a' (first at line 3)"},
+    {V3 "consumers:\n  - username: a\n    password: x\n", "t.yml:4:5: unknown field 'password'"},
+    /* plugins */
+    {V3 "plugins:\n  - config: {}\n", "t.yml:3:5: plugin needs a 'name'"},
+    {V3 "plugins:\n  - name: jwt\n    config: [a]\n", "t.yml:4:13: expected a map, got a sequence"},
+    {V3 "plugins:\n  - name: jwt\n    enabled: 1\n",
+     "t.yml:4:14: expected a boolean, got an integer"},
+    {V3 "plugins:\n  - name: jwt\n    protocols: [tcp]\n",
+     "t.yml:4:17: protocol 'tcp' is not supported yet"},
+    {V3 "plugins:\n  - name: \"bad name\"\n", "t.yml:3:11: invalid plugin name 'bad name'"},
+    {V3 "plugins:\n  - name: jwt\n    route: nope\n",
+     "t.yml:4:12: plugin refers to unknown route 'nope'"},
+    {V3 "plugins:\n  - name: jwt\n  - name: jwt\n",
+     "t.yml:4:5: plugin 'jwt' is configured twice for the same scope (first at line 3)"},
+    {V3 "services:\n  - name: s\n    host: h\n    plugins:\n      - name: jwt\n"
+        "        service: s\n",
+     "t.yml:7:9: conflicting values: this plugin is nested under a service already"},
+    {V3 "services:\n  - name: s\n    host: h\n    plugins:\n      - name: jwt\n"
+        "plugins:\n  - name: jwt\n    service: s\n",
+     "t.yml:8:5: plugin 'jwt' is configured twice for the same scope (first at line 6)"},
+    /* node block */
+    {V3 "gateway: [a]\n", "t.yml:2:10: expected a map, got a sequence"},
+    {V3 "gateway:\n  listen: 1\n", "t.yml:3:3: unknown field 'listen'"},
+    {V3 "sidecar:\n  worker_processes: 1\n",
+     "t.yml:2:1: the 'sidecar' block is for sluice-sidecar"},
+    {V3 "gateway:\n  worker_processes: 0\n",
+     "t.yml:3:21: worker_processes: invalid value '0': expected 'auto' or an integer between 1 "
+     "and 1024"},
+    {V3 "gateway:\n  worker_processes: many\n",
+     "t.yml:3:21: worker_processes: invalid value 'many': expected 'auto' or an integer between "
+     "1 and 1024"},
+    {V3 "gateway:\n  proxy_listen: [\"127.0.0.1\"]\n",
+     "t.yml:3:18: proxy_listen: invalid value '127.0.0.1': expected host:port"},
+    {V3 "gateway:\n  proxy_listen: [\"localhost:8000\"]\n",
+     "t.yml:3:18: proxy_listen: invalid value 'localhost:8000': expected an IP address "
+     "(hostnames are not supported)"},
+    {V3 "gateway:\n  proxy_listen: \"0.0.0.0:8000, 0.0.0.0:8443 http2 ssl\"\n",
+     "t.yml:3:17: proxy_listen: invalid value '0.0.0.0:8443 http2 ssl': listen flag 'http2' is "
+     "not supported yet"},
+    {V3 "gateway:\n  proxy_listen: \"0.0.0.0:8000 fast\"\n",
+     "t.yml:3:17: proxy_listen: invalid value '0.0.0.0:8000 fast': unknown listen flag 'fast'"},
+    {V3 "gateway:\n  proxy_listen: \"::1:8000\"\n",
+     "t.yml:3:17: proxy_listen: invalid value '::1:8000': an IPv6 address must be written in "
+     "brackets: [::1]:8000"},
+    {V3 "gateway:\n  proxy_listen: \"0.0.0.0:0\"\n",
+     "t.yml:3:17: proxy_listen: invalid value '0.0.0.0:0': invalid port"},
+    {V3 "gateway:\n  proxy_listen: []\n",
+     "t.yml:3:17: proxy_listen: at least one address is needed"},
+    {V3 "gateway:\n  proxy_listen: \"1.1.1.1:1,,1.1.1.1:2\"\n",
+     "t.yml:3:17: proxy_listen: invalid value '1.1.1.1:1,,1.1.1.1:2': empty entry in the list"},
+    {V3 "gateway:\n  proxy_listen: [127.0.0.1:8000, \"127.0.0.1:8000 ssl\"]\n",
+     "t.yml:3:17: proxy_listen: address 127.0.0.1:8000 is used twice"},
+    {V3 "gateway:\n  status_listen: 127.0.0.1:8000\n",
+     "t.yml:3:18: status_listen: address 127.0.0.1:8000 overlaps 0.0.0.0:8000"},
+    {V3 "gateway:\n  proxy_listen: \"[::]:80, [::1]:80\"\n",
+     "t.yml:3:17: proxy_listen: address [::1]:80 overlaps [::]:80"},
+    {V3 "gateway:\n  proxy_listen: {a: 1}\n",
+     "t.yml:3:17: proxy_listen: expected a string or a sequence, got a map"},
+    {V3 "gateway:\n  status_listen: \"127.0.0.1:8100 ssl\"\n",
+     "t.yml:3:18: status_listen: invalid value '127.0.0.1:8100 ssl': ssl on the status listener "
+     "is not supported yet"},
+    {V3 "gateway:\n  trusted_ips: [10.0.0.0/33]\n",
+     "t.yml:3:17: trusted_ips: invalid value '10.0.0.0/33': invalid prefix length"},
+    {V3 "gateway:\n  trusted_ips: [example.com]\n",
+     "t.yml:3:17: trusted_ips: invalid value 'example.com': expected an IP address or a CIDR "
+     "range"},
+    {V3 "gateway:\n  upstream_keepalive_max_requests: 0\n",
+     "t.yml:3:36: upstream_keepalive_max_requests: invalid value '0': out of range "
+     "(1..4294967295)"},
+    {V3 "gateway:\n  max_headers: 0\n",
+     "t.yml:3:16: max_headers: invalid value '0': out of range (1..10000)"},
+    {V3 "gateway:\n  max_request_line: 32\n",
+     "t.yml:3:21: max_request_line: invalid value '32': out of range (64..1048576)"},
+    {V3 "gateway:\n  max_header_bytes: 1000\n  max_request_line: 2000\n",
+     "t.yml:3:21: max_header_bytes: 1000 is less than max_request_line (2000)"},
+    {V3 "gateway:\n  max_request_line: 65536\n",
+     "t.yml:3:21: max_request_line: 65536 is more than max_header_bytes (32768)"},
+    {V3 "gateway:\n  keepalive_timeout: 0\n",
+     "t.yml:3:22: keepalive_timeout: invalid value '0': out of range (1..2147483646 ms)"},
+    {V3 "gateway:\n  client_header_timeout: 10d\n",
+     "t.yml:3:26: client_header_timeout: invalid value '10d': expected milliseconds, or a "
+     "number with a unit: ms, s, m, h (\"60s\")"},
+    {V3 "gateway:\n  client_header_timeout: -5\n",
+     "t.yml:3:26: client_header_timeout: invalid value '-5': expected milliseconds, or a number "
+     "with a unit: ms, s, m, h (\"60s\")"},
+    {V3 "gateway:\n  client_max_body_size: 10x\n",
+     "t.yml:3:25: client_max_body_size: invalid value '10x': expected bytes, or a number with a "
+     "unit: k, m, g (\"8m\")"},
+    {V3 "gateway:\n  access_log: maybe\n",
+     "t.yml:3:15: access_log: invalid value 'maybe': expected on, off, true or false"},
+    {V3 "gateway:\n  log_level: verbose\n",
+     "t.yml:3:14: log_level: invalid value 'verbose': expected debug, info, notice, warn or "
+     "error"},
+    {V3 "gateway:\n  keepalive_requests: [1]\n",
+     "t.yml:3:23: keepalive_requests: expected a scalar, got a sequence"},
+};
+
+START_TEST(test_bad_config)
+{
+    const struct bad_case *c = &bad_cases[_i];
+    struct sl_config_error err;
+    struct sl_config *cfg = load(c->yaml, &err);
+    if (cfg != NULL)
+        sl_config_unref(cfg);
+    ck_assert_msg(cfg == NULL, "case %d: accepted, expected: %s", _i, c->error);
+    size_t n = strlen(c->error);
+    if (n > 0 && c->error[n - 1] == '*')
+        ck_assert_msg(strncmp(err.text, c->error, n - 1) == 0, "case %d:\n got: %s\nwant: %s", _i,
+                      err.text, c->error);
+    else
+        ck_assert_msg(strcmp(err.text, c->error) == 0, "case %d:\n got: %s\nwant: %s", _i, err.text,
+                      c->error);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Acceptance                                                                 */
+/* ------------------------------------------------------------------------ */
+
+START_TEST(test_full_fixture)
+{
+    struct sl_config_error err;
+    const char *path = data_path("full.yml");
+    struct sl_config *cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_str_eq(cfg->source_path, path);
+    ck_assert_str_eq(cfg->format_version, "3.0");
+    ck_assert_int_eq(strlen(cfg->hash), 32);
+
+    /* services */
+    ck_assert_uint_eq(cfg->n_services, 3);
+    const struct sl_service *users = &cfg->services[0];
+    ck_assert_str_eq(users->name, "users");
+    ck_assert_str_eq(users->id, "5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01");
+    ck_assert_str_eq(users->protocol, "https");
+    ck_assert_str_eq(users->host, "Users.Internal");
+    ck_assert_uint_eq(users->port, 8443);
+    ck_assert_str_eq(users->path, "/v1");
+    ck_assert_uint_eq(users->connect_timeout_ms, 1000);
+    ck_assert_uint_eq(users->read_timeout_ms, 2000);
+    ck_assert_uint_eq(users->write_timeout_ms, 3000);
+    ck_assert_uint_eq(users->retries, 0);
+    ck_assert(users->enabled);
+    ck_assert_uint_eq(users->index, 0);
+    ck_assert_int_eq(users->line, 9);
+    ck_assert_int_eq(users->column, 5);
+
+    const struct sl_service *orders = &cfg->services[1];
+    ck_assert_str_eq(orders->name, "orders");
+    ck_assert_ptr_null(orders->id);
+    ck_assert_str_eq(orders->protocol, "http");
+    ck_assert_str_eq(orders->host, "orders.internal");
+    ck_assert_uint_eq(orders->port, 80);
+    ck_assert_str_eq(orders->path, "/api");
+    ck_assert(!orders->enabled); /* "enabled: no" (YAML 1.1 spelling) */
+    ck_assert_uint_eq(orders->connect_timeout_ms, 60000);
+    ck_assert_uint_eq(orders->retries, 5);
+
+    const struct sl_service *anon = &cfg->services[2];
+    ck_assert_ptr_null(anon->name);
+    ck_assert_str_eq(anon->host, "10.0.0.7");
+    ck_assert_uint_eq(anon->port, 8080);
+    ck_assert_ptr_null(anon->path);
+    ck_assert_uint_eq(anon->index, 2);
+
+    /* routes: nested first (file order), then top level */
+    ck_assert_uint_eq(cfg->n_routes, 4);
+    const struct sl_route *r = &cfg->routes[0];
+    ck_assert_str_eq(r->name, "users-route");
+    ck_assert_ptr_eq(r->service, users);
+    ck_assert_uint_eq(r->n_paths, 2);
+    ck_assert_str_eq(r->paths[0], "/users");
+    ck_assert_str_eq(r->paths[1], "/people");
+    ck_assert_uint_eq(r->n_methods, 2);
+    ck_assert_str_eq(r->methods[0], "GET");
+    ck_assert_str_eq(r->methods[1], "POST");
+    ck_assert_uint_eq(r->n_hosts, 2);
+    ck_assert_str_eq(r->hosts[0], "api.example.com");
+    ck_assert_str_eq(r->hosts[1], "*.example.org");
+    ck_assert(!r->strip_path);
+    ck_assert(r->preserve_host);
+    ck_assert_uint_eq(r->protocols, SL_PROTO_HTTPS);
+    ck_assert_int_eq(r->https_redirect_status_code, 301);
+
+    ck_assert_str_eq(cfg->routes[1].name, "by-name");
+    ck_assert_ptr_eq(cfg->routes[1].service, users);
+    ck_assert(cfg->routes[1].strip_path);
+    ck_assert(!cfg->routes[1].preserve_host);
+    ck_assert_uint_eq(cfg->routes[1].protocols, SL_PROTO_HTTP | SL_PROTO_HTTPS);
+    ck_assert_int_eq(cfg->routes[1].https_redirect_status_code, 426);
+    ck_assert_str_eq(cfg->routes[2].name, "by-id");
+    ck_assert_ptr_eq(cfg->routes[2].service, users);
+    ck_assert_str_eq(cfg->routes[3].name, "by-map-name");
+    ck_assert_ptr_eq(cfg->routes[3].service, orders);
+    ck_assert_uint_eq(cfg->routes[3].n_paths, 0);
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        ck_assert_uint_eq(cfg->routes[i].index, i);
+
+    /* consumers */
+    ck_assert_uint_eq(cfg->n_consumers, 2);
+    ck_assert_str_eq(cfg->consumers[0].username, "alice");
+    ck_assert_str_eq(cfg->consumers[0].custom_id, "a-1");
+    ck_assert_str_eq(cfg->consumers[0].id, "0b9e7a0e-4c9a-4d0e-8c43-2b8b8f6f0a11");
+    ck_assert_ptr_null(cfg->consumers[1].username);
+    ck_assert_str_eq(cfg->consumers[1].custom_id, "bob-2");
+
+    /* plugins, in file order, with their scope */
+    ck_assert_uint_eq(cfg->n_plugins, 5);
+    const struct sl_plugin_conf *p = &cfg->plugins[0];
+    ck_assert_str_eq(p->name, "rate-limiting");
+    ck_assert_ptr_eq(p->route, &cfg->routes[0]);
+    ck_assert_ptr_null(p->service);
+    ck_assert_ptr_null(p->consumer);
+    ck_assert(p->enabled);
+    ck_assert_int_eq(p->line, 32);
+    ck_assert_int_eq(p->column, 13);
+    ck_assert_ptr_nonnull(p->config);
+    const struct sl_conf_value *minute = sl_conf_get(p->config, "minute");
+    ck_assert_ptr_nonnull(minute);
+    ck_assert_int_eq(minute->type, SL_CONF_INT);
+    ck_assert_int_eq(minute->integer, 100);
+    ck_assert_int_eq(minute->line, 34);
+    ck_assert_int_eq(minute->column, 23);
+    const struct sl_conf_value *policy = sl_conf_get(p->config, "policy");
+    ck_assert_int_eq(policy->type, SL_CONF_STRING);
+    ck_assert_str_eq(policy->text, "local");
+    ck_assert_ptr_null(sl_conf_get(p->config, "hour"));
+
+    p = &cfg->plugins[1];
+    ck_assert_str_eq(p->name, "jwt");
+    ck_assert_ptr_eq(p->service, users);
+    ck_assert(!p->enabled);
+    ck_assert_ptr_null(p->config);
+
+    p = &cfg->plugins[2];
+    ck_assert_str_eq(p->name, "request-transformer");
+    ck_assert_ptr_eq(p->consumer, &cfg->consumers[0]);
+    ck_assert_ptr_null(p->service);
+
+    p = &cfg->plugins[3];
+    ck_assert_str_eq(p->name, "prometheus");
+    ck_assert_ptr_null(p->service);
+    ck_assert_ptr_null(p->route);
+    ck_assert_ptr_null(p->consumer);
+    ck_assert_uint_eq(p->protocols,
+                      SL_PROTO_HTTP | SL_PROTO_HTTPS | SL_PROTO_GRPC | SL_PROTO_GRPCS);
+
+    p = &cfg->plugins[4];
+    ck_assert_str_eq(p->name, "request-transformer");
+    ck_assert_ptr_eq(p->service, orders);
+    ck_assert_ptr_eq(p->route, &cfg->routes[1]);
+    ck_assert_ptr_eq(p->consumer, &cfg->consumers[0]);
+    ck_assert_str_eq(p->instance_name, "rt-orders");
+    const struct sl_conf_value *add = sl_conf_get(p->config, "add");
+    ck_assert_int_eq(add->type, SL_CONF_MAP);
+    const struct sl_conf_value *headers = sl_conf_get(add, "headers");
+    ck_assert_int_eq(headers->type, SL_CONF_SEQ);
+    ck_assert_uint_eq(headers->n_items, 1);
+    ck_assert_str_eq(headers->items[0]->text, "X-Consumer-ID:$(consumer.id)");
+
+    /* node block */
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_uint_eq(n->n_proxy_listen, 2);
+    ck_assert_str_eq(n->proxy_listen[0].host, "127.0.0.1");
+    ck_assert_uint_eq(n->proxy_listen[0].port, 8000);
+    ck_assert(!n->proxy_listen[0].ssl);
+    ck_assert_str_eq(n->proxy_listen[1].host, "::1");
+    ck_assert_uint_eq(n->proxy_listen[1].port, 8443);
+    ck_assert(n->proxy_listen[1].ssl);
+    ck_assert_uint_eq(n->status_listen.port, 0);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    ck_assert_int_eq(n->worker_processes, cpus < 1 ? 1 : cpus);
+    ck_assert_uint_eq(n->n_trusted_ips, 3);
+    ck_assert_int_eq(n->trusted_ips[0].family, AF_INET);
+    ck_assert_uint_eq(n->trusted_ips[0].prefix_len, 8);
+    ck_assert_int_eq(n->trusted_ips[1].family, AF_INET6);
+    ck_assert_uint_eq(n->trusted_ips[1].prefix_len, 128);
+    ck_assert_uint_eq(n->trusted_ips[2].prefix_len, 0);
+    ck_assert_uint_eq(n->client_header_timeout_ms, 5000);
+    ck_assert_uint_eq(n->client_body_timeout_ms, 500);
+    ck_assert_uint_eq(n->client_body_total_timeout_ms, 0);
+    ck_assert_uint_eq(n->keepalive_timeout_ms, 120000);
+    ck_assert_uint_eq(n->upstream_keepalive_idle_timeout_ms, 3600000);
+    ck_assert_uint_eq(n->graceful_shutdown_timeout_ms, 3000);
+    ck_assert_uint_eq(n->keepalive_requests, 50);
+    ck_assert_uint_eq(n->max_request_line, 4096);
+    ck_assert_uint_eq(n->max_header_bytes, 16384);
+    ck_assert_uint_eq(n->max_headers, 64);
+    ck_assert_uint_eq(n->upstream_keepalive_pool_size, 0);
+    ck_assert_uint_eq(n->upstream_keepalive_max_requests, 7);
+    ck_assert_uint_eq(n->client_max_body_size, 8u << 20);
+    ck_assert(!n->access_log);
+    ck_assert_str_eq(n->log_level, "debug");
+
+    /* reference counting */
+    ck_assert_ptr_eq(sl_config_ref(cfg), cfg);
+    sl_config_unref(cfg);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_defaults)
+{
+    struct sl_config *cfg = load_ok(V3 "services:\n  - name: s\n    url: https://h\n");
+    const struct sl_service *s = &cfg->services[0];
+    ck_assert_str_eq(s->protocol, "https");
+    ck_assert_uint_eq(s->port, 443);
+    ck_assert_ptr_null(s->path);
+    ck_assert_uint_eq(s->connect_timeout_ms, 60000);
+    ck_assert_uint_eq(s->read_timeout_ms, 60000);
+    ck_assert_uint_eq(s->write_timeout_ms, 60000);
+    ck_assert_uint_eq(s->retries, 5);
+    ck_assert(s->enabled);
+    ck_assert_uint_eq(cfg->n_routes, 0);
+    ck_assert_uint_eq(cfg->n_plugins, 0);
+    ck_assert_uint_eq(cfg->n_consumers, 0);
+
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_uint_eq(n->n_proxy_listen, 1);
+    ck_assert_str_eq(n->proxy_listen[0].host, "0.0.0.0");
+    ck_assert_uint_eq(n->proxy_listen[0].port, 8000);
+    ck_assert(!n->proxy_listen[0].ssl);
+    ck_assert_str_eq(n->status_listen.host, "127.0.0.1");
+    ck_assert_uint_eq(n->status_listen.port, 8100);
+    ck_assert_int_eq(n->worker_processes, 1);
+    ck_assert_uint_eq(n->n_trusted_ips, 0);
+    ck_assert_uint_eq(n->client_header_timeout_ms, 60000);
+    ck_assert_uint_eq(n->client_body_timeout_ms, 60000);
+    ck_assert_uint_eq(n->client_body_total_timeout_ms, 300000);
+    ck_assert_uint_eq(n->keepalive_timeout_ms, 75000);
+    ck_assert_uint_eq(n->keepalive_requests, 10000);
+    ck_assert_uint_eq(n->max_request_line, 8192);
+    ck_assert_uint_eq(n->max_header_bytes, 32768);
+    ck_assert_uint_eq(n->max_headers, 100);
+    ck_assert_uint_eq(n->client_max_body_size, 0);
+    ck_assert_uint_eq(n->upstream_keepalive_pool_size, 512);
+    ck_assert_uint_eq(n->upstream_keepalive_max_requests, 10000);
+    ck_assert_uint_eq(n->upstream_keepalive_idle_timeout_ms, 60000);
+    ck_assert_uint_eq(n->graceful_shutdown_timeout_ms, 10000);
+    ck_assert(n->access_log);
+    ck_assert_str_eq(n->log_level, "notice");
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_accepted_variants)
+{
+    static const char *const ok[] = {
+        /* a file with only the version is valid */
+        V3,
+        "_format_version: \"1.1\"\n",
+        "_format_version: '2.1'\nservices:\n  - host: h\n    routes:\n      - paths: "
+        "[/a-b_c.d~/%41]\n",
+        /* null means "not set" */
+        V3 "services: ~\nroutes: null\nconsumers:\nplugins:\n",
+        V3 "services:\n  - host: h\n    path: null\n    tags: ~\n",
+        /* Kong export noise */
+        V3 "services:\n  - host: h\n    tls_verify: null\n    ca_certificates: []\n    routes:\n"
+           "      - paths: [/]\n        headers: {}\n        snis: []\n        regex_priority: 0\n",
+        /* IPv6 service hosts, with or without brackets */
+        V3 "services:\n  - url: http://[::1]:8080/x\n  - host: \"::1\"\n  - host: \"[fe80::1]\"\n",
+        /* route hosts: IPv6, wildcards */
+        V3 "services:\n  - host: h\n    routes:\n      - hosts: [\"::1\", \"[::2]\", \"*.a.b\", "
+           "\"c.*\"]\n",
+        /* tagged values */
+        V3 "services:\n  - host: !!str h\n    retries: !!int 3\n    enabled: !!bool true\n",
+        /* floats that are integers (lyaml reads 5.0 as 5) */
+        V3 "services:\n  - host: h\n    retries: 5.0\n",
+        /* YAML 1.1 booleans */
+        V3 "_transform: yes\nservices:\n  - host: h\n    enabled: On\n",
+        /* the other role's block is fine for that role */
+        V3 "gateway: ~\n",
+        V3 "gateway:\n  trusted_ips: []\n  proxy_listen: \"*:8000\"\n",
+        V3 "gateway:\n  proxy_listen: \"0.0.0.0:8000, [::]:8000, 127.0.0.1:8001\"\n",
+        /* anchors without aliases are harmless */
+        V3 "_comment: &c hello\n",
+        /* flow style, comments, document markers */
+        "---\n{_format_version: \"3.0\", services: [{host: h, routes: [{paths: [/]}]}]} # c\n...\n",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct sl_config_error err;
+        struct sl_config *cfg = load(ok[i], &err);
+        ck_assert_msg(cfg != NULL, "case %zu: %s", i, err.text);
+        sl_config_unref(cfg);
+    }
+
+    struct sl_config *cfg = load_ok(V3 "services:\n  - url: http://[::1]:8080/x\n  - host: "
+                                       "\"[fe80::1]\"\n    routes:\n      - hosts: [\"::1\"]\n");
+    ck_assert_str_eq(cfg->services[0].host, "::1");
+    ck_assert_uint_eq(cfg->services[0].port, 8080);
+    ck_assert_str_eq(cfg->services[0].path, "/x");
+    ck_assert_str_eq(cfg->services[1].host, "fe80::1");
+    ck_assert_str_eq(cfg->routes[0].hosts[0], "::1");
+    sl_config_unref(cfg);
+
+    cfg = load_ok(V3 "services:\n  - url: HTTP://H/\n");
+    ck_assert_str_eq(cfg->services[0].protocol, "http");
+    ck_assert_str_eq(cfg->services[0].path, "/");
+    sl_config_unref(cfg);
+
+    cfg = load_ok(V3 "gateway:\n  proxy_listen: \"*:8000\"\n");
+    ck_assert_str_eq(cfg->node.proxy_listen[0].host, "0.0.0.0");
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_sidecar_role)
+{
+    struct sl_config_error err;
+    const char *yaml = V3 "sidecar:\n  worker_processes: 3\n";
+    struct sl_config *cfg = load_role(yaml, "sidecar", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_int_eq(cfg->node.worker_processes, 3);
+    sl_config_unref(cfg);
+
+    cfg = load_role(V3 "gateway:\n  worker_processes: 3\n", "sidecar", &err);
+    ck_assert_ptr_null(cfg);
+    ck_assert_str_eq(err.text, "t.yml:2:1: the 'gateway' block is for sluice-gateway");
+
+    cfg = load_role(V3, "mesh", &err);
+    ck_assert_ptr_null(cfg);
+    ck_assert_str_eq(err.text, "t.yml: invalid role 'mesh' (expected gateway or sidecar)");
+
+    cfg = sl_config_load_buffer(V3, strlen(V3), "t.yml", NULL, &err); /* NULL: gateway */
+    ck_assert_ptr_nonnull(cfg);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_listen_string_forms)
+{
+    struct sl_config *cfg = load_ok(
+        V3 "gateway:\n  proxy_listen: \"127.0.0.1:9000, [::]:9443 ssl reuseport ,10.1.2.3:80\"\n");
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_uint_eq(n->n_proxy_listen, 3);
+    ck_assert_str_eq(n->proxy_listen[0].host, "127.0.0.1");
+    ck_assert_uint_eq(n->proxy_listen[0].port, 9000);
+    ck_assert_str_eq(n->proxy_listen[1].host, "::");
+    ck_assert_uint_eq(n->proxy_listen[1].port, 9443);
+    ck_assert(n->proxy_listen[1].ssl);
+    ck_assert_str_eq(n->proxy_listen[2].host, "10.1.2.3");
+    ck_assert_uint_eq(n->proxy_listen[2].port, 80);
+    sl_config_unref(cfg);
+
+    cfg = load_ok(V3 "gateway:\n  trusted_ips: \"10.0.0.0/8, ::/0\"\n  status_listen: "
+                     "\"[::1]:8101\"\n");
+    ck_assert_uint_eq(cfg->node.n_trusted_ips, 2);
+    ck_assert_str_eq(cfg->node.status_listen.host, "::1");
+    ck_assert_uint_eq(cfg->node.status_listen.port, 8101);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_env_overrides)
+{
+    setenv("SLUICE_PROXY_LISTEN", "127.0.0.1:9000, 127.0.0.1:9443 ssl", 1);
+    setenv("SLUICE_WORKER_PROCESSES", "1", 1);
+    setenv("SLUICE_ACCESS_LOG", "off", 1);
+    setenv("SLUICE_CLIENT_MAX_BODY_SIZE", "10m", 1);
+    setenv("SLUICE_TRUSTED_IPS", "", 1);
+    setenv("SLUICE_STATUS_LISTEN", "off", 1);
+    setenv("SLUICE_KEEPALIVE_TIMEOUT", " 30s ", 1);
+    setenv("SLUICE_SOMETHING_ELSE", "ignored", 1); /* not a node key: not ours */
+
+    /* The environment wins over the file... */
+    struct sl_config *cfg = load_ok(V3 "gateway:\n  proxy_listen: [0.0.0.0:8000]\n"
+                                       "  worker_processes: 8\n  access_log: on\n"
+                                       "  trusted_ips: [10.0.0.0/8]\n");
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_uint_eq(n->n_proxy_listen, 2);
+    ck_assert_str_eq(n->proxy_listen[0].host, "127.0.0.1");
+    ck_assert_uint_eq(n->proxy_listen[0].port, 9000);
+    ck_assert(!n->proxy_listen[0].ssl);
+    ck_assert_uint_eq(n->proxy_listen[1].port, 9443);
+    ck_assert(n->proxy_listen[1].ssl);
+    ck_assert_int_eq(n->worker_processes, 1);
+    ck_assert(!n->access_log);
+    ck_assert_uint_eq(n->client_max_body_size, 10u << 20);
+    ck_assert_uint_eq(n->n_trusted_ips, 0);
+    ck_assert_uint_eq(n->status_listen.port, 0);
+    ck_assert_uint_eq(n->keepalive_timeout_ms, 30000);
+    sl_config_unref(cfg);
+
+    /* ... and applies without a node block too. */
+    cfg = load_ok(V3);
+    ck_assert_uint_eq(cfg->node.n_proxy_listen, 2);
+    ck_assert_int_eq(cfg->node.worker_processes, 1);
+    sl_config_unref(cfg);
+    clear_env(); /* in case Check runs without fork (CK_FORK=no) */
+}
+END_TEST
+
+static const struct env_case {
+    const char *var, *value, *error;
+} env_cases[] = {
+    {"SLUICE_WORKER_PROCESSES", "x",
+     "env:SLUICE_WORKER_PROCESSES: invalid value 'x': expected 'auto' or an integer between 1 "
+     "and 1024"},
+    {"SLUICE_PROXY_LISTEN", "127.0.0.1:9000, nowhere",
+     "env:SLUICE_PROXY_LISTEN: invalid value 'nowhere': expected host:port"},
+    {"SLUICE_PROXY_LISTEN", "", "env:SLUICE_PROXY_LISTEN: at least one address is needed"},
+    {"SLUICE_ACCESS_LOG", "sometimes",
+     "env:SLUICE_ACCESS_LOG: invalid value 'sometimes': expected on, off, true or false"},
+    {"SLUICE_MAX_HEADERS", "100000",
+     "env:SLUICE_MAX_HEADERS: invalid value '100000': out of range (1..10000)"},
+    {"SLUICE_MAX_HEADER_BYTES", "100",
+     "env:SLUICE_MAX_HEADER_BYTES: 100 is less than max_request_line (8192)"},
+    {"SLUICE_TRUSTED_IPS", "1.2.3.4/40",
+     "env:SLUICE_TRUSTED_IPS: invalid value '1.2.3.4/40': invalid prefix length"},
+    {"SLUICE_LOG_LEVEL", "crit",
+     "env:SLUICE_LOG_LEVEL: invalid value 'crit': expected debug, info, notice, warn or error"},
+    {"SLUICE_STATUS_LISTEN", "0.0.0.0:8000",
+     "env:SLUICE_STATUS_LISTEN: address 0.0.0.0:8000 is used twice"},
+    {"SLUICE_PROXY_LISTEN", "0.0.0.0:80, 127.0.0.1:80",
+     "env:SLUICE_PROXY_LISTEN: address 127.0.0.1:80 overlaps 0.0.0.0:80"},
+};
+
+START_TEST(test_env_errors)
+{
+    const struct env_case *c = &env_cases[_i];
+    setenv(c->var, c->value, 1);
+    struct sl_config_error err;
+    struct sl_config *cfg = load(V3 "gateway:\n  worker_processes: 2\n", &err);
+    unsetenv(c->var);
+    if (cfg != NULL)
+        sl_config_unref(cfg);
+    ck_assert_msg(cfg == NULL, "%s=%s accepted", c->var, c->value);
+    ck_assert_str_eq(err.text, c->error);
+}
+END_TEST
+
+START_TEST(test_files)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = sl_config_load("/nonexistent/sluice.yml", "gateway", &err);
+    ck_assert_ptr_null(cfg);
+    ck_assert_str_eq(err.text, "/nonexistent/sluice.yml: cannot open: No such file or directory");
+
+    cfg = sl_config_load(srcdir(), "gateway", &err);
+    ck_assert_ptr_null(cfg);
+    char want[4200];
+    snprintf(want, sizeof want, "%s: not a regular file", srcdir());
+    ck_assert_str_eq(err.text, want);
+
+    /* A file from disk reports its own path. */
+    const char *path = temp_file(V3 "services:\n  - name: a\n");
+    cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_ptr_null(cfg);
+    snprintf(want, sizeof want, "%s:3:5: service needs 'host' or 'url'", path);
+    ck_assert_str_eq(err.text, want);
+    unlink(path);
+
+    path = temp_file("");
+    cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_ptr_null(cfg);
+    snprintf(want, sizeof want, "%s:1:1: empty file: expected a map with '_format_version'", path);
+    ck_assert_str_eq(err.text, want);
+
+    /* Too big: refused before reading (a sparse file costs no disk). */
+    ck_assert_int_eq(truncate(path, 17 * 1024 * 1024), 0);
+    cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_ptr_null(cfg);
+    snprintf(want, sizeof want, "%s: file is too large (17825792 bytes; the limit is 16 MiB)",
+             path);
+    ck_assert_str_eq(err.text, want);
+    unlink(path);
+
+    /* Invalid UTF-8 is a reader error with an offset, not a mark. */
+    path = temp_file(V3 "_comment: \"\xff\"\n");
+    cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_ptr_null(cfg);
+    snprintf(want, sizeof want, "%s:2:12: YAML syntax error: invalid leading UTF-8 octet", path);
+    ck_assert_str_eq(err.text, want);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(test_hash)
+{
+    struct sl_config *a = load_ok(V3);
+    struct sl_config *b = load_ok(V3);
+    struct sl_config *c = load_ok(V3 "# different bytes\n");
+    ck_assert_int_eq(strlen(a->hash), 32);
+    for (const char *h = a->hash; *h; h++)
+        ck_assert((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f'));
+    ck_assert_str_eq(a->hash, b->hash);
+    ck_assert_str_ne(a->hash, c->hash);
+    /* SHA-256("_format_version: \"3.0\"\n") truncated to 128 bits */
+    ck_assert_str_eq(a->hash, "7ad62cd3851cd4181245dbf739aee722");
+    sl_config_unref(a);
+    sl_config_unref(b);
+    sl_config_unref(c);
+}
+END_TEST
+
+static void check_seed(const char *path)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_uint_eq(cfg->n_services, 2);
+    ck_assert_str_eq(cfg->services[0].name, "user-service");
+    ck_assert_str_eq(cfg->services[0].host, "user-service");
+    ck_assert_uint_eq(cfg->services[0].port, 8080);
+    ck_assert_str_eq(cfg->services[1].name, "order-service");
+    ck_assert_uint_eq(cfg->n_routes, 2);
+    ck_assert_str_eq(cfg->routes[0].paths[0], "/api/v1/users");
+    ck_assert_ptr_eq(cfg->routes[0].service, &cfg->services[0]);
+    ck_assert_str_eq(cfg->routes[1].paths[0], "/api/v1/orders");
+    ck_assert_ptr_eq(cfg->routes[1].service, &cfg->services[1]);
+    ck_assert_uint_eq(cfg->n_plugins, 4);
+    ck_assert_str_eq(cfg->plugins[0].name, "jwt");
+    ck_assert_ptr_eq(cfg->plugins[0].service, &cfg->services[0]);
+    ck_assert_str_eq(cfg->plugins[1].name, "rate-limiting");
+    ck_assert_str_eq(cfg->plugins[3].name, "request-transformer");
+    ck_assert_ptr_eq(cfg->plugins[3].service, &cfg->services[1]);
+
+    /* -t: every plugin must be implemented */
+    static const char *const none[] = {NULL};
+    ck_assert(!sl_config_check_plugins(cfg, none, &err));
+    char want[4200];
+    snprintf(want, sizeof want, "%s:9:9: plugin 'jwt' is not supported yet", path);
+    ck_assert_str_eq(err.text, want);
+
+    static const char *const some[] = {"jwt", "rate-limiting", NULL};
+    ck_assert(!sl_config_check_plugins(cfg, some, &err));
+    snprintf(want, sizeof want, "%s:22:9: plugin 'request-transformer' is not supported yet", path);
+    ck_assert_str_eq(err.text, want);
+
+    static const char *const all[] = {"jwt", "rate-limiting", "request-transformer", NULL};
+    ck_assert(sl_config_check_plugins(cfg, all, &err));
+    sl_config_unref(cfg);
+}
+
+START_TEST(test_seed_copy)
+{
+    check_seed(data_path("seed-kong-declarative.yml"));
+}
+END_TEST
+
+START_TEST(test_seed_shared)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/../shared/fixtures/seed/kong-declarative.yml", srcdir());
+    if (access(path, R_OK) != 0)
+        return; /* only in the development tree */
+    check_seed(path);
+}
+END_TEST
+
+START_TEST(test_demo_config)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/conf/sluice.yml", srcdir());
+    struct sl_config_error err;
+    struct sl_config *cfg = sl_config_load(path, "gateway", &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_uint_eq(cfg->n_services, 1);
+    ck_assert_str_eq(cfg->services[0].name, "demo");
+    ck_assert_str_eq(cfg->services[0].host, "127.0.0.1");
+    ck_assert_uint_eq(cfg->services[0].port, 9001);
+    ck_assert_uint_eq(cfg->n_routes, 2);
+    ck_assert_str_eq(cfg->routes[0].paths[0], "/");
+    ck_assert_str_eq(cfg->routes[1].paths[0], "/api");
+    ck_assert(cfg->routes[1].strip_path);
+    ck_assert_uint_eq(cfg->node.n_proxy_listen, 1);
+    ck_assert_str_eq(cfg->node.proxy_listen[0].host, "127.0.0.1");
+    ck_assert_uint_eq(cfg->node.proxy_listen[0].port, 8000);
+    ck_assert_str_eq(cfg->node.status_listen.host, "127.0.0.1");
+    ck_assert_uint_eq(cfg->node.status_listen.port, 8100);
+    ck_assert(sl_config_check_plugins(cfg, NULL, &err));
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_parse_listen)
+{
+    struct sl_listen l;
+    ck_assert(sl_config_parse_listen("0.0.0.0:8000", &l));
+    ck_assert_str_eq(l.host, "0.0.0.0");
+    ck_assert_uint_eq(l.port, 8000);
+    ck_assert(!l.ssl);
+    ck_assert(sl_config_parse_listen("  [::1]:443   ssl ", &l));
+    ck_assert_str_eq(l.host, "::1");
+    ck_assert_uint_eq(l.port, 443);
+    ck_assert(l.ssl);
+    ck_assert(sl_config_parse_listen("*:1", &l));
+    ck_assert_str_eq(l.host, "0.0.0.0");
+    ck_assert(sl_config_parse_listen("127.0.0.1:65535 reuseport", &l));
+
+    static const char *const bad[] = {
+        "",          "8000",          "0.0.0.0",     "0.0.0.0:",         ":8000",
+        "1.2.3.4:0", "1.2.3.4:65536", "1.2.3.4:80x", "::1:80",           "[::1]80",
+        "[::1",      "[1.2.3.4]:80",  "h.com:80",    "1.2.3.4:80 http2", "1.2.3.4:80 ssl junk"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!sl_config_parse_listen(bad[i], &l), "accepted '%s'", bad[i]);
+    ck_assert(!sl_config_parse_listen(NULL, &l));
+}
+END_TEST
+
+static bool trusted(const struct sl_node_config *n, const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        ck_assert_int_eq(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        ck_assert_int_eq(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+    }
+    return sl_config_ip_trusted(n, (const struct sockaddr *)&ss);
+}
+
+START_TEST(test_trusted_ips)
+{
+    struct sl_config *cfg = load_ok(V3 "gateway:\n  trusted_ips: [10.0.0.0/8, 192.168.1.7, "
+                                       "\"2001:db8::/32\", 172.16.0.0/12]\n");
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert(trusted(n, "10.1.2.3"));
+    ck_assert(trusted(n, "10.255.255.255"));
+    ck_assert(!trusted(n, "11.0.0.1"));
+    ck_assert(trusted(n, "192.168.1.7"));
+    ck_assert(!trusted(n, "192.168.1.8"));
+    ck_assert(trusted(n, "172.31.0.1"));
+    ck_assert(!trusted(n, "172.32.0.1"));
+    ck_assert(trusted(n, "2001:db8::1"));
+    ck_assert(!trusted(n, "2001:db9::1"));
+    ck_assert(trusted(n, "::ffff:10.9.9.9")); /* IPv4-mapped peer on a dual-stack socket */
+    ck_assert(!trusted(n, "::ffff:11.9.9.9"));
+    struct sockaddr unix_addr = {.sa_family = AF_UNIX};
+    ck_assert(!sl_config_ip_trusted(n, &unix_addr));
+    sl_config_unref(cfg);
+
+    cfg = load_ok(V3 "gateway:\n  trusted_ips: [0.0.0.0/0, \"::/0\"]\n");
+    ck_assert(trusted(&cfg->node, "1.2.3.4"));
+    ck_assert(trusted(&cfg->node, "2a00::1"));
+    sl_config_unref(cfg);
+
+    cfg = load_ok(V3 "gateway:\n  trusted_ips: [10.0.0.1/7]\n"); /* host bits ignored */
+    ck_assert(trusted(&cfg->node, "11.200.0.1"));
+    ck_assert(!trusted(&cfg->node, "12.0.0.1"));
+    sl_config_unref(cfg);
+
+    cfg = load_ok(V3); /* nobody is trusted by default */
+    ck_assert(!trusted(&cfg->node, "127.0.0.1"));
+    ck_assert(!trusted(&cfg->node, "::1"));
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_conf_values)
+{
+    struct sl_config *cfg = load_ok(
+        V3 "plugins:\n  - name: x\n    config:\n      i: -12\n      h: 0x1f\n      o: 0o17\n"
+           "      f: 1.5e3\n      inf: -.inf\n      b: false\n      n: ~\n      s: '12'\n"
+           "      big: 99999999999999999999\n      seq: [1, two]\n");
+    const struct sl_conf_value *c = cfg->plugins[0].config;
+    ck_assert_int_eq(c->type, SL_CONF_MAP);
+    ck_assert_uint_eq(c->n_items, 10);
+    ck_assert_int_eq(sl_conf_get(c, "i")->integer, -12);
+    ck_assert_int_eq(sl_conf_get(c, "h")->integer, 31);
+    ck_assert_int_eq(sl_conf_get(c, "o")->integer, 15);
+    ck_assert_int_eq(sl_conf_get(c, "f")->type, SL_CONF_FLOAT);
+    ck_assert(sl_conf_get(c, "f")->number == 1500.0);
+    ck_assert(isinf(sl_conf_get(c, "inf")->number));
+    ck_assert_int_eq(sl_conf_get(c, "b")->type, SL_CONF_BOOL);
+    ck_assert(!sl_conf_get(c, "b")->boolean);
+    ck_assert_int_eq(sl_conf_get(c, "n")->type, SL_CONF_NULL);
+    ck_assert_int_eq(sl_conf_get(c, "s")->type, SL_CONF_STRING);
+    ck_assert(!sl_conf_get(c, "s")->plain);
+    ck_assert_int_eq(sl_conf_get(c, "big")->type, SL_CONF_FLOAT);
+    const struct sl_conf_value *seq = sl_conf_get(c, "seq");
+    ck_assert_int_eq(seq->items[0]->type, SL_CONF_INT);
+    ck_assert_int_eq(seq->items[1]->type, SL_CONF_STRING);
+    ck_assert_str_eq(sl_conf_type_name(SL_CONF_SEQ), "a sequence");
+    ck_assert_ptr_null(sl_conf_get(seq, "x"));
+    ck_assert_ptr_null(sl_conf_get(NULL, "x"));
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* Many entities: references resolve through the index, not a scan. */
+START_TEST(test_many_entities)
+{
+    enum { N = 3000 };
+    size_t cap = (size_t)N * 160 + 256;
+    char *yaml = malloc(cap);
+    ck_assert_ptr_nonnull(yaml);
+    size_t len = (size_t)snprintf(yaml, cap, V3 "services:\n");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(yaml + len, cap - len, "  - name: s%d\n    host: h%d\n", i, i);
+    len += (size_t)snprintf(yaml + len, cap - len, "routes:\n");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(yaml + len, cap - len,
+                                "  - name: r%d\n    service: s%d\n    paths: [/p%d]\n", i,
+                                N - 1 - i, i);
+    struct sl_config_error err;
+    struct sl_config *cfg = sl_config_load_buffer(yaml, len, "many.yml", "gateway", &err);
+    free(yaml);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_uint_eq(cfg->n_routes, N);
+    ck_assert_ptr_eq(cfg->routes[0].service, &cfg->services[N - 1]);
+    ck_assert_ptr_eq(cfg->routes[N - 1].service, &cfg->services[0]);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    clear_env();
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_bad_config, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
+    tcase_add_test(tc, test_full_fixture);
+    tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_accepted_variants);
+    tcase_add_test(tc, test_sidecar_role);
+    tcase_add_test(tc, test_listen_string_forms);
+    tcase_add_test(tc, test_env_overrides);
+    tcase_add_loop_test(tc, test_env_errors, 0, (int)(sizeof env_cases / sizeof env_cases[0]));
+    tcase_add_test(tc, test_files);
+    tcase_add_test(tc, test_hash);
+    tcase_add_test(tc, test_seed_copy);
+    tcase_add_test(tc, test_seed_shared);
+    tcase_add_test(tc, test_demo_config);
+    tcase_add_test(tc, test_parse_listen);
+    tcase_add_test(tc, test_trusted_ips);
+    tcase_add_test(tc, test_conf_values);
+    tcase_add_test(tc, test_many_entities);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+SL_UNIT_MAIN
