@@ -39,6 +39,9 @@
 #define SL_MAX_RESPONSE_HEAD 65536
 #define SL_MAX_HEADERS_ARRAY 1024
 #define SL_LINGER_MS 2000
+/* A keep-alive connection keeps its (empty) bufferevent this long before it
+ * goes cold; busy clients then never pay a free/alloc and epoll_ctl churn. */
+#define SL_HOT_IDLE_MS 1000
 #define SL_MAX_PATH 8192
 #define SL_MAX_CLIENT_REQUEST_ID 200
 
@@ -53,7 +56,8 @@ enum client_state {
     CS_FLUSH,      /* response complete, waiting for the output to drain */
     CS_ERROR_SENT, /* an error response is being flushed, then close */
     CS_LINGER,     /* write side shut, discarding input until EOF or timer */
-    CS_IDLE,       /* keep-alive, no bufferevent */
+    CS_KEEPALIVE,  /* keep-alive, recently active: bufferevent kept, buffers empty */
+    CS_IDLE,       /* keep-alive, cold: no bufferevent, one read event */
     CS_CLOSED,     /* waiting for the deferred free */
 };
 
@@ -96,6 +100,7 @@ struct sl_request {
     bool resp_keep_alive;
     bool resp_done;
     bool resp_until_close;
+    bool resp_dechunk; /* chunked from upstream, plain to an HTTP/1.0 client */
 
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, upstream_start_us, upstream_head_us;
@@ -117,6 +122,7 @@ struct sl_client {
     bool peer_trusted;
     bool close_after;    /* close once the current response is flushed */
     bool got_head_bytes; /* the current request sent at least one byte */
+    bool peer_eof;       /* the client shut its write side */
     uint32_t requests_served;
     struct sl_client *next, *prev;
 };
@@ -257,21 +263,28 @@ static bool accept_wants_text(const struct sl_http_header *accept)
 /* ------------------------------------------------------------------------ */
 /* error responses                                                           */
 
+/* head_only: the answer to a HEAD request carries the length, not the body */
 static void write_error_response(struct sl_client *c, int status, const char *message,
-                                 const char *request_id, bool text, bool close_conn)
+                                 const char *request_id, bool text, bool close_conn,
+                                 bool head_only)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    char body[512];
+    char body[2048];
     int body_len;
     if (text) {
         body_len = snprintf(body, sizeof body, "%s\nrequest_id: %s\n", message, request_id);
     } else {
-        char esc[256];
+        /* the id may be the client's own X-Request-Id: escape it too */
+        char esc[256], rid[SL_MAX_CLIENT_REQUEST_ID * 6 + 1];
         if (sl_json_escape(message, strlen(message), esc, sizeof esc) < 0)
             esc[0] = '\0';
+        if (sl_json_escape(request_id, strlen(request_id), rid, sizeof rid) < 0)
+            rid[0] = '\0';
         body_len = snprintf(body, sizeof body, "{\"message\":\"%s\",\"request_id\":\"%s\"}", esc,
-                            request_id);
+                            rid);
     }
+    if (body_len < 0 || (size_t)body_len >= sizeof body)
+        body_len = 0;
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\n"
                         "Content-Type: %s\r\n"
@@ -282,7 +295,8 @@ static void write_error_response(struct sl_client *c, int status, const char *me
                         status, sl_http_reason(status),
                         text ? "text/plain; charset=utf-8" : "application/json; charset=utf-8",
                         body_len, request_id, close_conn ? "Connection: close\r\n" : "");
-    evbuffer_add(out, body, (size_t)body_len);
+    if (!head_only)
+        evbuffer_add(out, body, (size_t)body_len);
 }
 
 /* Refuse the request: answer, then close (lingering) after the flush. */
@@ -299,7 +313,7 @@ static void client_fail(struct sl_client *c, int status, const char *message)
     }
     timer_stop(c);
     bufferevent_disable(c->bev, EV_READ);
-    write_error_response(c, status, message, request_id, text, true);
+    write_error_response(c, status, message, request_id, text, true, c->req && c->req->is_head);
     c->state = CS_ERROR_SENT;
     set_activity(c, ACT_WRITING);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -355,6 +369,8 @@ static bool client_attach(struct sl_client *c)
         return false;
     bufferevent_setcb(c->bev, client_read, client_write, client_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
+    /* reading stays enabled; this bounds what a client can queue up */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, node_of(c)->max_header_bytes + SL_HIGH_WATER);
     return true;
 }
 
@@ -439,8 +455,8 @@ static void client_linger(struct sl_client *c)
 
 static void idle_wake(evutil_socket_t fd, short what, void *arg);
 
-/* Keep-alive: drop the bufferevent and buffers, wait with one event only. */
-static void client_go_idle(struct sl_client *c)
+/* Keep-alive, cold: drop the bufferevent and timers, wait with one event. */
+static void client_go_idle(struct sl_client *c, uint32_t keepalive_left_ms)
 {
     client_detach(c);
     c->state = CS_IDLE;
@@ -454,8 +470,17 @@ static void client_go_idle(struct sl_client *c)
         client_close(c);
         return;
     }
-    struct timeval tv = ms_to_tv(node_of(c)->keepalive_timeout_ms);
+    struct timeval tv = ms_to_tv(keepalive_left_ms);
     event_add(c->idle_ev, &tv);
+}
+
+/* Keep-alive, hot: buffers are empty (libevent frees drained chains). */
+static void client_keepalive(struct sl_client *c)
+{
+    uint32_t keepalive = node_of(c)->keepalive_timeout_ms;
+    c->state = CS_KEEPALIVE;
+    set_activity(c, ACT_WAITING);
+    timer_arm(c, keepalive < SL_HOT_IDLE_MS ? keepalive : SL_HOT_IDLE_MS);
 }
 
 static void idle_wake(evutil_socket_t fd, short what, void *arg)
@@ -490,19 +515,25 @@ static void client_after_response(struct sl_client *c)
         client_linger(c);
         return;
     }
-    c->state = CS_HEAD;
     c->got_head_bytes = false;
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+    if (c->peer_eof && !more) {
+        client_close(c);
+        return;
+    }
+    if (!c->peer_eof)
+        bufferevent_enable(c->bev, EV_READ);
+    if (more) {
         /* a pipelined request is already here */
+        c->state = CS_HEAD;
         set_activity(c, ACT_READING);
         timer_arm(c, node_of(c)->client_header_timeout_ms);
-        bufferevent_enable(c->bev, EV_READ);
         defer(c);
         return;
     }
-    client_go_idle(c);
+    client_keepalive(c);
 }
 
 void sl_proxy_drain(struct sl_worker *w)
@@ -510,7 +541,8 @@ void sl_proxy_drain(struct sl_worker *w)
     struct sl_client *c = w->clients;
     while (c) {
         struct sl_client *next = c->next;
-        if (c->state == CS_IDLE || (c->state == CS_HEAD && !c->got_head_bytes))
+        if (c->state == CS_IDLE || c->state == CS_KEEPALIVE ||
+            (c->state == CS_HEAD && !c->got_head_bytes))
             client_close(c);
         else
             c->close_after = true;
@@ -536,6 +568,14 @@ static void client_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_client *c = arg;
     switch (c->state) {
+    case CS_KEEPALIVE: {
+        uint32_t keepalive = node_of(c)->keepalive_timeout_ms;
+        if (keepalive <= SL_HOT_IDLE_MS)
+            client_close(c);
+        else
+            client_go_idle(c, keepalive - SL_HOT_IDLE_MS);
+        break;
+    }
     case CS_HEAD:
         if (c->got_head_bytes)
             client_fail(c, 408, "Request timeout");
@@ -561,20 +601,25 @@ static void client_read(struct bufferevent *bev, void *arg)
 {
     struct sl_client *c = arg;
     switch (c->state) {
+    case CS_KEEPALIVE:
+        c->state = CS_HEAD;
+        set_activity(c, ACT_READING);
+        timer_stop(c);
+        try_parse_head(c);
+        break;
     case CS_HEAD:
         try_parse_head(c);
         break;
     case CS_UPSTREAM:
+        /* before the upstream is connected, and after the body, bytes wait
+         * in the input (bounded by the read watermark) */
         if (c->req && c->req->up && !c->req->req_body_done)
             forward_request_body(c->req);
-        else
-            bufferevent_disable(bev, EV_READ);
         break;
     case CS_LINGER:
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
         break;
     default:
-        bufferevent_disable(bev, EV_READ);
         break;
     }
 }
@@ -612,9 +657,10 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
         abort_request(c->req, 408, "Request timeout");
         return;
     }
-    if ((what & BEV_EVENT_EOF) && c->state == CS_UPSTREAM && c->req && c->req->req_body_done) {
-        /* half-close after a complete request: still deliver the response */
-        c->close_after = true;
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+        ((c->state == CS_UPSTREAM && c->req && c->req->req_body_done) || c->state == CS_FLUSH)) {
+        /* half-close after complete requests: answer them all, then close */
+        c->peer_eof = true;
         bufferevent_disable(bev, EV_READ);
         return;
     }
@@ -673,9 +719,9 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
     evbuffer_add(out, upath, (size_t)upath_len);
     if (query_len)
         evbuffer_add(out, query, query_len);
-    /* an HTTP/1.0 client gets an HTTP/1.0 exchange upstream too, so the
-     * upstream never answers it with chunked framing (nginx does the same) */
-    evbuffer_add_printf(out, " HTTP/1.%d\r\n", r->client_minor);
+    /* always HTTP/1.1 upstream, as Kong does: keep-alive works the same for
+     * every client, and a chunked answer to an HTTP/1.0 client is de-chunked */
+    evbuffer_add(out, " HTTP/1.1\r\n", 11);
 
     if (route->preserve_host && req->host)
         add_header_line(out, "Host", 4, req->host, req->host_len);
@@ -760,8 +806,6 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
                             (unsigned long long)req->content_length);
     else if (r->req_body_kind == SL_BODY_CHUNKED)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    if (r->client_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     evbuffer_add(out, "\r\n", 2);
     return true;
 }
@@ -794,8 +838,11 @@ static void try_parse_head(struct sl_client *c)
     req.header_capacity =
         node->max_headers < SL_MAX_HEADERS_ARRAY ? node->max_headers + 1 : SL_MAX_HEADERS_ARRAY;
     int head_len = sl_http_parse_request(data, want, &limits, &req);
-    if (head_len == SL_HTTP_INCOMPLETE)
+    if (head_len == SL_HTTP_INCOMPLETE) {
+        if (c->peer_eof)
+            client_close(c); /* no more bytes will come */
         return;
+    }
     atomic_fetch_add_explicit(&c->w->stats.total_requests, 1, memory_order_relaxed);
     if (head_len < 0) {
         sl_info("client %s: request refused (%d): %s", c->peer_ip, -head_len,
@@ -855,17 +902,28 @@ static void try_parse_head(struct sl_client *c)
         return;
     }
     const char *qmark = memchr(target, '?', target_len);
-    size_t path_len = qmark ? (size_t)(qmark - target) : target_len;
+    size_t raw_path_len = qmark ? (size_t)(qmark - target) : target_len;
     const char *query = qmark;
-    size_t query_len = qmark ? target_len - path_len : 0;
-    snprintf(r->log_path, sizeof r->log_path, "%.*s", (int)path_len, target);
+    size_t query_len = qmark ? target_len - raw_path_len : 0;
+    /* Route on the normalised path and send that one upstream, so
+     * "/api/v1/users/../orders" can only ever be "/api/v1/orders". */
+    char path_buf[SL_MAX_PATH + 1];
+    long normalized = sl_router_normalize_path(target, raw_path_len, path_buf, sizeof path_buf);
+    if (normalized < 0) {
+        client_fail(c, normalized == -2 ? 414 : 400,
+                    normalized == -2 ? "URI Too Long" : "Bad request");
+        return;
+    }
+    const char *path = path_buf;
+    size_t path_len = (size_t)normalized;
+    snprintf(r->log_path, sizeof r->log_path, "%.*s", (int)path_len, path);
 
     const char *host_name = NULL;
     size_t host_name_len = 0;
     if (host)
         split_host_port(host, host_len, &host_name, &host_name_len);
-    struct sl_router_request rreq = {req.method,    req.method_len, host_name,
-                                     host_name_len, target,         path_len};
+    struct sl_router_request rreq = {req.method, req.method_len, host_name, host_name_len,
+                                     path, path_len};
     if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
         evbuffer_drain(bufferevent_get_input(c->bev), (size_t)head_len);
         if (!r->req_body_done)
@@ -898,7 +956,7 @@ static void try_parse_head(struct sl_client *c)
 
     r->up_head = evbuffer_new();
     if (!r->up_head ||
-        !build_upstream_head(r, &req, target, path_len, query, query_len,
+        !build_upstream_head(r, &req, path, path_len, query, query_len,
                              host_name ? host_name : "", host_name ? host_name_len : 0)) {
         client_fail(c, r->up_head ? 414 : 500,
                     r->up_head ? "URI Too Long" : "An unexpected error occurred");
@@ -908,8 +966,8 @@ static void try_parse_head(struct sl_client *c)
 
     c->state = CS_UPSTREAM;
     set_activity(c, ACT_WRITING);
-    /* the body is read only once the upstream is connected */
-    bufferevent_disable(c->bev, EV_READ);
+    /* body bytes that arrive before the upstream is connected wait in the
+     * input, bounded by the read watermark */
     start_upstream(r, true);
 }
 
@@ -998,7 +1056,7 @@ static void abort_request(struct sl_request *r, int status, const char *message)
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_disable(c->bev, EV_READ);
     write_error_response(c, status, message, r->request_id, r->wants_text_errors,
-                         c->close_after || c->w->draining);
+                         c->close_after || c->w->draining, r->is_head);
     r->resp_head_sent = true;
     r->resp_done = true;
     access_log(r);
@@ -1079,8 +1137,8 @@ static void request_body_complete(struct sl_request *r)
     r->req_body_done = true;
     timer_stop(c);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
-    /* what follows in the input is the next (pipelined) request */
-    bufferevent_disable(c->bev, EV_READ);
+    /* what follows in the input is the next (pipelined) request; it waits
+     * there, bounded by the read watermark */
     set_activity(c, ACT_WRITING);
 }
 
@@ -1146,8 +1204,11 @@ static bool send_response_head(struct sl_request *r, const struct sl_http_respon
     bool client_close_after = c->close_after || c->w->draining || !r->client_keep_alive;
     if (resp->body_kind == SL_BODY_UNTIL_CLOSE)
         client_close_after = true; /* the end of the body is our close */
-    if (resp->body_kind == SL_BODY_CHUNKED && r->client_minor == 0)
-        return false; /* cannot happen with an HTTP/1.0 upstream request */
+    if (resp->body_kind == SL_BODY_CHUNKED && r->client_minor == 0) {
+        /* HTTP/1.0 has no chunked coding: strip the framing, end with close */
+        r->resp_dechunk = true;
+        client_close_after = true;
+    }
     if (!r->req_body_done)
         client_close_after = true; /* the rest of the body is never read */
     c->close_after = client_close_after;
@@ -1178,7 +1239,7 @@ static bool send_response_head(struct sl_request *r, const struct sl_http_respon
     if (resp->body_kind == SL_BODY_LENGTH)
         evbuffer_add_printf(out, "Content-Length: %llu\r\n",
                             (unsigned long long)resp->content_length);
-    else if (resp->body_kind == SL_BODY_CHUNKED)
+    else if (resp->body_kind == SL_BODY_CHUNKED && !r->resp_dechunk)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     if (via)
         evbuffer_add_printf(out, "Via: %.*s, 1.1 sluice\r\n", (int)via->value_len, via->value);
@@ -1254,6 +1315,34 @@ static void up_read(struct bufferevent *bev, void *arg)
     forward_response_body(r);
 }
 
+/*
+ * For an HTTP/1.0 client: forward only the chunk data. Framing bytes are fed
+ * to the scanner (one at a time: they are few) and dropped, trailers too.
+ */
+static bool dechunk_response_body(struct sl_request *r, struct evbuffer *in, struct evbuffer *out)
+{
+    while (!r->resp_chunked.done && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec;
+        if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
+            break;
+        uint64_t ready = sl_chunked_data_ready(&r->resp_chunked);
+        size_t n = ready ? (ready < vec.iov_len ? (size_t)ready : vec.iov_len) : 1;
+        if (sl_chunked_scan(&r->resp_chunked, vec.iov_base, n) < 0) {
+            sl_warn("upstream %s: bad chunked response: %s", r->up->addr_text,
+                    r->resp_chunked.error ? r->resp_chunked.error : "?");
+            client_close(r->client); /* the head is out: cut the stream */
+            return false;
+        }
+        if (ready) {
+            evbuffer_remove_buffer(in, out, n);
+            r->bytes_out += n;
+        } else {
+            evbuffer_drain(in, n);
+        }
+    }
+    return true;
+}
+
 static void forward_response_body(struct sl_request *r)
 {
     struct sl_client *c = r->client;
@@ -1272,6 +1361,12 @@ static void forward_response_body(struct sl_request *r)
         done = r->resp_remaining == 0;
         break;
     case SL_BODY_CHUNKED: {
+        if (r->resp_dechunk) {
+            if (!dechunk_response_body(r, in, out))
+                return;
+            done = r->resp_chunked.done;
+            break;
+        }
         struct evbuffer_iovec vec[16];
         int n = evbuffer_peek(in, -1, NULL, vec, 16);
         for (int i = 0; i < n && i < 16 && !r->resp_chunked.done; i++) {
@@ -1324,7 +1419,6 @@ static void finish_response(struct sl_request *r)
     c->state = CS_FLUSH;
     timer_stop(c);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_after_response(c);

@@ -189,13 +189,28 @@ static void worker_start_drain(struct sl_worker *w)
     sl_worker_check_drained(w);
 }
 
+/* One message on a worker's control pipe; smaller than PIPE_BUF, so each
+ * write(2) of one arrives whole. */
+struct control_msg {
+    char cmd;                   /* 'd' drain, 's' stop, 'r' new snapshot */
+    struct sl_snapshot *snapshot; /* 'r': a reference that becomes the worker's */
+};
+
+static void worker_swap_snapshot(struct sl_worker *w, struct sl_snapshot *snap)
+{
+    struct sl_snapshot *old = w->snapshot;
+    w->snapshot = snap; /* new requests use it; requests in flight hold the old one */
+    sl_upstream_pool_configure(w->pool, &snap->cfg->node);
+    sl_snapshot_unref(old);
+}
+
 static void control_read(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_worker *w = arg;
-    char cmds[16];
-    ssize_t n = read(fd, cmds, sizeof cmds);
-    for (ssize_t i = 0; i < n; i++) {
-        switch (cmds[i]) {
+    struct control_msg msgs[8];
+    ssize_t n = read(fd, msgs, sizeof msgs);
+    for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof msgs[0]; i++) {
+        switch (msgs[i].cmd) {
         case 'd':
             worker_start_drain(w);
             break;
@@ -204,6 +219,9 @@ static void control_read(evutil_socket_t fd, short what, void *arg)
             close_listeners(w);
             sl_proxy_close_all(w);
             event_base_loopexit(w->base, NULL);
+            break;
+        case 'r':
+            worker_swap_snapshot(w, msgs[i].snapshot);
             break;
         default:
             break;
@@ -237,6 +255,8 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     struct event_config *ec = event_config_new();
     /* a worker's base is touched only by its own thread */
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    /* coalesce the add/del pairs of one loop iteration into one epoll_ctl */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
     if (!w->base) {
@@ -383,11 +403,53 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
     return SL_OK;
 }
 
+static bool send_one(struct sl_worker *w, char cmd, struct sl_snapshot *snap)
+{
+    struct control_msg msg = {cmd, snap};
+    if (write(w->control_pipe[1], &msg, sizeof msg) != (ssize_t)sizeof msg) {
+        sl_error("worker %d: control pipe: %s", w->index, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 static void send_all(struct sl_server *srv, char cmd)
 {
     for (int i = 0; i < srv->n_workers; i++)
-        if (write(srv->workers[i].control_pipe[1], &cmd, 1) != 1)
-            sl_error("worker %d: control pipe: %s", i, strerror(errno));
+        send_one(&srv->workers[i], cmd, NULL);
+}
+
+static bool same_listeners(const struct sl_node_config *a, const struct sl_node_config *b)
+{
+    if (a->n_proxy_listen != b->n_proxy_listen || a->worker_processes != b->worker_processes)
+        return false;
+    for (size_t i = 0; i < a->n_proxy_listen; i++)
+        if (a->proxy_listen[i].port != b->proxy_listen[i].port ||
+            a->proxy_listen[i].ssl != b->proxy_listen[i].ssl ||
+            strcmp(a->proxy_listen[i].host, b->proxy_listen[i].host) != 0)
+            return false;
+    return true;
+}
+
+int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
+{
+    struct sl_snapshot *snap = sl_snapshot_new(cfg);
+    if (!snap) {
+        sl_config_unref(cfg);
+        snprintf(err, err_size, "out of memory");
+        return SL_ERR;
+    }
+    if (!same_listeners(&srv->snapshot->cfg->node, &cfg->node))
+        sl_warn("reload: proxy_listen and worker_processes changes take effect on restart");
+    for (int i = 0; i < srv->n_workers; i++) {
+        sl_snapshot_ref(snap);
+        if (!send_one(&srv->workers[i], 'r', snap))
+            sl_snapshot_unref(snap);
+    }
+    struct sl_snapshot *old = srv->snapshot;
+    srv->snapshot = snap;
+    sl_snapshot_unref(old);
+    return SL_OK;
 }
 
 void sl_server_drain(struct sl_server *srv)

@@ -104,6 +104,13 @@ struct sl_server {
  */
 int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
 
+/*
+ * From the main thread: make cfg (validated already; its reference is
+ * taken) the configuration of every new request. Requests in flight finish
+ * on the snapshot they started with. Listener changes need a restart.
+ */
+int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
+
 /* From the main thread: graceful drain (SIGTERM) or immediate stop (SIGINT). */
 void sl_server_drain(struct sl_server *srv);
 void sl_server_stop(struct sl_server *srv);

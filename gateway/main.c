@@ -29,7 +29,7 @@ static void usage(FILE *out)
                  "  -h       print this help and exit\n"
                  "\n"
                  "Signals: SIGTERM drains (finish requests in flight, then exit 0),\n"
-                 "SIGINT stops at once, SIGHUP reloads the configuration (later issue).\n"
+                 "SIGINT stops at once, SIGHUP reloads the configuration file.\n"
                  "Every key of the gateway: block can be overridden by SLUICE_<KEY>.\n");
 }
 
@@ -128,9 +128,20 @@ int main(int argc, char **argv)
             sl_notice("SIGINT: stopping");
             sl_server_stop(&srv);
             break;
-        case SIGHUP:
-            sl_warn("SIGHUP: configuration reload is not implemented yet; keeping the current one");
+        case SIGHUP: {
+            /* load and validate on this thread; workers only swap a pointer */
+            struct sl_config *next = load(path);
+            if (!next) {
+                sl_error("SIGHUP: %s refused; the current configuration stays", path);
+                break;
+            }
+            if (sl_server_reload(&srv, next, err, sizeof err) == 0)
+                sl_notice("SIGHUP: configuration reloaded from %s (%s)", path,
+                          srv.snapshot->cfg->hash);
+            else
+                sl_error("SIGHUP: reload failed: %s", err);
             break;
+        }
         default:
             break;
         }
