@@ -1998,6 +1998,8 @@ enum node_kind {
     NK_BYTES,       /* size: integer bytes or "8k" / "10m" / "1g" */
     NK_ONOFF,       /* boolean or on/off */
     NK_LOG_LEVEL,
+    NK_DNS_SERVERS, /* "ip[:port]" list, comma-separated (kong.conf dns_resolver) */
+    NK_PATH,        /* a file path */
 };
 
 struct node_field {
@@ -2035,16 +2037,26 @@ static const struct node_field node_fields[] = {
     NODE_FIELD(client_max_body_size, NK_BYTES, 0, UINT64_MAX),
     NODE_FIELD(access_log, NK_ONOFF, 0, 0),
     NODE_FIELD(log_level, NK_LOG_LEVEL, 0, 0),
+    NODE_FIELD(dns_resolver, NK_DNS_SERVERS, 0, 0),
+    NODE_FIELD(dns_hostsfile, NK_PATH, 0, 0),
 };
 #define N_NODE_FIELDS_USED (sizeof node_fields / sizeof node_fields[0])
 _Static_assert(N_NODE_FIELDS_USED <= N_NODE_FIELDS, "raise N_NODE_FIELDS");
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > 1024 ? 1024 : (int)n;
+}
 
 static void node_defaults(struct sl_node_config *n)
 {
     memset(n, 0, sizeof *n);
     snprintf(n->status_listen.host, sizeof n->status_listen.host, "127.0.0.1");
     n->status_listen.port = 8100;
-    n->worker_processes = 1;
+    n->worker_processes = online_cpus(); /* "auto", as DESIGN.md and Kong */
     n->client_header_timeout_ms = 60000;
     n->client_body_timeout_ms = 60000;
     n->client_body_total_timeout_ms = 300000;
@@ -2060,14 +2072,51 @@ static void node_defaults(struct sl_node_config *n)
     n->graceful_shutdown_timeout_ms = 10000;
     n->access_log = true;
     snprintf(n->log_level, sizeof n->log_level, "notice");
+    snprintf(n->dns_hostsfile, sizeof n->dns_hostsfile, "/etc/hosts");
 }
 
-static int online_cpus(void)
+/* One dns_resolver entry: "1.2.3.4", "1.2.3.4:53", "[::1]:53" or "::1". */
+static bool valid_nameserver(const char *s, size_t n)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1)
-        return 1;
-    return n > 1024 ? 1024 : (int)n;
+    char host[64];
+    const char *port = NULL;
+    size_t port_len = 0;
+    if (n > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (!close || (size_t)(close - s - 1) >= sizeof host)
+            return false;
+        memcpy(host, s + 1, (size_t)(close - s - 1));
+        host[close - s - 1] = '\0';
+        if (close + 1 < s + n) {
+            if (close[1] != ':')
+                return false;
+            port = close + 2;
+            port_len = (size_t)(s + n - port);
+        }
+    } else {
+        const char *colon = memchr(s, ':', n);
+        const char *last = colon ? memrchr(s, ':', n) : NULL;
+        size_t host_len = (colon && colon == last) ? (size_t)(colon - s) : n;
+        if (host_len >= sizeof host)
+            return false;
+        memcpy(host, s, host_len);
+        host[host_len] = '\0';
+        if (colon && colon == last) {
+            port = colon + 1;
+            port_len = (size_t)(s + n - port);
+        }
+    }
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+        return false;
+    if (port) {
+        if (port_len == 0 || port_len > 5 || !is_digits(port, port_len, 5))
+            return false;
+        unsigned long v = strtoul(port, NULL, 10);
+        if (v == 0 || v > 65535)
+            return false;
+    }
+    return true;
 }
 
 static void trim(const char **s, size_t *n)
@@ -2460,6 +2509,27 @@ static bool node_set_text(struct loader *L, const struct node_field *f, const st
         memcpy(base + f->offset, &b, sizeof b);
         return true;
     }
+    case NK_DNS_SERVERS: {
+        if (strlen(text) >= sizeof L->cfg->node.dns_resolver)
+            return bad_value(L, o, text, "too long");
+        const char *p = text;
+        while (*p) {
+            size_t len = strcspn(p, ",");
+            const char *entry = p;
+            size_t elen = len;
+            trim(&entry, &elen);
+            if (!valid_nameserver(entry, elen))
+                return bad_value(L, o, text, "expected a comma-separated list of ip[:port]");
+            p += len + (p[len] == ',');
+        }
+        snprintf(base + f->offset, sizeof L->cfg->node.dns_resolver, "%s", text);
+        return true;
+    }
+    case NK_PATH:
+        if (text[0] == '\0' || strlen(text) >= sizeof L->cfg->node.dns_hostsfile)
+            return bad_value(L, o, text, "expected a file path shorter than 256 bytes");
+        snprintf(base + f->offset, sizeof L->cfg->node.dns_hostsfile, "%s", text);
+        return true;
     case NK_LOG_LEVEL:
         if (sl_log_level_from_name(text) < 0)
             return bad_value(L, o, text, "expected debug, info, notice, warn or error");

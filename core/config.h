@@ -55,6 +55,11 @@ struct sl_node_config {
     uint32_t upstream_keepalive_max_requests; /* default 10000 */
     uint32_t upstream_keepalive_idle_timeout_ms; /* default 60000 */
 
+    /* Name resolution (kong.conf names). dns_resolver: comma-separated
+     * "ip[:port]" list, empty = the nameservers of /etc/resolv.conf. */
+    char dns_resolver[256];
+    char dns_hostsfile[256]; /* default /etc/hosts */
+
     uint32_t graceful_shutdown_timeout_ms; /* SIGTERM drain grace; default 10000; 0 = none */
     bool access_log;                       /* JSON line per request on stdout; default true */
     char log_level[16]; /* "debug" "info" "notice" "warn" "error"; default "notice" */

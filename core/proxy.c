@@ -123,6 +123,7 @@ struct sl_client {
     bool close_after;    /* close once the current response is flushed */
     bool got_head_bytes; /* the current request sent at least one byte */
     bool peer_eof;       /* the client shut its write side */
+    uint32_t head_seen;  /* bytes of the current head already parsed as incomplete */
     uint32_t requests_served;
     struct sl_client *next, *prev;
 };
@@ -265,8 +266,7 @@ static bool accept_wants_text(const struct sl_http_header *accept)
 
 /* head_only: the answer to a HEAD request carries the length, not the body */
 static void write_error_response(struct sl_client *c, int status, const char *message,
-                                 const char *request_id, bool text, bool close_conn,
-                                 bool head_only)
+                                 const char *request_id, bool text, bool close_conn, bool head_only)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     char body[2048];
@@ -280,8 +280,8 @@ static void write_error_response(struct sl_client *c, int status, const char *me
             esc[0] = '\0';
         if (sl_json_escape(request_id, strlen(request_id), rid, sizeof rid) < 0)
             rid[0] = '\0';
-        body_len = snprintf(body, sizeof body, "{\"message\":\"%s\",\"request_id\":\"%s\"}", esc,
-                            rid);
+        body_len =
+            snprintf(body, sizeof body, "{\"message\":\"%s\",\"request_id\":\"%s\"}", esc, rid);
     }
     if (body_len < 0 || (size_t)body_len >= sizeof body)
         body_len = 0;
@@ -498,6 +498,7 @@ static void idle_wake(evutil_socket_t fd, short what, void *arg)
     }
     c->state = CS_HEAD;
     c->got_head_bytes = false;
+    c->head_seen = 0;
     set_activity(c, ACT_READING);
     timer_arm(c, node_of(c)->client_header_timeout_ms);
     bufferevent_enable(c->bev, EV_READ);
@@ -516,6 +517,7 @@ static void client_after_response(struct sl_client *c)
         return;
     }
     c->got_head_bytes = false;
+    c->head_seen = 0;
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
     bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
@@ -837,12 +839,18 @@ static void try_parse_head(struct sl_client *c)
     req.headers = headers;
     req.header_capacity =
         node->max_headers < SL_MAX_HEADERS_ARRAY ? node->max_headers + 1 : SL_MAX_HEADERS_ARRAY;
-    int head_len = sl_http_parse_request(data, want, &limits, &req);
+    /* a client trickling bytes without a line end must not make us parse
+     * the same head again for each byte */
+    int head_len = SL_HTTP_INCOMPLETE;
+    if (c->head_seen == 0 || sl_http_head_may_complete(data, c->head_seen, want, &limits))
+        head_len = sl_http_parse_request(data, want, &limits, &req);
     if (head_len == SL_HTTP_INCOMPLETE) {
+        c->head_seen = (uint32_t)want;
         if (c->peer_eof)
             client_close(c); /* no more bytes will come */
         return;
     }
+    c->head_seen = 0;
     atomic_fetch_add_explicit(&c->w->stats.total_requests, 1, memory_order_relaxed);
     if (head_len < 0) {
         sl_info("client %s: request refused (%d): %s", c->peer_ip, -head_len,
@@ -922,8 +930,8 @@ static void try_parse_head(struct sl_client *c)
     size_t host_name_len = 0;
     if (host)
         split_host_port(host, host_len, &host_name, &host_name_len);
-    struct sl_router_request rreq = {req.method, req.method_len, host_name, host_name_len,
-                                     path, path_len};
+    struct sl_router_request rreq = {req.method,    req.method_len, host_name,
+                                     host_name_len, path,           path_len};
     if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
         evbuffer_drain(bufferevent_get_input(c->bev), (size_t)head_len);
         if (!r->req_body_done)
@@ -956,8 +964,8 @@ static void try_parse_head(struct sl_client *c)
 
     r->up_head = evbuffer_new();
     if (!r->up_head ||
-        !build_upstream_head(r, &req, path, path_len, query, query_len,
-                             host_name ? host_name : "", host_name ? host_name_len : 0)) {
+        !build_upstream_head(r, &req, path, path_len, query, query_len, host_name ? host_name : "",
+                             host_name ? host_name_len : 0)) {
         client_fail(c, r->up_head ? 414 : 500,
                     r->up_head ? "URI Too Long" : "An unexpected error occurred");
         return;

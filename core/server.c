@@ -192,7 +192,7 @@ static void worker_start_drain(struct sl_worker *w)
 /* One message on a worker's control pipe; smaller than PIPE_BUF, so each
  * write(2) of one arrives whole. */
 struct control_msg {
-    char cmd;                   /* 'd' drain, 's' stop, 'r' new snapshot */
+    char cmd;                     /* 'd' drain, 's' stop, 'r' new snapshot */
     struct sl_snapshot *snapshot; /* 'r': a reference that becomes the worker's */
 };
 
@@ -244,6 +244,36 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* evdns with the configured nameservers, or those of /etc/resolv.conf. */
+static bool worker_init_dns(struct sl_worker *w, const struct sl_node_config *node, char *err,
+                            size_t err_size)
+{
+    if (node->dns_resolver[0] == '\0') {
+        w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!w->dns) /* no usable resolv.conf: names come from the hosts file only */
+            w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!w->dns)
+            snprintf(err, err_size, "worker %d: cannot create the DNS resolver", w->index);
+        return w->dns != NULL;
+    }
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!w->dns) {
+        snprintf(err, err_size, "worker %d: cannot create the DNS resolver", w->index);
+        return false;
+    }
+    char list[sizeof node->dns_resolver];
+    snprintf(list, sizeof list, "%s", node->dns_resolver);
+    char *save = NULL;
+    for (char *ns = strtok_r(list, ", \t", &save); ns; ns = strtok_r(NULL, ", \t", &save)) {
+        if (evdns_base_nameserver_ip_add(w->dns, ns) != 0) {
+            snprintf(err, err_size, "dns_resolver: cannot use nameserver '%s'", ns);
+            return false;
+        }
+    }
+    return true;
+}
+
 static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, char *err,
                        size_t err_size)
 {
@@ -263,10 +293,8 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         snprintf(err, err_size, "worker %d: cannot create event base", index);
         return SL_ERR;
     }
-    w->dns = evdns_base_new(w->base,
-                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    if (!w->dns)
-        w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!worker_init_dns(w, node, err, err_size))
+        return SL_ERR;
     w->pool = sl_upstream_pool_new(w->base, w->dns);
     w->access_log = evbuffer_new();
     w->drain_timer = evtimer_new(w->base, drain_expired, w);

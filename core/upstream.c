@@ -21,7 +21,8 @@
 #define SL_DNS_MAX_ADDRS 8
 #define SL_DNS_MIN_TTL_S 1
 #define SL_DNS_MAX_TTL_S 3600
-/* How long a hosts-file answer is trusted before the file is read again. */
+/* How long a hosts-file answer is used before it is looked up again (the
+ * file itself is read at start and on reload). */
 #define SL_HOSTS_TTL_S 60
 
 enum dns_state { DNS_NONE, DNS_RESOLVING, DNS_READY };
@@ -52,6 +53,14 @@ struct sl_upstream_pool {
     uint32_t max_idle_per_target;
     uint32_t max_requests;
     uint32_t idle_timeout_ms;
+    struct hosts_entry *hosts; /* the hosts file, parsed off the request path */
+    size_t n_hosts;
+};
+
+struct hosts_entry {
+    char *name;
+    int family;
+    unsigned char addr[16];
 };
 
 enum pending_state { PENDING_DEFERRED, PENDING_RESOLVING, PENDING_CONNECTING };
@@ -86,11 +95,66 @@ struct sl_upstream_pool *sl_upstream_pool_new(struct event_base *base, struct ev
     return pool;
 }
 
+static void hosts_clear(struct sl_upstream_pool *pool)
+{
+    for (size_t i = 0; i < pool->n_hosts; i++)
+        free(pool->hosts[i].name);
+    free(pool->hosts);
+    pool->hosts = NULL;
+    pool->n_hosts = 0;
+}
+
+/* Parse the hosts file now (worker start, reload), never on a request. */
+static void hosts_load(struct sl_upstream_pool *pool, const char *path)
+{
+    hosts_clear(pool);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        sl_warn("dns: cannot read hosts file %s: %s", path, strerror(errno));
+        return;
+    }
+    size_t cap = 0;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *save = NULL;
+        char *addr_text = strtok_r(line, " \t\r\n", &save);
+        if (!addr_text)
+            continue;
+        struct hosts_entry e = {0};
+        if (inet_pton(AF_INET, addr_text, e.addr) == 1)
+            e.family = AF_INET;
+        else if (inet_pton(AF_INET6, addr_text, e.addr) == 1)
+            e.family = AF_INET6;
+        else
+            continue;
+        for (char *name = strtok_r(NULL, " \t\r\n", &save); name;
+             name = strtok_r(NULL, " \t\r\n", &save)) {
+            if (pool->n_hosts == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                struct hosts_entry *n = realloc(pool->hosts, ncap * sizeof *n);
+                if (!n)
+                    break;
+                pool->hosts = n;
+                cap = ncap;
+            }
+            e.name = strdup(name);
+            if (!e.name)
+                break;
+            pool->hosts[pool->n_hosts++] = e;
+        }
+    }
+    fclose(f);
+}
+
 void sl_upstream_pool_configure(struct sl_upstream_pool *pool, const struct sl_node_config *node)
 {
     pool->max_idle_per_target = node->upstream_keepalive_pool_size;
     pool->max_requests = node->upstream_keepalive_max_requests;
     pool->idle_timeout_ms = node->upstream_keepalive_idle_timeout_ms;
+    hosts_load(pool, node->dns_hostsfile);
 }
 
 static void conn_free(struct sl_upstream_conn *conn)
@@ -129,6 +193,7 @@ void sl_upstream_pool_free(struct sl_upstream_pool *pool)
     if (!pool)
         return;
     sl_upstream_pool_close_idle(pool);
+    hosts_clear(pool);
     struct sl_upstream_target *t = pool->targets;
     while (t) {
         struct sl_upstream_target *next = t->next;
@@ -183,52 +248,65 @@ static void target_set_literal(struct sl_upstream_target *t)
     t->dns_state = DNS_READY;
 }
 
-/* /etc/hosts, read when a name is first needed and after SL_HOSTS_TTL_S. */
+/* Names in the hosts file (dns_hostsfile) win over DNS, as with libc. */
 static bool hosts_lookup(struct sl_upstream_target *t)
 {
-    FILE *f = fopen("/etc/hosts", "re");
-    if (!f)
-        return false;
-    char line[1024];
-    t->n_addrs = 0;
-    while (fgets(line, sizeof line, f) && t->n_addrs < SL_DNS_MAX_ADDRS) {
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *save = NULL;
-        char *addr = strtok_r(line, " \t\r\n", &save);
-        if (!addr)
+    const struct sl_upstream_pool *pool = t->pool;
+    unsigned n = 0;
+    for (size_t i = 0; i < pool->n_hosts && n < SL_DNS_MAX_ADDRS; i++) {
+        const struct hosts_entry *e = &pool->hosts[i];
+        if (strcasecmp(e->name, t->host) != 0)
             continue;
-        for (char *name = strtok_r(NULL, " \t\r\n", &save); name;
-             name = strtok_r(NULL, " \t\r\n", &save)) {
-            if (strcasecmp(name, t->host) != 0)
-                continue;
-            struct sockaddr_storage *ss = &t->addrs[t->n_addrs];
-            memset(ss, 0, sizeof *ss);
+        struct sockaddr_storage *ss = &t->addrs[n];
+        memset(ss, 0, sizeof *ss);
+        if (e->family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)ss;
+            in->sin_family = AF_INET;
+            in->sin_port = htons(t->port);
+            memcpy(&in->sin_addr, e->addr, 4);
+            t->addr_lens[n++] = sizeof *in;
+        } else {
             struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-            if (inet_pton(AF_INET, addr, &in->sin_addr) == 1) {
-                in->sin_family = AF_INET;
-                in->sin_port = htons(t->port);
-                t->addr_lens[t->n_addrs++] = sizeof *in;
-            } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
-                in6->sin6_family = AF_INET6;
-                in6->sin6_port = htons(t->port);
-                t->addr_lens[t->n_addrs++] = sizeof *in6;
-            }
-            break;
+            in6->sin6_family = AF_INET6;
+            in6->sin6_port = htons(t->port);
+            memcpy(&in6->sin6_addr, e->addr, 16);
+            t->addr_lens[n++] = sizeof *in6;
         }
     }
-    fclose(f);
-    if (t->n_addrs == 0)
+    if (n == 0)
         return false;
+    t->n_addrs = n;
     t->expires_ms = sl_now_ms() + SL_HOSTS_TTL_S * 1000u;
     t->dns_state = DNS_READY;
     return true;
 }
 
+static bool addr_in_target(const struct sl_upstream_target *t, const struct sl_upstream_conn *c)
+{
+    for (unsigned i = 0; i < t->n_addrs; i++)
+        if (t->addr_lens[i] == c->addr_len && memcmp(&t->addrs[i], &c->addr, c->addr_len) == 0)
+            return true;
+    return false;
+}
+
+/* After a new answer: idle connections to addresses that left it are closed. */
+static void prune_idle(struct sl_upstream_target *t)
+{
+    struct sl_upstream_conn *c = t->idle_head;
+    while (c) {
+        struct sl_upstream_conn *next = c->next_idle;
+        if (!addr_in_target(t, c)) {
+            idle_unlink(c);
+            conn_free(c);
+        }
+        c = next;
+    }
+}
+
 static void wake_waiters(struct sl_upstream_target *t, bool ok)
 {
+    if (ok)
+        prune_idle(t);
     struct sl_upstream_pending *p = t->waiters;
     t->waiters = NULL;
     while (p) {
@@ -458,7 +536,9 @@ struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, c
     if (t->dns_state == DNS_NONE && sl_is_ip_literal(host))
         target_set_literal(t);
 
-    if (allow_reuse) {
+    /* an expired name is resolved again before a pooled connection is used */
+    bool name_fresh = t->dns_state == DNS_READY && sl_now_ms() < t->expires_ms;
+    if (allow_reuse && name_fresh) {
         while (t->idle_head) {
             struct sl_upstream_conn *c = t->idle_head;
             idle_unlink(c);

@@ -576,7 +576,8 @@ START_TEST(test_defaults)
     ck_assert(!n->proxy_listen[0].ssl);
     ck_assert_str_eq(n->status_listen.host, "127.0.0.1");
     ck_assert_uint_eq(n->status_listen.port, 8100);
-    ck_assert_int_eq(n->worker_processes, 1);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    ck_assert_int_eq(n->worker_processes, cpus < 1 ? 1 : cpus); /* "auto" */
     ck_assert_uint_eq(n->n_trusted_ips, 0);
     ck_assert_uint_eq(n->client_header_timeout_ms, 60000);
     ck_assert_uint_eq(n->client_body_timeout_ms, 60000);
@@ -593,7 +594,29 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(n->graceful_shutdown_timeout_ms, 10000);
     ck_assert(n->access_log);
     ck_assert_str_eq(n->log_level, "notice");
+    ck_assert_str_eq(n->dns_resolver, "");
+    ck_assert_str_eq(n->dns_hostsfile, "/etc/hosts");
     sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_dns_keys)
+{
+    struct sl_config *cfg = load_ok(V3 "gateway:\n  dns_resolver: \"127.0.0.1:5353, [::1]:53, "
+                                       "10.0.0.2\"\n  dns_hostsfile: /tmp/hosts\n");
+    ck_assert_str_eq(cfg->node.dns_resolver, "127.0.0.1:5353, [::1]:53, 10.0.0.2");
+    ck_assert_str_eq(cfg->node.dns_hostsfile, "/tmp/hosts");
+    sl_config_unref(cfg);
+    struct sl_config_error err;
+    const char *bad[] = {"dns.example:53", "127.0.0.1:0", "127.0.0.1:99999", "[::1", "1.2.3.4:x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char yaml[200];
+        snprintf(yaml, sizeof yaml, V3 "gateway:\n  dns_resolver: \"%s\"\n", bad[i]);
+        cfg = sl_config_load_buffer(yaml, strlen(yaml), "t.yml", "gateway", &err);
+        ck_assert_msg(cfg == NULL, "dns_resolver '%s' was accepted", bad[i]);
+        ck_assert_msg(strstr(err.text, "t.yml:3:17: dns_resolver: invalid value") == err.text,
+                      "dns_resolver '%s': %s", bad[i], err.text);
+    }
 }
 END_TEST
 
@@ -1071,6 +1094,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, test_bad_config, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
     tcase_add_test(tc, test_full_fixture);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_dns_keys);
     tcase_add_test(tc, test_accepted_variants);
     tcase_add_test(tc, test_sidecar_role);
     tcase_add_test(tc, test_listen_string_forms);
