@@ -165,6 +165,66 @@ def body(t):
              "upstream_keepalive_idle_timeout (1 s)",
              "closed by gateway: right after the request %d, 1.8 s later %d" % (before, after))
 
+    def t_pipelined_many():
+        # 20 mixed requests in one send: GET, POST with bodies (CL and chunked), HEAD, 204
+        reqs, expect = [], []
+        for i in range(20):
+            kind = i % 5
+            if kind == 0:
+                reqs.append(h.build_request("GET", "/api/pm-%d" % i))
+                expect.append(("GET", 200, "/base/pm-%d" % i))
+            elif kind == 1:
+                reqs.append(h.build_request("POST", "/api/pm-%d" % i, body=b"b" * (i * 37)))
+                expect.append(("POST", 200, "/base/pm-%d" % i))
+            elif kind == 2:
+                reqs.append(h.build_request("POST", "/api/pm-%d" % i,
+                                            [("Transfer-Encoding", "chunked")])
+                            + h.chunked(b"c" * (i * 11), [7]))
+                expect.append(("POST", 200, "/base/pm-%d" % i))
+            elif kind == 3:
+                reqs.append(h.build_request("HEAD", "/api/pm-%d" % i))
+                expect.append(("HEAD", 200, None))
+            else:
+                reqs.append(h.build_request("GET", "/api/status/204?pm=%d" % i))
+                expect.append(("GET", 204, None))
+        got = []
+        with h.Conn(port, timeout=10) as c:
+            c.send(b"".join(reqs))
+            for method, status, target in expect:
+                try:
+                    r = c.read_response(method=method)
+                except (h.Timeout, h.ProtocolError) as e:
+                    got.append(repr(e))
+                    break
+                if r is None:
+                    got.append("closed")
+                    break
+                got.append((r.status, r.json().get("target") if target else None))
+        want = [(s, tg) for _, s, tg in expect]
+        t.eq(got, want, "20 pipelined mixed requests (GET/POST CL/POST chunked/HEAD/204): "
+             "responses complete and in order")
+
+    def t_byte_by_byte():
+        payload = b"0123456789" * 5
+        data = (h.build_request("POST", "/api/bbb", [("Transfer-Encoding", "chunked"),
+                                                     ("X-Long", "v" * 50)])
+                + h.chunked(payload, [7, 13]))
+        with h.Conn(port, timeout=10) as c:
+            for i in range(len(data)):
+                c.send(data[i:i + 1])
+                time.sleep(0.001)
+            r = c.read_response()
+        rec = up.wait_for("/bbb")
+        t.ok(r is not None and r.status == 200 and rec is not None and rec.body == payload,
+             "request sent one byte at a time (head and chunked body) is proxied intact",
+             "%r\n%r" % (r, rec))
+        with h.Conn(port, timeout=10) as c:
+            r = c.request("GET", "/api/dribble")
+            r2 = c.request("GET", "/api/after-dribble")
+        t.ok(r is not None and r.status == 200 and r.json().get("path") == "/base/dribble"
+             and r2 is not None and r2.status == 200,
+             "upstream response written one byte at a time is relayed intact", "%r\n%r" % (r, r2))
+
     def t_concurrent_clients():
         # 40 clients x 10 keep-alive requests with bodies, all at once: every
         # response must be the one for its own request
@@ -199,7 +259,8 @@ def body(t):
 
     for fn in (t_fifty_on_one_connection, t_upstream_reuse, t_pipelined, t_idle_pooled_closed,
                t_client_close_semantics, t_after_upstream_close_response, t_concurrent_clients,
-               t_upstream_connection_close, t_upstream_idle_timeout):
+               t_upstream_connection_close, t_upstream_idle_timeout, t_pipelined_many,
+               t_byte_by_byte):
         t.run(fn)
 
     gw.stop()

@@ -34,6 +34,7 @@ server by `mode`:
   badcl                  Content-Length: abc (invalid response framing)
   interim                HTTP/1.1 100 Continue, then the JSON echo
   connclose              JSON echo with Connection: close, then closes
+  dribble                JSON echo written one byte at a time (1 ms apart), head and body
   HEAD (any path)        200 with Content-Length: 100 and no body
 
 Generated bodies carry X-Body-Len and X-Body-Sha256 headers. The echo body
@@ -59,7 +60,7 @@ import urllib.parse
 LOOPBACK = "127.0.0.1"
 TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 KEYWORDS = ("status", "bytes", "chunked", "close", "stream", "slow", "hang", "garbage", "hop",
-            "truncate", "badcl", "interim", "connclose")
+            "truncate", "badcl", "interim", "connclose", "dribble")
 
 
 def gen_bytes(n, seed=None):
@@ -517,6 +518,13 @@ class Upstream:
             send_head(200, hs)
             c.sendall(body)
             return False
+        if kw == "dribble":
+            raw = ("HTTP/1.1 200 OK\r\n" + "".join("%s: %s\r\n" % kv for kv in hs)
+                   + "\r\n").encode("latin-1") + body
+            for i in range(len(raw)):
+                c.sendall(raw[i:i + 1])
+                time.sleep(0.001)
+            return not client_close
         if kw == "hop":
             hs += [("Keep-Alive", "timeout=5"), ("Connection", "X-Foo"), ("X-Foo", "1"),
                    ("X-Bar", "2"), ("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/")]
