@@ -7,7 +7,9 @@
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,8 @@
 
 #define SL_LISTEN_BACKLOG 511
 #define SL_ACCESS_LOG_FLUSH_MS 100
-#define SL_ACCESS_LOG_MAX_BUFFER (256 * 1024)
+#define SL_ACCESS_LOG_FLUSH_BYTES (64 * 1024)
+#define SL_ACCESS_LOG_MAX_BUFFER (4 * 1024 * 1024)
 
 /* ------------------------------------------------------------------------ */
 /* snapshots                                                                 */
@@ -134,17 +137,33 @@ static void close_listeners(struct sl_worker *w)
     }
 }
 
+/*
+ * Write what stdout can take now, never blocking the worker: poll() says
+ * POLLOUT only when a pipe has room for PIPE_BUF bytes, and no write here
+ * is larger. What cannot be written stays for the next tick, up to
+ * SL_ACCESS_LOG_MAX_BUFFER; beyond that lines are dropped, not buffered.
+ */
 static void flush_access_log(struct sl_worker *w)
 {
     while (evbuffer_get_length(w->access_log) > 0) {
-        int n = evbuffer_write(w->access_log, STDOUT_FILENO);
+        struct pollfd out = {.fd = STDOUT_FILENO, .events = POLLOUT};
+        if (poll(&out, 1, 0) != 1 || !(out.revents & POLLOUT))
+            break;
+        int n = evbuffer_write_atmost(w->access_log, STDOUT_FILENO, PIPE_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            /* stdout is gone or full: drop rather than grow without bound */
+            if (n < 0 && errno == EAGAIN)
+                break;
+            /* stdout is gone: drop rather than grow without bound */
             evbuffer_drain(w->access_log, evbuffer_get_length(w->access_log));
             break;
         }
+    }
+    size_t len = evbuffer_get_length(w->access_log);
+    if (len > SL_ACCESS_LOG_MAX_BUFFER) {
+        w->access_log_dropped += len;
+        evbuffer_drain(w->access_log, len);
     }
 }
 
@@ -157,7 +176,7 @@ void sl_worker_access_log(struct sl_worker *w, const char *line, size_t len)
 {
     evbuffer_add(w->access_log, line, len);
     evbuffer_add(w->access_log, "\n", 1);
-    if (evbuffer_get_length(w->access_log) >= SL_ACCESS_LOG_MAX_BUFFER)
+    if (evbuffer_get_length(w->access_log) >= SL_ACCESS_LOG_FLUSH_BYTES)
         flush_access_log(w);
 }
 
@@ -239,7 +258,13 @@ static void *worker_main(void *arg)
     sl_proxy_close_all(w);
     for (int i = 0; i < 100 && w->n_clients > 0; i++)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
-    flush_access_log(w);
+    /* the loop is over: now a blocking write of what is left is fine */
+    while (evbuffer_get_length(w->access_log) > 0)
+        if (evbuffer_write(w->access_log, STDOUT_FILENO) <= 0 && errno != EINTR)
+            break;
+    if (w->access_log_dropped)
+        sl_warn("worker %d: %llu bytes of access log dropped (stdout too slow)", w->index,
+                (unsigned long long)w->access_log_dropped);
     atomic_fetch_sub(&w->server->workers_running, 1);
     return NULL;
 }

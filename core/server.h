@@ -84,6 +84,7 @@ struct sl_worker {
     bool draining;
 
     struct evbuffer *access_log; /* lines waiting for the next flush */
+    uint64_t access_log_dropped; /* bytes dropped because stdout could not take them */
     struct event *access_log_timer;
 
     struct sl_worker_stats stats;
