@@ -458,7 +458,10 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
 
 static bool send_one(struct sl_worker *w, char cmd, struct sl_snapshot *snap)
 {
-    struct control_msg msg = {cmd, snap};
+    struct control_msg msg;
+    memset(&msg, 0, sizeof msg); /* no uninitialised padding goes through the pipe */
+    msg.cmd = cmd;
+    msg.snapshot = snap;
     if (write(w->control_pipe[1], &msg, sizeof msg) != (ssize_t)sizeof msg) {
         sl_error("worker %d: control pipe: %s", w->index, strerror(errno));
         return false;
