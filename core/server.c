@@ -66,7 +66,7 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
 /* ------------------------------------------------------------------------ */
 /* listeners                                                                 */
 
-static int open_listener(const struct sl_listen *l, char *err, size_t err_size)
+static int open_listener(const struct sl_listen *l, bool probe_in_use, char *err, size_t err_size)
 {
     char port[8];
     snprintf(port, sizeof port, "%u", l->port);
@@ -86,6 +86,27 @@ static int open_listener(const struct sl_listen *l, char *err, size_t err_size)
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (probe_in_use) {
+        /* SO_REUSEPORT would let us share the port with another process
+         * (a stale sluice, say) without a word: bind once without it */
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            snprintf(err, err_size, "cannot listen on %s:%u: %s", l->host, l->port,
+                     strerror(errno));
+            close(fd);
+            freeaddrinfo(ai);
+            return -1;
+        }
+        close(fd);
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(err, err_size, "listen %s:%u: socket: %s", l->host, l->port, strerror(errno));
+            freeaddrinfo(ai);
+            return -1;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    }
     /* one socket per worker: the kernel spreads connections, no accept lock */
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ai->ai_family == AF_INET6)
@@ -128,6 +149,7 @@ static void close_listeners(struct sl_worker *w)
     for (size_t i = 0; i < w->n_listeners; i++) {
         if (w->listeners[i].listener) {
             evconnlistener_free(w->listeners[i].listener); /* closes the fd */
+            /* backlog 0: listen() was called already, with SL_LISTEN_BACKLOG */
             w->listeners[i].listener = NULL;
             w->listeners[i].fd = -1;
         } else if (w->listeners[i].fd >= 0) {
@@ -167,9 +189,19 @@ static void flush_access_log(struct sl_worker *w)
     }
 }
 
+/* The flush timer runs only while lines wait, so an idle worker sleeps. */
+static void arm_access_log_timer(struct sl_worker *w)
+{
+    if (evbuffer_get_length(w->access_log) > 0 && !evtimer_pending(w->access_log_timer, NULL)) {
+        struct timeval flush = {0, SL_ACCESS_LOG_FLUSH_MS * 1000};
+        evtimer_add(w->access_log_timer, &flush);
+    }
+}
+
 static void access_log_tick(evutil_socket_t fd, short what, void *arg)
 {
     flush_access_log(arg);
+    arm_access_log_timer(arg);
 }
 
 void sl_worker_access_log(struct sl_worker *w, const char *line, size_t len)
@@ -178,6 +210,7 @@ void sl_worker_access_log(struct sl_worker *w, const char *line, size_t len)
     evbuffer_add(w->access_log, "\n", 1);
     if (evbuffer_get_length(w->access_log) >= SL_ACCESS_LOG_FLUSH_BYTES)
         flush_access_log(w);
+    arm_access_log_timer(w);
 }
 
 void sl_worker_check_drained(struct sl_worker *w)
@@ -323,7 +356,7 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     w->pool = sl_upstream_pool_new(w->base, w->dns);
     w->access_log = evbuffer_new();
     w->drain_timer = evtimer_new(w->base, drain_expired, w);
-    w->access_log_timer = event_new(w->base, -1, EV_PERSIST, access_log_tick, w);
+    w->access_log_timer = evtimer_new(w->base, access_log_tick, w);
     if (!w->dns || !w->pool || !w->access_log || !w->drain_timer || !w->access_log_timer ||
         pipe2(w->control_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         snprintf(err, err_size, "worker %d: out of resources", index);
@@ -336,8 +369,6 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         snprintf(err, err_size, "worker %d: out of resources", index);
         return SL_ERR;
     }
-    struct timeval flush = {0, SL_ACCESS_LOG_FLUSH_MS * 1000};
-    event_add(w->access_log_timer, &flush);
     w->snapshot = sl_snapshot_ref(srv->snapshot);
 
     w->n_listeners = node->n_proxy_listen;
@@ -357,7 +388,7 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
             snprintf(err, err_size, "listen %s:%u ssl: TLS is not supported yet", l->host, l->port);
             return SL_ERR;
         }
-        int fd = open_listener(l, err, err_size);
+        int fd = open_listener(l, index == 0, err, err_size);
         if (fd < 0) {
             free(ctxs);
             return SL_ERR;
@@ -366,8 +397,9 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         w->listeners[i].port = l->port;
         ctxs[i].w = w;
         ctxs[i].ls = &w->listeners[i];
+        /* backlog 0: listen() was called already, with SL_LISTEN_BACKLOG */
         w->listeners[i].listener =
-            evconnlistener_new(w->base, worker_accept, &ctxs[i], LEV_OPT_CLOSE_ON_FREE, -1, fd);
+            evconnlistener_new(w->base, worker_accept, &ctxs[i], LEV_OPT_CLOSE_ON_FREE, 0, fd);
         if (!w->listeners[i].listener) {
             free(ctxs);
             snprintf(err, err_size, "listen %s:%u: cannot watch the socket", l->host, l->port);

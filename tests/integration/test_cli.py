@@ -200,9 +200,31 @@ def body(t):
             gw.check_clean(t)
             up.stop()
 
+    def t_port_in_use():
+        # SO_REUSEPORT must not let a second gateway (a stale one, say)
+        # silently share the port with the first
+        up = Upstream().start()
+        port = h.free_port()
+        cfg = h.make_config(port, [h.service("echo", up.port, routes=[{"name": "r", "paths": ["/"]}])])
+        gw = h.Gateway(cfg, name="gateway (port owner)")
+        try:
+            gw.start()
+            path = write(d, "same-port.yaml", h.to_yaml(cfg))
+            try:
+                rc, out, err = run(["-c", path], timeout=10)
+            except subprocess.TimeoutExpired:
+                rc, err = None, "still running after 10 s: it shares the port"
+            t.ok(rc == 1 and "Address already in use" in err,
+                 "a second gateway on a port in use exits 1 with 'Address already in use'",
+                 "rc=%r stderr=%r" % (rc, err))
+        finally:
+            gw.stop()
+            gw.check_clean(t)
+            up.stop()
+
     for fn in (t_version, t_help, t_unknown_option, t_check_valid, t_check_unknown_field,
                t_check_unknown_node_key, t_check_broken_yaml, t_check_missing_file,
-               t_run_invalid_config, t_env_override, t_two_listeners):
+               t_run_invalid_config, t_env_override, t_two_listeners, t_port_in_use):
         t.run(fn)
 
 
