@@ -29,6 +29,7 @@
 
 #include "http1.h"
 #include "log.h"
+#include "reader.h"
 #include "router.h"
 #include "server.h"
 #include "upstream.h"
@@ -111,7 +112,8 @@ struct sl_client {
     int fd;
     enum client_state state;
     enum conn_activity activity;
-    struct bufferevent *bev; /* NULL while idle */
+    struct bufferevent *bev; /* NULL while idle; does the writes */
+    struct sl_reader rd;     /* reads (reader.h); lives with bev */
     struct event *timer;     /* header / body-total / linger deadline; lives with bev */
     struct event *deferred;  /* runs after-callback work; lives with bev */
     struct event *idle_ev;   /* only while idle */
@@ -342,7 +344,7 @@ static void client_fail(struct sl_client *c, int status, const char *message)
         sl_request_id(rid);
     }
     timer_stop(c);
-    bufferevent_disable(c->bev, EV_READ);
+    sl_reader_disable(&c->rd);
     write_error_response(c, status, message, request_id, text, true, c->req && c->req->is_head);
     c->state = CS_ERROR_SENT;
     set_activity(c, ACT_WRITING);
@@ -388,7 +390,7 @@ void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, i
     set_activity(c, ACT_READING);
     /* client_header_timeout counts from accept for the first request */
     timer_arm(c, node_of(c)->client_header_timeout_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    sl_reader_enable(&c->rd);
 }
 
 /* Give the connection its bufferevent and timers (accept, or waking from idle). */
@@ -399,18 +401,22 @@ static bool client_attach(struct sl_client *c)
     c->deferred = evtimer_new(c->w->base, client_deferred, c);
     if (!c->bev || !c->timer || !c->deferred)
         return false;
-    bufferevent_setcb(c->bev, client_read, client_write, client_event, c);
+    if (!sl_reader_init(&c->rd, c->bev))
+        return false;
+    sl_reader_setcb(&c->rd, client_read, client_event, c);
+    bufferevent_setcb(c->bev, NULL, client_write, client_event, c);
     /* output is written by write_now(); the write event only when it must */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
     /* reading stays enabled; this bounds what a client can queue up */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, node_of(c)->max_header_bytes + SL_HIGH_WATER);
+    sl_reader_set_high_water(&c->rd, node_of(c)->max_header_bytes + SL_HIGH_WATER);
     return true;
 }
 
 static void client_detach(struct sl_client *c)
 {
     if (c->bev) {
+        sl_reader_free(&c->rd);
         bufferevent_free(c->bev);
         c->bev = NULL;
     }
@@ -464,8 +470,10 @@ static void client_close(struct sl_client *c)
         c->req = NULL;
     }
     c->state = CS_CLOSED;
-    if (c->bev)
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (c->bev) {
+        sl_reader_disable(&c->rd);
+        bufferevent_disable(c->bev, EV_WRITE);
+    }
     timer_stop(c);
     if (c->deferred)
         defer(c);
@@ -482,8 +490,8 @@ static void client_linger(struct sl_client *c)
         return;
     }
     c->state = CS_LINGER;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    sl_reader_set_timeout(&c->rd, 0);
+    sl_reader_enable(&c->rd);
     timer_arm(c, SL_LINGER_MS);
 }
 
@@ -535,7 +543,7 @@ static void idle_wake(evutil_socket_t fd, short what, void *arg)
     c->head_seen = 0;
     set_activity(c, ACT_READING);
     timer_arm(c, node_of(c)->client_header_timeout_ms);
-    bufferevent_enable(c->bev, EV_READ);
+    sl_reader_enable(&c->rd);
 }
 
 /* The response went out: next request, idle, or close. */
@@ -552,7 +560,7 @@ static void client_after_response(struct sl_client *c)
     }
     c->got_head_bytes = false;
     c->head_seen = 0;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    sl_reader_set_timeout(&c->rd, 0);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
     bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
     if (c->peer_eof && !more) {
@@ -560,7 +568,7 @@ static void client_after_response(struct sl_client *c)
         return;
     }
     if (!c->peer_eof)
-        bufferevent_enable(c->bev, EV_READ);
+        sl_reader_enable(&c->rd);
     if (more) {
         /* a pipelined request is already here */
         c->state = CS_HEAD;
@@ -670,7 +678,7 @@ static void client_write(struct bufferevent *bev, void *arg)
         struct sl_request *r = c->req;
         /* backpressure released: read more of the response */
         if (r && r->up && r->resp_head_sent && !r->resp_done)
-            bufferevent_enable(r->up->bev, EV_READ);
+            sl_reader_enable(&r->up->rd);
         break;
     }
     case CS_FLUSH:
@@ -699,7 +707,7 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
         ((c->state == CS_UPSTREAM && c->req && c->req->req_body_done) || c->state == CS_FLUSH)) {
         /* half-close after complete requests: answer them all, then close */
         c->peer_eof = true;
-        bufferevent_disable(bev, EV_READ);
+        sl_reader_disable(&c->rd);
         return;
     }
     client_close(c);
@@ -1097,8 +1105,8 @@ static void abort_request(struct sl_request *r, int status, const char *message)
     timer_stop(c);
     if (!r->req_body_done)
         c->close_after = true;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_disable(c->bev, EV_READ);
+    sl_reader_set_timeout(&c->rd, 0);
+    sl_reader_disable(&c->rd);
     write_error_response(c, status, message, r->request_id, r->wants_text_errors,
                          c->close_after || c->w->draining, r->is_head);
     r->resp_head_sent = true;
@@ -1139,18 +1147,19 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
     const struct sl_service *svc = r->match.service;
     r->up = conn;
     conn->requests++;
-    struct timeval rt = ms_to_tv(svc->read_timeout_ms);
     struct timeval wt = ms_to_tv(svc->write_timeout_ms);
-    bufferevent_setcb(conn->bev, up_read, up_write, up_event, r);
-    bufferevent_set_timeouts(conn->bev, &rt, &wt);
+    bufferevent_setcb(conn->bev, NULL, up_write, up_event, r);
+    bufferevent_set_timeouts(conn->bev, NULL, &wt);
     bufferevent_setwatermark(conn->bev, EV_WRITE, SL_LOW_WATER, 0);
-    bufferevent_setwatermark(conn->bev, EV_READ, 0, SL_HIGH_WATER);
+    sl_reader_setcb(&conn->rd, up_read, up_event, r);
+    sl_reader_set_timeout(&conn->rd, svc->read_timeout_ms);
+    sl_reader_set_high_water(&conn->rd, SL_HIGH_WATER);
     /* the head stays in up_head until the response starts (retries) */
     struct evbuffer *out = bufferevent_get_output(conn->bev);
     size_t head_len = evbuffer_get_length(r->up_head);
     evbuffer_add(out, evbuffer_pullup(r->up_head, (ev_ssize_t)head_len), head_len);
     r->upstream_start_us = sl_now_us();
-    bufferevent_enable(conn->bev, EV_READ);
+    sl_reader_enable(&conn->rd);
     if (r->req_body_done)
         write_now(conn->bev); /* else the body's first bytes go with it */
 
@@ -1161,12 +1170,11 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
             r->expect_continue = false;
             write_now(c->bev);
         }
-        struct timeval bt = ms_to_tv(node->client_body_timeout_ms);
-        bufferevent_set_timeouts(c->bev, &bt, NULL);
+        sl_reader_set_timeout(&c->rd, node->client_body_timeout_ms);
         if (node->client_body_total_timeout_ms)
             timer_arm(c, node->client_body_total_timeout_ms);
         set_activity(c, ACT_READING);
-        bufferevent_enable(c->bev, EV_READ);
+        sl_reader_enable(&c->rd);
         forward_request_body(r);
     }
 }
@@ -1185,7 +1193,7 @@ static void request_body_complete(struct sl_request *r)
     struct sl_client *c = r->client;
     r->req_body_done = true;
     timer_stop(c);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    sl_reader_set_timeout(&c->rd, 0);
     /* what follows in the input is the next (pipelined) request; it waits
      * there, bounded by the read watermark */
     set_activity(c, ACT_WRITING);
@@ -1236,7 +1244,7 @@ static void forward_request_body(struct sl_request *r)
         return;
     }
     if (evbuffer_get_length(out) > SL_HIGH_WATER)
-        bufferevent_disable(c->bev, EV_READ); /* up_write turns it back on */
+        sl_reader_disable(&c->rd); /* up_write turns it back on */
 }
 
 static void up_write(struct bufferevent *bev, void *arg)
@@ -1245,7 +1253,7 @@ static void up_write(struct bufferevent *bev, void *arg)
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         bufferevent_disable(bev, EV_WRITE); /* back to writing directly */
     if (!r->req_body_done && r->client->state == CS_UPSTREAM)
-        bufferevent_enable(r->client->bev, EV_READ);
+        sl_reader_enable(&r->client->rd);
 }
 
 /* Response head: filter and re-frame it for the client. */
@@ -1450,7 +1458,7 @@ static void forward_response_body(struct sl_request *r)
         return;
     }
     if (evbuffer_get_length(out) > SL_HIGH_WATER)
-        bufferevent_disable(r->up->bev, EV_READ); /* client_write turns it back on */
+        sl_reader_disable(&r->up->rd); /* client_write turns it back on */
 }
 
 static void finish_response(struct sl_request *r)
@@ -1471,7 +1479,7 @@ static void finish_response(struct sl_request *r)
         c->close_after = true;
     c->state = CS_FLUSH;
     timer_stop(c);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    sl_reader_set_timeout(&c->rd, 0);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_after_response(c);

@@ -159,6 +159,7 @@ void sl_upstream_pool_configure(struct sl_upstream_pool *pool, const struct sl_n
 
 static void conn_free(struct sl_upstream_conn *conn)
 {
+    sl_reader_free(&conn->rd);
     if (conn->bev)
         bufferevent_free(conn->bev);
     free(conn);
@@ -400,11 +401,28 @@ static void pending_finish(struct sl_upstream_pending *p, struct sl_upstream_con
     cb(conn, error, arg);
 }
 
+/* A pooled connection between acquire and its hand-over must stay silent. */
+static void handover_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_upstream_conn *conn = arg;
+    conn->broken = true;
+    sl_reader_disable(&conn->rd);
+}
+
+static void handover_read(struct bufferevent *bev, void *arg)
+{
+    handover_event(bev, BEV_EVENT_READING, arg);
+}
+
 static void deferred_fire(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_upstream_pending *p = arg;
     struct sl_upstream_conn *conn = p->conn;
     p->conn = NULL;
+    if (conn && conn->broken) {
+        conn_free(conn); /* closed meanwhile: connect afresh below */
+        conn = NULL;
+    }
     if (conn) {
         pending_finish(p, conn, SL_UPSTREAM_OK);
         return;
@@ -482,6 +500,11 @@ static void start_connect(struct sl_upstream_pending *p)
         pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
         return;
     }
+    if (!sl_reader_init(&conn->rd, conn->bev)) {
+        conn_free(conn);
+        pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
+        return;
+    }
     p->state = PENDING_CONNECTING;
     p->conn = conn;
     struct timeval tv = {p->connect_timeout_ms / 1000, (p->connect_timeout_ms % 1000) * 1000};
@@ -547,8 +570,10 @@ struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, c
                 conn_free(c);
                 continue;
             }
-            bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-            bufferevent_set_timeouts(c->bev, NULL, NULL);
+            /* until the requester gets it, anything on it marks it broken
+             * (reading stays on: no epoll change on the fast path) */
+            bufferevent_setcb(c->bev, NULL, NULL, handover_event, c);
+            sl_reader_setcb(&c->rd, handover_read, handover_event, c);
             c->reused = true;
             p->conn = c;
             break;
@@ -571,7 +596,7 @@ void sl_upstream_cancel(struct sl_upstream_pending *p)
     }
     if (p->conn) {
         if (p->state == PENDING_DEFERRED && p->conn->reused)
-            sl_upstream_release(p->conn, true);
+            sl_upstream_release(p->conn, !p->conn->broken);
         else
             conn_free(p->conn);
     }
@@ -589,12 +614,13 @@ void sl_upstream_release(struct sl_upstream_conn *conn, bool reusable)
         conn_free(conn);
         return;
     }
-    struct timeval idle = {pool->idle_timeout_ms / 1000, (pool->idle_timeout_ms % 1000) * 1000};
-    bufferevent_setcb(conn->bev, idle_read, NULL, idle_event, conn);
-    bufferevent_set_timeouts(conn->bev, &idle, NULL);
-    bufferevent_setwatermark(conn->bev, EV_READ, 0, 0);
+    bufferevent_setcb(conn->bev, NULL, NULL, idle_event, conn);
+    bufferevent_set_timeouts(conn->bev, NULL, NULL);
     bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(conn->bev, EV_READ);
+    sl_reader_setcb(&conn->rd, idle_read, idle_event, conn);
+    sl_reader_set_timeout(&conn->rd, pool->idle_timeout_ms);
+    sl_reader_set_high_water(&conn->rd, 0);
+    sl_reader_enable(&conn->rd);
     conn->idle_since_ms = sl_now_ms();
     conn->next_idle = t->idle_head;
     conn->prev_idle = NULL;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "reader.h"
 
 struct event_base;
 struct evdns_base;
@@ -25,7 +26,9 @@ struct sl_upstream_pool;
 struct sl_upstream_pending;
 
 struct sl_upstream_conn {
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* writes (and the connect) */
+    struct sl_reader rd;     /* reads: see reader.h */
+    bool broken;             /* closed or talked while handed over from the pool */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     char addr_text[64]; /* "ip:port" for logs */

@@ -1,0 +1,177 @@
+#include "reader.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <sys/uio.h>
+
+/* Bytes asked for per read: large enough for a request head or a body
+ * chunk in one call. libevent's own path reads at most 4096. */
+#define SL_READ_CHUNK 16384
+
+static void reader_pause(struct sl_reader *r)
+{
+    event_del(r->ev);
+}
+
+static void reader_resume(struct sl_reader *r)
+{
+    if (!r->enabled || event_pending(r->ev, EV_READ, NULL))
+        return;
+    struct timeval tv = {r->timeout_ms / 1000, (suseconds_t)(r->timeout_ms % 1000) * 1000};
+    event_add(r->ev, r->timeout_ms ? &tv : NULL);
+}
+
+static bool input_full(const struct sl_reader *r)
+{
+    return r->high_water && evbuffer_get_length(bufferevent_get_input(r->bev)) >= r->high_water;
+}
+
+static void reader_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_reader *r = arg;
+    struct bufferevent *bev = r->bev;
+    if (what & EV_TIMEOUT) {
+        r->on_event(bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, r->arg);
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t want = SL_READ_CHUNK;
+    if (r->high_water) {
+        size_t have = evbuffer_get_length(in);
+        if (have >= r->high_water) {
+            reader_pause(r);
+            return;
+        }
+        if (r->high_water - have < want)
+            want = r->high_water - have;
+    }
+    /* the bufferevent keeps the end of its input frozen outside its own
+     * read callback; thaw it for this read, as that callback does */
+    evbuffer_unfreeze(in, 0);
+    struct evbuffer_iovec vec[2];
+    int nvec = evbuffer_reserve_space(in, (ev_ssize_t)want, vec, 2);
+    ssize_t n = -1;
+    int saved_errno = ENOMEM;
+    if (nvec > 0) {
+        struct iovec iov[2];
+        for (int i = 0; i < nvec; i++) {
+            iov[i].iov_base = vec[i].iov_base;
+            iov[i].iov_len = vec[i].iov_len;
+        }
+        n = readv(fd, iov, nvec);
+        saved_errno = errno;
+        size_t left = n > 0 ? (size_t)n : 0;
+        int used = 0;
+        for (; used < nvec && left > 0; used++) {
+            if (vec[used].iov_len > left)
+                vec[used].iov_len = left;
+            left -= vec[used].iov_len;
+        }
+        evbuffer_commit_space(in, vec, used);
+    }
+    evbuffer_freeze(in, 0);
+
+    if (n > 0) {
+        if (input_full(r))
+            reader_pause(r); /* resumed by sl_reader_drained() */
+        r->on_read(bev, r->arg);
+        return;
+    }
+    if (n == 0) {
+        r->on_event(bev, BEV_EVENT_READING | BEV_EVENT_EOF, r->arg);
+        return;
+    }
+    if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK || saved_errno == EINTR)
+        return;
+    errno = saved_errno;
+    r->on_event(bev, BEV_EVENT_READING | BEV_EVENT_ERROR, r->arg);
+}
+
+/* Draining the input below the high-water mark resumes a paused reader. */
+static void input_changed(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sl_reader *r = arg;
+    if (info->n_deleted > 0 && !input_full(r))
+        reader_resume(r);
+}
+
+bool sl_reader_init(struct sl_reader *r, struct bufferevent *bev)
+{
+    r->bev = bev;
+    r->on_read = NULL;
+    r->on_event = NULL;
+    r->arg = NULL;
+    r->timeout_ms = 0;
+    r->high_water = 0;
+    r->enabled = false;
+    r->ev = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+                      reader_cb, r);
+    if (!r->ev)
+        return false;
+    if (!evbuffer_add_cb(bufferevent_get_input(bev), input_changed, r)) {
+        event_free(r->ev);
+        r->ev = NULL;
+        return false;
+    }
+    return true;
+}
+
+void sl_reader_free(struct sl_reader *r)
+{
+    if (!r->ev)
+        return;
+    evbuffer_remove_cb(bufferevent_get_input(r->bev), input_changed, r);
+    event_free(r->ev);
+    r->ev = NULL;
+}
+
+void sl_reader_setcb(struct sl_reader *r, bufferevent_data_cb on_read,
+                     bufferevent_event_cb on_event, void *arg)
+{
+    r->on_read = on_read;
+    r->on_event = on_event;
+    r->arg = arg;
+}
+
+void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms)
+{
+    if (r->timeout_ms == timeout_ms)
+        return;
+    r->timeout_ms = timeout_ms;
+    if (!event_pending(r->ev, EV_READ, NULL))
+        return;
+    /* on a pending event only the timer moves: no epoll change */
+    if (timeout_ms == 0) {
+        event_remove_timer(r->ev);
+    } else {
+        struct timeval tv = {timeout_ms / 1000, (suseconds_t)(timeout_ms % 1000) * 1000};
+        event_add(r->ev, &tv);
+    }
+}
+
+void sl_reader_set_high_water(struct sl_reader *r, size_t high_water)
+{
+    r->high_water = high_water;
+    if (r->enabled && !input_full(r))
+        reader_resume(r);
+}
+
+void sl_reader_enable(struct sl_reader *r)
+{
+    r->enabled = true;
+    if (!input_full(r))
+        reader_resume(r);
+}
+
+void sl_reader_disable(struct sl_reader *r)
+{
+    r->enabled = false;
+    reader_pause(r);
+}
+
+void sl_reader_drained(struct sl_reader *r)
+{
+    if (!input_full(r))
+        reader_resume(r);
+}

@@ -1,0 +1,52 @@
+/*
+ * Reading a socket into a bufferevent's input without libevent's read path.
+ *
+ * Why: libevent's evbuffer_read() asks the kernel how much is readable
+ * (ioctl FIONREAD) before every read. On a proxy that is one extra system
+ * call per read, two per request; measured here it is about a tenth of the
+ * CPU a request costs. The reader reads into space reserved in the input
+ * buffer with one readv() and hands the bytes to the same callbacks a
+ * bufferevent would call. The bufferevent keeps doing the writes.
+ *
+ * Ownership: a reader is embedded in the connection struct that owns the
+ * bufferevent (client or upstream connection) and lives exactly as long as
+ * that bufferevent; sl_reader_free() before bufferevent_free(). Callbacks
+ * may free the owner; the reader touches nothing after calling one.
+ */
+#ifndef SL_READER_H
+#define SL_READER_H
+
+#include <event2/bufferevent.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event;
+
+struct sl_reader {
+    struct event *ev; /* EV_READ | EV_PERSIST on the socket */
+    struct bufferevent *bev;
+    bufferevent_data_cb on_read;   /* new bytes are in the input */
+    bufferevent_event_cb on_event; /* BEV_EVENT_READING | EOF, ERROR or TIMEOUT */
+    void *arg;
+    uint32_t timeout_ms; /* between two reads; 0 = none */
+    size_t high_water;   /* stop reading while the input holds this much; 0 = no limit */
+    bool enabled;
+};
+
+/* Attach to bev (its socket must be set). Reading starts disabled. */
+bool sl_reader_init(struct sl_reader *r, struct bufferevent *bev);
+void sl_reader_free(struct sl_reader *r);
+
+void sl_reader_setcb(struct sl_reader *r, bufferevent_data_cb on_read,
+                     bufferevent_event_cb on_event, void *arg);
+void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms);
+void sl_reader_set_high_water(struct sl_reader *r, size_t high_water);
+
+void sl_reader_enable(struct sl_reader *r);
+void sl_reader_disable(struct sl_reader *r);
+
+/* The input was drained: resume reading if the high-water mark had paused it. */
+void sl_reader_drained(struct sl_reader *r);
+
+#endif
