@@ -11,12 +11,13 @@
 
 static void reader_pause(struct sl_reader *r)
 {
-    event_del(r->ev);
+    if (r->ev) /* NULL only after a failed init */
+        event_del(r->ev);
 }
 
 static void reader_resume(struct sl_reader *r)
 {
-    if (!r->enabled || event_pending(r->ev, EV_READ, NULL))
+    if (!r->ev || !r->enabled || event_pending(r->ev, EV_READ, NULL))
         return;
     struct timeval tv = {r->timeout_ms / 1000, (suseconds_t)(r->timeout_ms % 1000) * 1000};
     event_add(r->ev, r->timeout_ms ? &tv : NULL);
@@ -24,7 +25,7 @@ static void reader_resume(struct sl_reader *r)
 
 static bool input_full(const struct sl_reader *r)
 {
-    return r->high_water && evbuffer_get_length(bufferevent_get_input(r->bev)) >= r->high_water;
+    return r->bev && r->high_water && evbuffer_get_length(bufferevent_get_input(r->bev)) >= r->high_water;
 }
 
 static void reader_cb(evutil_socket_t fd, short what, void *arg)
@@ -139,7 +140,7 @@ void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms)
     if (r->timeout_ms == timeout_ms)
         return;
     r->timeout_ms = timeout_ms;
-    if (!event_pending(r->ev, EV_READ, NULL))
+    if (!r->ev || !event_pending(r->ev, EV_READ, NULL))
         return;
     /* on a pending event only the timer moves: no epoll change */
     if (timeout_ms == 0) {
