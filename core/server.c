@@ -137,11 +137,37 @@ static void worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
     sl_proxy_accept(ctx->w, fd, peer, peer_len, ctx->ls->port);
 }
 
+#define SL_ACCEPT_PAUSE_MS 100
+
+static void accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_listener_socket *ls = arg;
+    if (ls->listener)
+        evconnlistener_enable(ls->listener);
+}
+
+/*
+ * Out of descriptors (or memory): the pending connection stays in the
+ * backlog and the listening socket stays readable, so retrying at once
+ * would spin the worker. Stop accepting for a moment instead, as nginx
+ * does; connections already open go on being served and free descriptors.
+ */
 static void accept_error(struct evconnlistener *listener, void *arg)
 {
+    struct accept_ctx *ctx = arg;
+    struct sl_listener_socket *ls = ctx->ls;
     int err = EVUTIL_SOCKET_ERROR();
-    /* EMFILE and friends: log and keep listening; the loop retries */
-    sl_error("accept: %s", strerror(err));
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        sl_error("accept on port %u: %s", ls->port, strerror(err));
+        return;
+    }
+    evconnlistener_disable(listener);
+    struct timeval tv = {0, SL_ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(ls->resume_timer, &tv);
+    if (ls->accept_pauses++ % 100 == 0)
+        sl_error("accept on port %u: %s; pausing accepts for %d ms (%llu pause(s) so far)",
+                 ls->port, strerror(err), SL_ACCEPT_PAUSE_MS,
+                 (unsigned long long)ls->accept_pauses);
 }
 
 static void close_listeners(struct sl_worker *w)
@@ -149,12 +175,15 @@ static void close_listeners(struct sl_worker *w)
     for (size_t i = 0; i < w->n_listeners; i++) {
         if (w->listeners[i].listener) {
             evconnlistener_free(w->listeners[i].listener); /* closes the fd */
-            /* backlog 0: listen() was called already, with SL_LISTEN_BACKLOG */
             w->listeners[i].listener = NULL;
             w->listeners[i].fd = -1;
         } else if (w->listeners[i].fd >= 0) {
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
+        }
+        if (w->listeners[i].resume_timer) {
+            event_free(w->listeners[i].resume_timer);
+            w->listeners[i].resume_timer = NULL;
         }
     }
 }
@@ -406,6 +435,11 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
             return SL_ERR;
         }
         evconnlistener_set_error_cb(w->listeners[i].listener, accept_error);
+        w->listeners[i].resume_timer = evtimer_new(w->base, accept_resume, &w->listeners[i]);
+        if (!w->listeners[i].resume_timer) {
+            snprintf(err, err_size, "worker %d: out of resources", index);
+            return SL_ERR;
+        }
     }
     /* the accept contexts live as long as the worker: keep them with it */
     w->accept_ctx = ctxs;

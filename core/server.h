@@ -59,6 +59,8 @@ struct sl_listener_socket {
     uint16_t port; /* the port of the proxy_listen entry */
     bool ssl;
     struct evconnlistener *listener;
+    struct event *resume_timer; /* re-enables accepting after running out of fds */
+    uint64_t accept_pauses;     /* how often accepting had to pause */
 };
 
 struct sl_worker {

@@ -302,7 +302,8 @@ class Gateway:
     `port` defaults to the first proxy_listen entry of the config dict.
     """
 
-    def __init__(self, config, env=None, port=None, name="gateway", args=None):
+    def __init__(self, config, env=None, port=None, name="gateway", args=None, nofile=None):
+        self.nofile = nofile  # RLIMIT_NOFILE for the gateway process, when set
         self.config = config
         self.env_over = dict(env or {})
         self.name = name
@@ -339,7 +340,7 @@ class Gateway:
         self.proc = subprocess.Popen([sluice_bin()] + self.args + ["-c", self.conf_path],
                                      stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=env, close_fds=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=self._preexec)
         _gateways.append(self)
         if self.port is None:
             return self
@@ -357,6 +358,12 @@ class Gateway:
                 time.sleep(0.05)
         raise GatewayError("%s did not listen on %d within %.0f s\n%s"
                            % (self.name, self.port, wait, self.stderr_tail()))
+
+    def _preexec(self):
+        _die_with_parent()
+        if self.nofile:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
