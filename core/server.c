@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "status.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -170,6 +171,20 @@ static void accept_error(struct evconnlistener *listener, void *arg)
                  (unsigned long long)ls->accept_pauses);
 }
 
+static void status_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                          struct sockaddr *peer, int peer_len, void *arg)
+{
+    sl_status_accept(arg, fd);
+}
+
+static void close_status_listener(struct sl_worker *w)
+{
+    if (w->status_listener) {
+        evconnlistener_free(w->status_listener);
+        w->status_listener = NULL;
+    }
+}
+
 static void close_listeners(struct sl_worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++) {
@@ -298,6 +313,7 @@ static void control_read(evutil_socket_t fd, short what, void *arg)
         case 's':
             w->draining = true;
             close_listeners(w);
+            close_status_listener(w);
             sl_proxy_close_all(w);
             event_base_loopexit(w->base, NULL);
             break;
@@ -317,6 +333,8 @@ static void *worker_main(void *arg)
 
     /* cut whatever is left and let the deferred frees run */
     close_listeners(w);
+    close_status_listener(w);
+    sl_status_close_all(w);
     sl_proxy_close_all(w);
     for (int i = 0; i < 100 && w->n_clients > 0; i++)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
@@ -443,12 +461,25 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     }
     /* the accept contexts live as long as the worker: keep them with it */
     w->accept_ctx = ctxs;
+    if (index == 0 && node->status_listen.port != 0) {
+        int fd = open_listener(&node->status_listen, true, err, err_size);
+        if (fd < 0)
+            return SL_ERR;
+        w->status_listener =
+            evconnlistener_new(w->base, status_accept, w, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+        if (!w->status_listener) {
+            close(fd);
+            snprintf(err, err_size, "status_listen: cannot watch the socket");
+            return SL_ERR;
+        }
+    }
     return SL_OK;
 }
 
 static void worker_free(struct sl_worker *w)
 {
     close_listeners(w);
+    close_status_listener(w);
     free(w->listeners);
     free(w->accept_ctx);
     if (w->pool)

@@ -30,6 +30,7 @@ struct evbuffer;
 struct sl_upstream_pool;
 struct sl_client;
 struct accept_ctx;
+struct status_conn;
 struct evconnlistener;
 
 struct sl_snapshot {
@@ -74,8 +75,10 @@ struct sl_worker {
 
     struct sl_listener_socket *listeners;
     size_t n_listeners;
-    struct accept_ctx *accept_ctx; /* one per listener, passed to its callback */
-    bool started;                  /* its thread was created */
+    struct accept_ctx *accept_ctx;          /* one per listener, passed to its callback */
+    struct evconnlistener *status_listener; /* worker 0 only, when status_listen is set */
+    struct status_conn *status_conns;       /* open status connections (status.c) */
+    bool started;                           /* its thread was created */
 
     int control_pipe[2]; /* [1] written by other threads, [0] read here */
     struct event *control_event;
