@@ -2025,6 +2025,7 @@ static const struct node_field node_fields[] = {
     NODE_MS(client_header_timeout, 1),
     NODE_MS(client_body_timeout, 1),
     NODE_MS(client_body_total_timeout, 0),
+    NODE_MS(send_timeout, 1),
     NODE_MS(keepalive_timeout, 1),
     NODE_MS(upstream_keepalive_idle_timeout, 1),
     NODE_MS(graceful_shutdown_timeout, 0),
@@ -2060,6 +2061,7 @@ static void node_defaults(struct sl_node_config *n)
     n->client_header_timeout_ms = 60000;
     n->client_body_timeout_ms = 60000;
     n->client_body_total_timeout_ms = 300000;
+    n->send_timeout_ms = 60000; /* nginx's send_timeout */
     n->keepalive_timeout_ms = 75000;
     n->keepalive_requests = 10000;
     n->max_request_line = 8192;

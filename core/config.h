@@ -43,12 +43,13 @@ struct sl_node_config {
     uint32_t client_header_timeout_ms;     /* whole head must arrive in this; default 60000 */
     uint32_t client_body_timeout_ms;       /* between two reads of the body; default 60000 */
     uint32_t client_body_total_timeout_ms; /* whole body; default 300000, 0 = none */
-    uint32_t keepalive_timeout_ms;         /* idle client keep-alive; default 75000 */
-    uint32_t keepalive_requests;           /* requests per client connection; default 10000 */
-    uint32_t max_request_line;             /* 414 beyond; default 8192 */
-    uint32_t max_header_bytes;             /* 431 beyond; default 32768 */
-    uint32_t max_headers;                  /* 431 beyond; default 100 */
-    uint64_t client_max_body_size;         /* 413 beyond; default 0 = unlimited (Kong) */
+    uint32_t send_timeout_ms;      /* a client not reading our writes for this long is cut; 60000 */
+    uint32_t keepalive_timeout_ms; /* idle client keep-alive; default 75000 */
+    uint32_t keepalive_requests;   /* requests per client connection; default 10000 */
+    uint32_t max_request_line;     /* 414 beyond; default 8192 */
+    uint32_t max_header_bytes;     /* 431 beyond; default 32768 */
+    uint32_t max_headers;          /* 431 beyond; default 100 */
+    uint64_t client_max_body_size; /* 413 beyond; default 0 = unlimited (Kong) */
 
     /* Upstream connection reuse (kong.conf names). */
     uint32_t upstream_keepalive_pool_size;    /* per worker per target; default 512; 0 = no reuse */

@@ -243,6 +243,32 @@ static bool write_now(struct bufferevent *bev)
     return false;
 }
 
+/*
+ * Run the chunked scanner over all of `in` without consuming it. Returns
+ * how many bytes belong to the body (all of them, or up to its end), or -1
+ * on a framing error.
+ */
+static long scan_chunked_input(struct sl_chunked_scanner *s, struct evbuffer *in)
+{
+    size_t total = 0, len = evbuffer_get_length(in);
+    while (total < len && !s->done) {
+        struct evbuffer_ptr pos;
+        if (evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_SET) < 0)
+            break;
+        struct evbuffer_iovec vec[16];
+        int n = evbuffer_peek(in, -1, &pos, vec, 16);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n && i < 16 && !s->done; i++) {
+            long used = sl_chunked_scan(s, vec[i].iov_base, vec[i].iov_len);
+            if (used < 0)
+                return -1;
+            total += (size_t)used;
+        }
+    }
+    return (long)total;
+}
+
 static bool header_is_connection_named(const struct sl_http_header *h,
                                        const struct sl_http_header *headers, size_t n)
 {
@@ -408,6 +434,10 @@ static bool client_attach(struct sl_client *c)
     /* output is written by write_now(); the write event only when it must */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
+    /* a client that stops reading our writes is cut after send_timeout
+     * (the write event, and so this timer, runs only while output waits) */
+    struct timeval send_tv = ms_to_tv(node_of(c)->send_timeout_ms);
+    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
     /* reading stays enabled; this bounds what a client can queue up */
     sl_reader_set_high_water(&c->rd, node_of(c)->max_header_bytes + SL_HIGH_WATER);
     return true;
@@ -490,6 +520,8 @@ static void client_linger(struct sl_client *c)
         return;
     }
     c->state = CS_LINGER;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in)); /* else a full input never resumes reading */
     sl_reader_set_timeout(&c->rd, 0);
     sl_reader_enable(&c->rd);
     timer_arm(c, SL_LINGER_MS);
@@ -586,7 +618,8 @@ void sl_proxy_drain(struct sl_worker *w)
     while (c) {
         struct sl_client *next = c->next;
         if (c->state == CS_IDLE || c->state == CS_KEEPALIVE ||
-            (c->state == CS_HEAD && !c->got_head_bytes))
+            (c->state == CS_HEAD && !c->got_head_bytes &&
+             evbuffer_get_length(bufferevent_get_input(c->bev)) == 0))
             client_close(c);
         else
             c->close_after = true;
@@ -697,10 +730,25 @@ static void client_write(struct bufferevent *bev, void *arg)
 static void client_event(struct bufferevent *bev, short what, void *arg)
 {
     struct sl_client *c = arg;
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        sl_info("client %s: not reading the response for send_timeout; closing", c->peer_ip);
+        client_close(c);
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && c->state == CS_UPSTREAM && c->req &&
         !c->req->resp_head_sent) {
         /* client_body_timeout: too long between two reads of the body */
         abort_request(c->req, 408, "Request timeout");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == CS_UPSTREAM && c->req &&
+        !c->req->req_body_done) {
+        /* the body may be complete in the input already (the upstream is
+         * not connected yet): forward_request_body() decides */
+        c->peer_eof = true;
+        sl_reader_disable(&c->rd);
+        if (c->req->up)
+            forward_request_body(c->req);
         return;
     }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
@@ -747,9 +795,12 @@ static void add_header_line(struct evbuffer *out, const char *name, size_t name_
  * X-Forwarded-* from the client only when it is trusted, X-Forwarded-For
  * always appended to.
  */
+/* `authority`: the client's host[:port], from an absolute-form target if
+ * there is one (RFC 9112 section 3.2.2: it replaces Host), else from Host. */
 static bool build_upstream_head(struct sl_request *r, const struct sl_http_request *req,
                                 const char *path, size_t path_len, const char *query,
-                                size_t query_len, const char *host, size_t host_len)
+                                size_t query_len, const char *host, size_t host_len,
+                                const char *authority, size_t authority_len)
 {
     struct sl_client *c = r->client;
     const struct sl_service *svc = r->match.service;
@@ -769,8 +820,8 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
      * every client, and a chunked answer to an HTTP/1.0 client is de-chunked */
     evbuffer_add(out, " HTTP/1.1\r\n", 11);
 
-    if (route->preserve_host && req->host)
-        add_header_line(out, "Host", 4, req->host, req->host_len);
+    if (route->preserve_host && authority)
+        add_header_line(out, "Host", 4, authority, authority_len);
     else if (svc->port == (strcmp(svc->protocol, "https") == 0 ? 443 : 80))
         evbuffer_add_printf(out, "Host: %s\r\n", svc->host);
     else if (strchr(svc->host, ':'))
@@ -1009,7 +1060,7 @@ static void try_parse_head(struct sl_client *c)
     r->up_head = evbuffer_new();
     if (!r->up_head ||
         !build_upstream_head(r, &req, path, path_len, query, query_len, host_name ? host_name : "",
-                             host_name ? host_name_len : 0)) {
+                             host_name ? host_name_len : 0, host, host_len)) {
         client_fail(c, r->up_head ? 414 : 500,
                     r->up_head ? "URI Too Long" : "An unexpected error occurred");
         return;
@@ -1152,7 +1203,9 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
     bufferevent_set_timeouts(conn->bev, NULL, &wt);
     bufferevent_setwatermark(conn->bev, EV_WRITE, SL_LOW_WATER, 0);
     sl_reader_setcb(&conn->rd, up_read, up_event, r);
-    sl_reader_set_timeout(&conn->rd, svc->read_timeout_ms);
+    /* read_timeout counts from the end of the request, as nginx's
+     * proxy_read_timeout: a long upload is bounded by write_timeout */
+    sl_reader_set_timeout(&conn->rd, r->req_body_done ? svc->read_timeout_ms : 0);
     sl_reader_set_high_water(&conn->rd, SL_HIGH_WATER);
     /* the head stays in up_head until the response starts (retries) */
     struct evbuffer *out = bufferevent_get_output(conn->bev);
@@ -1192,6 +1245,8 @@ static void request_body_complete(struct sl_request *r)
 {
     struct sl_client *c = r->client;
     r->req_body_done = true;
+    if (r->up)
+        sl_reader_set_timeout(&r->up->rd, r->match.service->read_timeout_ms);
     timer_stop(c);
     sl_reader_set_timeout(&c->rd, 0);
     /* what follows in the input is the next (pipelined) request; it waits
@@ -1214,18 +1269,14 @@ static void forward_request_body(struct sl_request *r)
         r->req_body_bytes += move;
     } else {
         /* validate the chunked framing of the bytes before they go upstream */
-        struct evbuffer_iovec vec[16];
-        int n = evbuffer_peek(in, -1, NULL, vec, 16);
-        for (int i = 0; i < n && i < 16 && !r->req_chunked.done; i++) {
-            long used = sl_chunked_scan(&r->req_chunked, vec[i].iov_base, vec[i].iov_len);
-            if (used < 0) {
-                sl_info("client %s: bad chunked body: %s", c->peer_ip,
-                        r->req_chunked.error ? r->req_chunked.error : "?");
-                abort_request(r, 400, "Bad request");
-                return;
-            }
-            move += (size_t)used;
+        long used = scan_chunked_input(&r->req_chunked, in);
+        if (used < 0) {
+            sl_info("client %s: bad chunked body: %s", c->peer_ip,
+                    r->req_chunked.error ? r->req_chunked.error : "?");
+            abort_request(r, 400, "Bad request");
+            return;
         }
+        move = (size_t)used;
         r->req_body_bytes = r->req_chunked.body_bytes;
     }
     if (node->client_max_body_size && r->req_body_bytes > node->client_max_body_size) {
@@ -1241,6 +1292,12 @@ static void forward_request_body(struct sl_request *r)
     if ((r->req_body_kind == SL_BODY_LENGTH && r->req_remaining == 0) ||
         (r->req_body_kind == SL_BODY_CHUNKED && r->req_chunked.done)) {
         request_body_complete(r);
+        return;
+    }
+    if (c->peer_eof && evbuffer_get_length(in) == 0) {
+        /* the client closed in the middle of its body */
+        sl_info("client %s: closed before the end of the request body", c->peer_ip);
+        client_close(c);
         return;
     }
     if (evbuffer_get_length(out) > SL_HIGH_WATER)
@@ -1427,18 +1484,14 @@ static void forward_response_body(struct sl_request *r)
             done = r->resp_chunked.done;
             break;
         }
-        struct evbuffer_iovec vec[16];
-        int n = evbuffer_peek(in, -1, NULL, vec, 16);
-        for (int i = 0; i < n && i < 16 && !r->resp_chunked.done; i++) {
-            long used = sl_chunked_scan(&r->resp_chunked, vec[i].iov_base, vec[i].iov_len);
-            if (used < 0) {
-                sl_warn("upstream %s: bad chunked response: %s", r->up->addr_text,
-                        r->resp_chunked.error ? r->resp_chunked.error : "?");
-                client_close(c); /* the head is out: cut the stream */
-                return;
-            }
-            move += (size_t)used;
+        long used = scan_chunked_input(&r->resp_chunked, in);
+        if (used < 0) {
+            sl_warn("upstream %s: bad chunked response: %s", r->up->addr_text,
+                    r->resp_chunked.error ? r->resp_chunked.error : "?");
+            client_close(c); /* the head is out: cut the stream */
+            return;
         }
+        move = (size_t)used;
         done = r->resp_chunked.done;
         break;
     }
@@ -1485,6 +1538,20 @@ static void finish_response(struct sl_request *r)
         client_after_response(c);
 }
 
+/*
+ * A reused connection that closes without answering may have delivered the
+ * request anyway; only a request that is safe to repeat goes again (RFC
+ * 9110 section 9.2.2; nginx does the same since 1.9.13).
+ */
+static bool method_is_idempotent(const struct sl_request *r)
+{
+    static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
+        if (strcmp(r->method, idempotent[i]) == 0)
+            return true;
+    return false;
+}
+
 static void up_event(struct bufferevent *bev, short what, void *arg)
 {
     struct sl_request *r = arg;
@@ -1507,7 +1574,7 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     bool nothing_received = evbuffer_get_length(bufferevent_get_input(bev)) == 0;
-    if (r->up->reused && nothing_received && !r->req_body_started) {
+    if (r->up->reused && nothing_received && !r->req_body_started && method_is_idempotent(r)) {
         /* a pooled connection the upstream had closed: try once more on a
          * fresh connection (no byte of the body was consumed yet) */
         sl_debug("upstream %s: reused connection closed, retrying on a new one", r->up->addr_text);

@@ -476,8 +476,19 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     return SL_OK;
 }
 
+/* A reload can reach a worker after its loop ended: its snapshot
+ * reference is still in the pipe and must be dropped. */
+static void drop_pending_messages(struct sl_worker *w)
+{
+    struct control_msg msg;
+    while (w->control_pipe[0] >= 0 && read(w->control_pipe[0], &msg, sizeof msg) == sizeof msg)
+        if (msg.cmd == 'r' && msg.snapshot)
+            sl_snapshot_unref(msg.snapshot);
+}
+
 static void worker_free(struct sl_worker *w)
 {
+    drop_pending_messages(w);
     close_listeners(w);
     close_status_listener(w);
     free(w->listeners);
@@ -503,6 +514,8 @@ static void worker_free(struct sl_worker *w)
     if (w->base)
         event_base_free(w->base);
 }
+
+static bool send_one(struct sl_worker *w, char cmd, struct sl_snapshot *snap);
 
 int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
 {
@@ -537,7 +550,7 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
             snprintf(err, err_size, "cannot start worker thread %d", i);
             atomic_fetch_sub(&srv->workers_running, 1);
             for (int j = 0; j < i; j++)
-                (void)!write(srv->workers[j].control_pipe[1], "s", 1);
+                send_one(&srv->workers[j], 's', NULL);
             for (int j = 0; j < i; j++)
                 pthread_join(srv->workers[j].thread, NULL);
             for (int j = 0; j < n; j++)

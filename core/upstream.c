@@ -21,6 +21,8 @@
 #define SL_DNS_MAX_ADDRS 8
 #define SL_DNS_MIN_TTL_S 1
 #define SL_DNS_MAX_TTL_S 3600
+/* When DNS fails, a previous answer is used this long before trying again. */
+#define SL_DNS_STALE_RETRY_S 5
 /* How long a hosts-file answer is used before it is looked up again (the
  * file itself is read at start and on reload). */
 #define SL_HOSTS_TTL_S 60
@@ -366,6 +368,8 @@ static void dns_answer(int result, char type, int count, int ttl, void *addresse
     }
     sl_warn("dns: cannot resolve '%s': %s", t->host, evdns_err_to_string(result));
     t->dns_state = t->n_addrs > 0 ? DNS_READY : DNS_NONE; /* keep a stale answer if any */
+    if (t->n_addrs > 0) /* use it for a while instead of waiting on DNS per request */
+        t->expires_ms = sl_now_ms() + SL_DNS_STALE_RETRY_S * 1000u;
     wake_waiters(t, t->n_addrs > 0);
 }
 

@@ -582,6 +582,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(n->client_header_timeout_ms, 60000);
     ck_assert_uint_eq(n->client_body_timeout_ms, 60000);
     ck_assert_uint_eq(n->client_body_total_timeout_ms, 300000);
+    ck_assert_uint_eq(n->send_timeout_ms, 60000);
     ck_assert_uint_eq(n->keepalive_timeout_ms, 75000);
     ck_assert_uint_eq(n->keepalive_requests, 10000);
     ck_assert_uint_eq(n->max_request_line, 8192);
