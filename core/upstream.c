@@ -381,6 +381,13 @@ static void resolve(struct sl_upstream_target *t)
         wake_waiters(t, true);
         return;
     }
+    if (evdns_base_count_nameservers(t->pool->dns) == 0) {
+        /* no resolv.conf and no dns_resolver: evdns would queue for ever */
+        sl_warn("dns: no nameserver to resolve '%s' (set dns_resolver)", t->host);
+        t->dns_state = t->n_addrs > 0 ? DNS_READY : DNS_NONE;
+        wake_waiters(t, t->n_addrs > 0);
+        return;
+    }
     t->dns_request =
         evdns_base_resolve_ipv4(t->pool->dns, t->host, DNS_QUERY_NO_SEARCH, dns_answer, t);
     if (!t->dns_request) {
