@@ -5,6 +5,7 @@ whose body is already buffered, a slow upload longer than read_timeout, an
 absolute-form target with preserve_host, and a POST on a pooled connection
 that the upstream closes without answering (never replayed)."""
 
+import contextlib
 import os
 import socket
 import sys
@@ -71,6 +72,22 @@ def first_line(sock):
 
 
 def body(t):
+    @contextlib.contextmanager
+    def gateway_for(up, name, routes=None, service_kw=None, **node):
+        """A one-worker gateway in front of `up`; yields its port, stops and
+        checks it afterwards."""
+        port = h.free_port()
+        svc = h.service("s", up.port, routes=routes or [{"name": "r", "paths": ["/"]}],
+                        **(service_kw or {}))
+        gw = h.Gateway(h.make_config(port, [svc], worker_processes=1, **node), port=port,
+                       name=name)
+        gw.start()
+        try:
+            yield port
+        finally:
+            gw.stop()
+            gw.check_clean(t)
+
     def t_slow_reader():
         closed = threading.Event()
 
@@ -85,21 +102,13 @@ def body(t):
                 closed.set()  # the gateway gave up on this response
 
         up = RawUpstream(serve)
-        port = h.free_port()
-        cfg = h.make_config(port, [h.service("s", up.port, routes=[{"name": "r", "paths": ["/"]}])],
-                            worker_processes=1, send_timeout=1000)
-        gw = h.Gateway(cfg, port=port, name="gateway (send_timeout)")
-        gw.start()
-        try:
+        with gateway_for(up, "gateway (send_timeout)", send_timeout=1000) as port:
             s = socket.create_connection((h.LOOPBACK, port))
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
             t.ok(closed.wait(8), "a client that stops reading is cut after send_timeout, "
                  "and the upstream connection with it")
             s.close()
-        finally:
-            gw.stop()
-            gw.check_clean(t)
 
     def t_half_closed_post():
         def serve(c):
@@ -113,12 +122,7 @@ def body(t):
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
         up = RawUpstream(serve)
-        port = h.free_port()
-        cfg = h.make_config(port, [h.service("s", up.port, routes=[{"name": "r", "paths": ["/"]}])],
-                            worker_processes=1)
-        gw = h.Gateway(cfg, port=port, name="gateway (half-close)")
-        gw.start()
-        try:
+        with gateway_for(up, "gateway (half-close)") as port:
             answers = []
             for _ in range(20):
                 s = socket.create_connection((h.LOOPBACK, port))
@@ -130,9 +134,6 @@ def body(t):
             good = sum(1 for a in answers if a.startswith("HTTP/1.1 200"))
             t.ok(good == 20, "a complete POST followed by a half-close is answered (%d/20)" % good,
                  repr(sorted(set(answers))))
-        finally:
-            gw.stop()
-            gw.check_clean(t)
 
     def t_slow_upload():
         got = {}
@@ -148,13 +149,7 @@ def body(t):
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
         up = RawUpstream(serve)
-        port = h.free_port()
-        cfg = h.make_config(port, [h.service("s", up.port, read_timeout=1000,
-                                             routes=[{"name": "r", "paths": ["/"]}])],
-                            worker_processes=1)
-        gw = h.Gateway(cfg, port=port, name="gateway (slow upload)")
-        gw.start()
-        try:
+        with gateway_for(up, "gateway (slow upload)", service_kw={"read_timeout": 1000}) as port:
             s = socket.create_connection((h.LOOPBACK, port))
             s.settimeout(8)
             s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 24\r\n\r\n")
@@ -166,9 +161,6 @@ def body(t):
             t.ok(line.startswith("HTTP/1.1 200") and got.get("body") == b"abc" * 8,
                  "an upload longer than read_timeout is not cut (read_timeout starts after it)",
                  "%s, upstream got %r" % (line, got.get("body")))
-        finally:
-            gw.stop()
-            gw.check_clean(t)
 
     def t_absolute_form_host():
         hosts = []
@@ -181,12 +173,8 @@ def body(t):
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
         up = RawUpstream(serve)
-        port = h.free_port()
         routes = [{"name": "r", "paths": ["/"], "hosts": ["public.example"], "preserve_host": True}]
-        cfg = h.make_config(port, [h.service("s", up.port, routes=routes)], worker_processes=1)
-        gw = h.Gateway(cfg, port=port, name="gateway (absolute-form)")
-        gw.start()
-        try:
+        with gateway_for(up, "gateway (absolute-form)", routes=routes) as port:
             s = socket.create_connection((h.LOOPBACK, port))
             s.settimeout(5)
             s.sendall(b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\n\r\n")
@@ -195,9 +183,6 @@ def body(t):
             t.ok(line.startswith("HTTP/1.1 200") and hosts == ["public.example"],
                  "absolute-form target: the routed authority is the Host sent upstream",
                  "%s, upstream saw Host %r" % (line, hosts))
-        finally:
-            gw.stop()
-            gw.check_clean(t)
 
     def t_post_not_replayed():
         seen = []
@@ -219,12 +204,7 @@ def body(t):
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
         up = RawUpstream(serve)
-        port = h.free_port()
-        cfg = h.make_config(port, [h.service("s", up.port, routes=[{"name": "r", "paths": ["/"]}])],
-                            worker_processes=1)
-        gw = h.Gateway(cfg, port=port, name="gateway (no POST replay)")
-        gw.start()
-        try:
+        with gateway_for(up, "gateway (no POST replay)") as port:
             s = socket.create_connection((h.LOOPBACK, port))
             s.settimeout(5)
             s.sendall(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -236,9 +216,6 @@ def body(t):
             t.ok(len(posts) == 1 and line.startswith("HTTP/1.1 502"),
                  "a POST on a pooled connection that dies unanswered is not sent twice (502)",
                  "client got %r, upstream saw %r" % (line, seen))
-        finally:
-            gw.stop()
-            gw.check_clean(t)
 
     for fn in (t_slow_reader, t_half_closed_post, t_slow_upload, t_absolute_form_host,
                t_post_not_replayed):
