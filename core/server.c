@@ -67,6 +67,27 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
 /* ------------------------------------------------------------------------ */
 /* listeners                                                                 */
 
+/* A socket bound to ai; -1 with errno set on failure. */
+static int bind_socket(const struct addrinfo *ai, bool reuseport)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport) /* one socket per worker: the kernel spreads connections */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
 static int open_listener(const struct sl_listen *l, bool probe_in_use, char *err, size_t err_size)
 {
     char port[8];
@@ -79,42 +100,20 @@ static int open_listener(const struct sl_listen *l, bool probe_in_use, char *err
         snprintf(err, err_size, "listen %s:%u: %s", l->host, l->port, gai_strerror(rc));
         return -1;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, err_size, "listen %s:%u: socket: %s", l->host, l->port, strerror(errno));
-        freeaddrinfo(ai);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* SO_REUSEPORT would let us share the port with another process (a
+     * stale sluice, say) without a word: the first bind goes without it */
+    bool port_free = true;
     if (probe_in_use) {
-        /* SO_REUSEPORT would let us share the port with another process
-         * (a stale sluice, say) without a word: bind once without it */
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            snprintf(err, err_size, "cannot listen on %s:%u: %s", l->host, l->port,
-                     strerror(errno));
-            close(fd);
-            freeaddrinfo(ai);
-            return -1;
-        }
-        close(fd);
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            snprintf(err, err_size, "listen %s:%u: socket: %s", l->host, l->port, strerror(errno));
-            freeaddrinfo(ai);
-            return -1;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        int probe = bind_socket(ai, false);
+        port_free = probe >= 0;
+        if (port_free)
+            close(probe);
     }
-    /* one socket per worker: the kernel spreads connections, no accept lock */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (ai->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SL_LISTEN_BACKLOG) < 0) {
+    int fd = port_free ? bind_socket(ai, true) : -1;
+    if (fd < 0 || listen(fd, SL_LISTEN_BACKLOG) < 0) {
         snprintf(err, err_size, "cannot listen on %s:%u: %s", l->host, l->port, strerror(errno));
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         freeaddrinfo(ai);
         return -1;
     }

@@ -231,21 +231,33 @@ static struct sl_upstream_target *target_get(struct sl_upstream_pool *pool, cons
     return t;
 }
 
-static void target_set_literal(struct sl_upstream_target *t)
+/* Slot i of t's addresses: `raw` (4 or 16 bytes per family) and t's port. */
+static void target_store_addr(struct sl_upstream_target *t, unsigned i, int family, const void *raw)
 {
-    struct sockaddr_in *in = (struct sockaddr_in *)&t->addrs[0];
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&t->addrs[0];
-    memset(&t->addrs[0], 0, sizeof t->addrs[0]);
-    if (inet_pton(AF_INET, t->host, &in->sin_addr) == 1) {
+    struct sockaddr_storage *ss = &t->addrs[i];
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
         in->sin_family = AF_INET;
         in->sin_port = htons(t->port);
-        t->addr_lens[0] = sizeof *in;
+        memcpy(&in->sin_addr, raw, 4);
+        t->addr_lens[i] = sizeof *in;
     } else {
-        inet_pton(AF_INET6, t->host, &in6->sin6_addr);
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons(t->port);
-        t->addr_lens[0] = sizeof *in6;
+        memcpy(&in6->sin6_addr, raw, 16);
+        t->addr_lens[i] = sizeof *in6;
     }
+}
+
+static void target_set_literal(struct sl_upstream_target *t)
+{
+    unsigned char raw[16];
+    if (inet_pton(AF_INET, t->host, raw) == 1)
+        target_store_addr(t, 0, AF_INET, raw);
+    else if (inet_pton(AF_INET6, t->host, raw) == 1)
+        target_store_addr(t, 0, AF_INET6, raw);
     t->n_addrs = 1;
     t->expires_ms = UINT64_MAX;
     t->dns_state = DNS_READY;
@@ -258,23 +270,8 @@ static bool hosts_lookup(struct sl_upstream_target *t)
     unsigned n = 0;
     for (size_t i = 0; i < pool->n_hosts && n < SL_DNS_MAX_ADDRS; i++) {
         const struct hosts_entry *e = &pool->hosts[i];
-        if (strcasecmp(e->name, t->host) != 0)
-            continue;
-        struct sockaddr_storage *ss = &t->addrs[n];
-        memset(ss, 0, sizeof *ss);
-        if (e->family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)ss;
-            in->sin_family = AF_INET;
-            in->sin_port = htons(t->port);
-            memcpy(&in->sin_addr, e->addr, 4);
-            t->addr_lens[n++] = sizeof *in;
-        } else {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-            in6->sin6_family = AF_INET6;
-            in6->sin6_port = htons(t->port);
-            memcpy(&in6->sin6_addr, e->addr, 16);
-            t->addr_lens[n++] = sizeof *in6;
-        }
+        if (strcasecmp(e->name, t->host) == 0)
+            target_store_addr(t, n++, e->family, e->addr);
     }
     if (n == 0)
         return false;
@@ -331,23 +328,10 @@ static void dns_answer(int result, char type, int count, int ttl, void *addresse
         return;
     if (result == DNS_ERR_NONE && count > 0 && (type == DNS_IPv4_A || type == DNS_IPv6_AAAA)) {
         t->n_addrs = 0;
-        for (int i = 0; i < count && t->n_addrs < SL_DNS_MAX_ADDRS; i++) {
-            struct sockaddr_storage *ss = &t->addrs[t->n_addrs];
-            memset(ss, 0, sizeof *ss);
-            if (type == DNS_IPv4_A) {
-                struct sockaddr_in *in = (struct sockaddr_in *)ss;
-                in->sin_family = AF_INET;
-                in->sin_port = htons(t->port);
-                memcpy(&in->sin_addr, (const char *)addresses + 4 * i, 4);
-                t->addr_lens[t->n_addrs++] = sizeof *in;
-            } else {
-                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-                in6->sin6_family = AF_INET6;
-                in6->sin6_port = htons(t->port);
-                memcpy(&in6->sin6_addr, (const char *)addresses + 16 * i, 16);
-                t->addr_lens[t->n_addrs++] = sizeof *in6;
-            }
-        }
+        int family = type == DNS_IPv4_A ? AF_INET : AF_INET6;
+        size_t size = type == DNS_IPv4_A ? 4 : 16;
+        for (int i = 0; i < count && t->n_addrs < SL_DNS_MAX_ADDRS; i++)
+            target_store_addr(t, t->n_addrs++, family, (const char *)addresses + size * (size_t)i);
         if (ttl < SL_DNS_MIN_TTL_S)
             ttl = SL_DNS_MIN_TTL_S;
         if (ttl > SL_DNS_MAX_TTL_S)
