@@ -790,6 +790,16 @@ static void add_header_line(struct evbuffer *out, const char *name, size_t name_
     evbuffer_add(out, "\r\n", 2);
 }
 
+/* Via (RFC 9110 section 7.6.3), on requests and responses alike: our hop
+ * is appended to what the message already carried. */
+static void add_via(struct evbuffer *out, const struct sl_http_header *via)
+{
+    if (via)
+        evbuffer_add_printf(out, "Via: %.*s, 1.1 sluice\r\n", (int)via->value_len, via->value);
+    else
+        evbuffer_add(out, "Via: 1.1 sluice\r\n", 17);
+}
+
 /*
  * The request head going upstream. Kong's rules: hop-by-hop headers out,
  * X-Forwarded-* from the client only when it is trusted, X-Forwarded-For
@@ -892,10 +902,7 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         evbuffer_add_printf(out, "X-Forwarded-Prefix: %.*s\r\n", (int)r->match.matched_prefix_len,
                             path);
 
-    if (via)
-        evbuffer_add_printf(out, "Via: %.*s, 1.1 sluice\r\n", (int)via->value_len, via->value);
-    else
-        evbuffer_add(out, "Via: 1.1 sluice\r\n", 17);
+    add_via(out, via);
     evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->request_id);
 
     if (r->req_body_kind == SL_BODY_LENGTH)
@@ -1358,10 +1365,7 @@ static bool send_response_head(struct sl_request *r, const struct sl_http_respon
                             (unsigned long long)resp->content_length);
     else if (resp->body_kind == SL_BODY_CHUNKED && !r->resp_dechunk)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    if (via)
-        evbuffer_add_printf(out, "Via: %.*s, 1.1 sluice\r\n", (int)via->value_len, via->value);
-    else
-        evbuffer_add(out, "Via: 1.1 sluice\r\n", 17);
+    add_via(out, via);
     evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->request_id);
     if (client_close_after)
         evbuffer_add(out, "Connection: close\r\n", 19);
