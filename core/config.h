@@ -35,6 +35,7 @@ struct sl_node_config {
     struct sl_listen *proxy_listen;
     size_t n_proxy_listen;
     struct sl_listen status_listen; /* port 0 = off; default 127.0.0.1:8100 */
+    struct sl_listen admin_listen;  /* POST /config; port 0 = off (the default) */
     int worker_processes;           /* resolved: "auto" -> number of cores */
     struct sl_cidr *trusted_ips;
     size_t n_trusted_ips;
@@ -102,6 +103,8 @@ struct sl_conf_value {
 #define SL_PROTO_GRPC 0x4u  /* accepted in plugin protocols only */
 #define SL_PROTO_GRPCS 0x8u /* accepted in plugin protocols only */
 
+struct sl_upstream;
+
 struct sl_service {
     char *name;     /* may be NULL */
     char *id;       /* may be NULL */
@@ -114,19 +117,41 @@ struct sl_service {
     uint32_t write_timeout_ms;   /* default 60000 */
     uint32_t retries;            /* default 5 */
     bool enabled;                /* default true */
+    /* The upstream entity whose name equals `host` (Kong: then the host is
+     * balanced over its targets instead of resolved); NULL otherwise. */
+    const struct sl_upstream *upstream;
+    bool tls_verify;          /* upstream TLS (issue 4); default false */
+    int tls_verify_depth;     /* -1 = not set */
+    char **ca_certificates;   /* ids of ca_certificates entities */
+    size_t n_ca_certificates;
     size_t index;                /* position in sl_config.services */
     int line, column;            /* where the entity starts in the file */
+};
+
+/* One entry of a route's `headers` map. */
+struct sl_route_header {
+    char *name;    /* lower case */
+    char **values; /* as written; a value starting "~*" is a regex (the rest) */
+    size_t n_values;
 };
 
 struct sl_route {
     char *name; /* may be NULL */
     char *id;
+    /* Plain prefixes start with "/"; regexes with "~" (the pattern follows
+     * the "~"). Pre-3.0 files: the loader has already added the "~" to the
+     * paths Kong reads as regexes, so consumers never see the legacy rule. */
     char **paths;
     size_t n_paths;
-    char **hosts;
+    char **hosts; /* lower case; may start "*." or end ".*" (wildcards) */
     size_t n_hosts;
     char **methods; /* upper case */
     size_t n_methods;
+    struct sl_route_header *headers;
+    size_t n_headers;
+    char **snis; /* lower case */
+    size_t n_snis;
+    int regex_priority; /* default 0 */
     bool strip_path;            /* default true */
     bool preserve_host;         /* default false */
     struct sl_service *service; /* never NULL for a proxied route */
@@ -163,6 +188,116 @@ struct sl_plugin_conf {
     size_t index;
 };
 
+/* A credential of the jwt plugin, owned by a consumer. */
+struct sl_jwt_secret {
+    char *id;                           /* may be NULL */
+    char *key;                          /* the `iss` value it matches; unique */
+    char *secret;                       /* HS*: the shared secret */
+    char *rsa_public_key;               /* RS* and ES*: PEM; NULL for HS* */
+    char *algorithm;                    /* "HS256" (default), "RS256", "ES384" ... */
+    const struct sl_consumer *consumer; /* never NULL */
+    size_t index;
+    int line, column;
+};
+
+enum sl_lb_algorithm {
+    SL_LB_ROUND_ROBIN = 0, /* default */
+    SL_LB_LEAST_CONNECTIONS,
+    SL_LB_CONSISTENT_HASHING,
+    SL_LB_LATENCY,
+};
+
+enum sl_hash_on {
+    SL_HASH_NONE = 0, /* default */
+    SL_HASH_CONSUMER,
+    SL_HASH_IP,
+    SL_HASH_HEADER,
+    SL_HASH_COOKIE,
+    SL_HASH_PATH,
+    SL_HASH_QUERY_ARG,
+    SL_HASH_URI_CAPTURE,
+};
+
+/* Kong's healthchecks block; a counter of 0 disables that check. */
+struct sl_healthcheck_counters {
+    uint32_t interval_ms; /* Kong writes seconds (may be fractional); 0 = off */
+    uint32_t successes;        /* healthy only */
+    uint32_t tcp_failures;     /* unhealthy only */
+    uint32_t timeouts;         /* unhealthy only */
+    uint32_t http_failures;    /* unhealthy only */
+    uint16_t *http_statuses;
+    size_t n_http_statuses;
+};
+
+struct sl_healthchecks {
+    double threshold; /* percentage; default 0 */
+    struct {
+        char *type;            /* "http" (default), "https", "tcp" */
+        uint32_t timeout_ms;   /* default 1000 */
+        uint32_t concurrency;  /* default 10 */
+        char *http_path;       /* default "/" */
+        char *https_sni;       /* may be NULL */
+        bool https_verify_certificate; /* default true */
+        struct sl_route_header *headers; /* extra request headers; may be empty */
+        size_t n_headers;
+        struct sl_healthcheck_counters healthy;   /* statuses default [200, 302] */
+        struct sl_healthcheck_counters unhealthy; /* statuses default [429,404,500,501,502,503,504,505] */
+    } active;
+    struct {
+        char *type; /* "http" (default), "https", "tcp" */
+        struct sl_healthcheck_counters healthy;   /* statuses 200-208, 226, 300-308 */
+        struct sl_healthcheck_counters unhealthy; /* statuses [429, 500, 503] */
+    } passive;
+};
+
+struct sl_target {
+    char *id;   /* may be NULL */
+    char *host; /* name or IP (IPv6 without brackets) */
+    uint16_t port; /* default 8000 */
+    uint32_t weight; /* default 100; 0 = never picked */
+    const struct sl_upstream *upstream;
+    size_t index; /* position in its upstream's targets */
+    int line, column;
+};
+
+struct sl_upstream {
+    char *name; /* required; a service whose host is this name uses it */
+    char *id;   /* may be NULL */
+    enum sl_lb_algorithm algorithm;
+    enum sl_hash_on hash_on, hash_fallback;
+    char *hash_on_header, *hash_fallback_header;
+    char *hash_on_cookie, *hash_on_cookie_path; /* path default "/" */
+    char *hash_on_query_arg, *hash_fallback_query_arg;
+    char *hash_on_uri_capture, *hash_fallback_uri_capture;
+    uint32_t slots; /* default 10000 */
+    char *host_header; /* may be NULL */
+    struct sl_healthchecks healthchecks;
+    struct sl_target *targets; /* in file order (top-level ones appended) */
+    size_t n_targets;
+    size_t index;
+    int line, column;
+};
+
+struct sl_sni {
+    char *name; /* lower case; may start "*." */
+    const struct sl_certificate *certificate;
+    int line, column;
+};
+
+struct sl_certificate {
+    char *id;               /* may be NULL */
+    char *cert, *key;       /* PEM */
+    char *cert_alt, *key_alt; /* PEM, may be NULL (the other key type) */
+    size_t index;
+    int line, column;
+};
+
+struct sl_ca_certificate {
+    char *id; /* may be NULL */
+    char *cert; /* PEM */
+    int line, column;
+};
+
 struct sl_arena; /* private allocator owning every string and array of a snapshot */
 
 struct sl_config {
@@ -179,7 +314,21 @@ struct sl_config {
     size_t n_consumers;
     struct sl_plugin_conf *plugins; /* in file order */
     size_t n_plugins;
+    struct sl_upstream *upstreams;
+    size_t n_upstreams;
+    struct sl_certificate *certificates;
+    size_t n_certificates;
+    struct sl_sni *snis; /* all snis, nested and top level */
+    size_t n_snis;
+    struct sl_ca_certificate *ca_certificates;
+    size_t n_ca_certificates;
+    struct sl_jwt_secret *jwt_secrets;
+    size_t n_jwt_secrets;
     struct sl_arena *arena; /* private */
+    /* The plugin runtime (parsed plugin configs, per-route plans) attached
+     * by sl_plugins_attach() (plugin.h); freed with the snapshot. */
+    void *plugin_runtime;
+    void (*plugin_runtime_free)(void *runtime);
 };
 
 /* Error of a load: "file:line:column: message". */
