@@ -3109,8 +3109,11 @@ void sl_config_unref(struct sl_config *cfg)
 {
     if (cfg == NULL)
         return;
-    if (atomic_fetch_sub_explicit(&cfg->refcount, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&cfg->refcount, 1, memory_order_acq_rel) == 1) {
+        if (cfg->plugin_runtime_free != NULL)
+            cfg->plugin_runtime_free(cfg->plugin_runtime);
         config_free(cfg);
+    }
 }
 
 bool sl_config_check_plugins(const struct sl_config *cfg, const char *const *supported,

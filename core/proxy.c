@@ -23,12 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "http1.h"
 #include "log.h"
+#include "plugin_runtime.h"
 #include "reader.h"
 #include "router.h"
 #include "server.h"
@@ -98,6 +100,8 @@ struct sl_request {
     enum sl_http_body_kind resp_body_kind;
     uint64_t resp_remaining;
     struct sl_chunked_scanner resp_chunked;
+    struct sl_chunked_scanner resp_filter_chunked; /* body_filter's own walk */
+    bool body_filter_done;                         /* its last call was made */
     bool resp_keep_alive;
     bool resp_done;
     bool resp_until_close;
@@ -105,6 +109,40 @@ struct sl_request {
 
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, upstream_start_us, upstream_head_us;
+
+    /* the authenticated consumer, set by an auth plugin (issue 4); NULL
+     * until then. Owned by the snapshot. */
+    const struct sl_consumer *consumer;
+
+    /* the parsed head; see struct request_head */
+    struct request_head *head;
+    bool head_owned; /* head is a heap copy (else it is on the stack, or NULL) */
+    /* head bytes still at the front of the client's input (drained once
+     * nothing points into them any more) */
+    size_t head_in_input;
+    /* plugins (plugin_runtime.h); NULL when the configuration has none */
+    struct sl_plugin_ctx *plugins;
+    enum { STAGE_REWRITE, STAGE_ACCESS } stage; /* where a suspended plugin resumes */
+};
+
+/*
+ * What the proxy keeps of a request head. Without plugins it lives on the
+ * stack of try_parse_head() and points into the client's input; with
+ * plugins (which may suspend the request) it is a heap copy owned by the
+ * request, freed with it.
+ */
+struct request_head {
+    struct sl_http_request req; /* headers point into buf (copy) or the input */
+    const char *path;           /* normalised, no query */
+    size_t path_len;
+    const char *query; /* with its '?', or NULL */
+    size_t query_len;
+    const char *host_name; /* Host without port, or NULL */
+    size_t host_name_len;
+    const char *authority; /* host[:port] as the client sent it, or NULL */
+    size_t authority_len;
+    char *buf; /* the copy: head bytes, then the path */
+    struct sl_http_header *headers;
 };
 
 struct sl_client {
@@ -138,6 +176,15 @@ static void client_timer(evutil_socket_t fd, short what, void *arg);
 static void client_deferred(evutil_socket_t fd, short what, void *arg);
 static bool client_attach(struct sl_client *c);
 static void try_parse_head(struct sl_client *c);
+static bool request_keep_head(struct sl_request *r, const char *data, size_t head_len);
+static void request_head_free(struct sl_request *r);
+static void release_head_bytes(struct sl_request *r);
+static bool request_plugins_init(struct sl_request *r);
+static bool request_run_plugins(struct sl_request *r);
+static void request_route(struct sl_request *r);
+static void request_proxy(struct sl_request *r);
+static void finish_local_response(struct sl_request *r, int status, const char *content_type,
+                                  const char *body, size_t body_len);
 static void request_free(struct sl_request *r);
 static void start_upstream(struct sl_request *r, bool allow_reuse);
 static void forward_request_body(struct sl_request *r);
@@ -146,6 +193,8 @@ static void finish_response(struct sl_request *r);
 static void abort_request(struct sl_request *r, int status, const char *message);
 static void client_linger(struct sl_client *c);
 static void client_after_response(struct sl_client *c);
+static void add_header_line(struct evbuffer *out, const char *name, size_t name_len,
+                            const char *value, size_t value_len);
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                             */
@@ -322,11 +371,53 @@ static bool accept_wants_text(const struct sl_http_header *accept)
 /* ------------------------------------------------------------------------ */
 /* error responses                                                           */
 
-/* head_only: the answer to a HEAD request carries the length, not the body */
-static void write_error_response(struct sl_client *c, int status, const char *message,
-                                 const char *request_id, bool text, bool close_conn, bool head_only)
+/* Header lines a plugin asked for on the client's response. */
+static void add_response_edits(struct evbuffer *out, const struct sl_plugin_ctx *pctx)
+{
+    for (const struct sl_header_edit *e = pctx ? pctx->response_edits : NULL; e; e = e->next)
+        if (e->op != SL_EDIT_REMOVE)
+            add_header_line(out, e->name, e->name_len, e->value, e->value_len);
+}
+
+/* Does a plugin replace or remove this response/upstream header? */
+static bool edit_overrides(const struct sl_header_edit *edits, const char *name, size_t name_len)
+{
+    for (const struct sl_header_edit *e = edits; e; e = e->next)
+        if (e->op != SL_EDIT_ADD && e->name_len == name_len &&
+            strncasecmp(e->name, name, name_len) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * A response of our own (an error, or a plugin's). content_type NULL: no
+ * body. head_only: the answer to a HEAD request carries the length, not
+ * the body.
+ */
+static void write_local_response(struct sl_client *c, const struct sl_plugin_ctx *pctx, int status,
+                                 const char *content_type, const char *body, size_t body_len,
+                                 const char *request_id, bool close_conn, bool head_only)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
+    const struct sl_header_edit *edits = pctx ? pctx->response_edits : NULL;
+    if (content_type && !edit_overrides(edits, "Content-Type", 12))
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    evbuffer_add_printf(out,
+                        "Content-Length: %zu\r\n"
+                        "Server: sluice\r\n"
+                        "X-Request-Id: %s\r\n",
+                        body_len, request_id);
+    add_response_edits(out, pctx);
+    evbuffer_add_printf(out, "%s\r\n", close_conn ? "Connection: close\r\n" : "");
+    if (!head_only && body_len)
+        evbuffer_add(out, body, body_len);
+}
+
+static void write_error_response(struct sl_client *c, const struct sl_plugin_ctx *pctx, int status,
+                                 const char *message, const char *request_id, bool text,
+                                 bool close_conn, bool head_only)
+{
     char body[2048];
     int body_len;
     if (text) {
@@ -343,18 +434,9 @@ static void write_error_response(struct sl_client *c, int status, const char *me
     }
     if (body_len < 0 || (size_t)body_len >= sizeof body)
         body_len = 0;
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\n"
-                        "Content-Type: %s\r\n"
-                        "Content-Length: %d\r\n"
-                        "Server: sluice\r\n"
-                        "X-Request-Id: %s\r\n"
-                        "%s\r\n",
-                        status, sl_http_reason(status),
-                        text ? "text/plain; charset=utf-8" : "application/json; charset=utf-8",
-                        body_len, request_id, close_conn ? "Connection: close\r\n" : "");
-    if (!head_only)
-        evbuffer_add(out, body, (size_t)body_len);
+    write_local_response(c, pctx, status,
+                         text ? "text/plain; charset=utf-8" : "application/json; charset=utf-8",
+                         body, (size_t)body_len, request_id, close_conn, head_only);
 }
 
 /* Refuse the request: answer, then close (lingering) after the flush. */
@@ -371,7 +453,8 @@ static void client_fail(struct sl_client *c, int status, const char *message)
     }
     timer_stop(c);
     sl_reader_disable(&c->rd);
-    write_error_response(c, status, message, request_id, text, true, c->req && c->req->is_head);
+    write_error_response(c, NULL, status, message, request_id, text, true,
+                         c->req && c->req->is_head);
     c->state = CS_ERROR_SENT;
     set_activity(c, ACT_WRITING);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -830,8 +913,13 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
      * every client, and a chunked answer to an HTTP/1.0 client is de-chunked */
     evbuffer_add(out, " HTTP/1.1\r\n", 11);
 
-    if (route->preserve_host && authority)
+    const struct sl_header_edit *up_edits = r->plugins ? r->plugins->upstream_edits : NULL;
+    if (edit_overrides(up_edits, "Host", 4))
+        ; /* a plugin's Host goes out with the other edits */
+    else if (route->preserve_host && authority)
         add_header_line(out, "Host", 4, authority, authority_len);
+    else if (svc->upstream && svc->upstream->host_header)
+        evbuffer_add_printf(out, "Host: %s\r\n", svc->upstream->host_header);
     else if (svc->port == (strcmp(svc->protocol, "https") == 0 ? 443 : 80))
         evbuffer_add_printf(out, "Host: %s\r\n", svc->host);
     else if (strchr(svc->host, ':'))
@@ -872,8 +960,13 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         }
         if (is_hop_by_hop(h->id) || header_is_connection_named(h, req->headers, req->num_headers))
             continue;
+        if (up_edits && edit_overrides(up_edits, h->name, h->name_len))
+            continue;
         add_header_line(out, h->name, h->name_len, h->value, h->value_len);
     }
+    for (const struct sl_header_edit *e = up_edits; e; e = e->next)
+        if (e->op != SL_EDIT_REMOVE)
+            add_header_line(out, e->name, e->name_len, e->value, e->value_len);
 
     evbuffer_add(out, "X-Forwarded-For: ", 17);
     for (size_t i = 0; i < n_xff; i++) {
@@ -1024,29 +1117,12 @@ static void try_parse_head(struct sl_client *c)
                     normalized == -2 ? "URI Too Long" : "Bad request");
         return;
     }
-    const char *path = path_buf;
-    size_t path_len = (size_t)normalized;
-    snprintf(r->log_path, sizeof r->log_path, "%.*s", (int)path_len, path);
-
-    const char *host_name = NULL;
-    size_t host_name_len = 0;
-    if (host)
-        split_host_port(host, host_len, &host_name, &host_name_len);
-    struct sl_router_request rreq = {req.method,    req.method_len, host_name,
-                                     host_name_len, path,           path_len};
-    if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
-        evbuffer_drain(bufferevent_get_input(c->bev), (size_t)head_len);
-        if (!r->req_body_done)
-            c->close_after = true; /* the body is not read: the stream can't be resynced */
-        abort_request(r, 404, MSG_NO_ROUTE);
-        return;
-    }
+    snprintf(r->log_path, sizeof r->log_path, "%.*s", (int)normalized, path_buf);
     if (node->client_max_body_size && r->req_body_kind == SL_BODY_LENGTH &&
         r->req_remaining > node->client_max_body_size) {
         client_fail(c, 413, "Request size limit exceeded");
         return;
     }
-
     if (r->req_body_kind == SL_BODY_CHUNKED) {
         /* Check the framing of the body bytes that came with the head before
          * anything goes upstream: a malformed or oversized body seen here
@@ -1064,20 +1140,218 @@ static void try_parse_head(struct sl_client *c)
         }
     }
 
-    r->up_head = evbuffer_new();
-    if (!r->up_head ||
-        !build_upstream_head(r, &req, path, path_len, query, query_len, host_name ? host_name : "",
-                             host_name ? host_name_len : 0, host, host_len)) {
-        client_fail(c, r->up_head ? 414 : 500,
-                    r->up_head ? "URI Too Long" : "An unexpected error occurred");
-        return;
-    }
-    evbuffer_drain(bufferevent_get_input(c->bev), (size_t)head_len);
-
+    struct request_head h = {.req = req,
+                             .path = path_buf,
+                             .path_len = (size_t)normalized,
+                             .query = query,
+                             .query_len = query_len,
+                             .authority = host,
+                             .authority_len = host_len};
+    if (host)
+        split_host_port(host, host_len, &h.host_name, &h.host_name_len);
+    r->head = &h;
+    r->head_in_input = (size_t)head_len;
     c->state = CS_UPSTREAM;
     set_activity(c, ACT_WRITING);
+    if (sl_plugins_active(r->snap->cfg)) {
+        /* plugins may suspend the request: keep a copy of the head, then
+         * the input holds only body bytes (and what follows) */
+        if (!request_keep_head(r, data, (size_t)head_len) || !request_plugins_init(r)) {
+            r->head = NULL;
+            client_fail(c, 500, "An unexpected error occurred");
+            return;
+        }
+        release_head_bytes(r);
+        r->stage = STAGE_REWRITE;
+        if (!request_run_plugins(r))
+            return;
+    }
+    /* without plugins, every path from here drops r->head (on the stack)
+     * before returning; r may be gone when this returns */
+    request_route(r);
+}
+
+/* Copy the head (and the normalised path) into memory owned by r. */
+static bool request_keep_head(struct sl_request *r, const char *data, size_t head_len)
+{
+    struct request_head *h = r->head;
+    size_t n = h->req.num_headers;
+    struct request_head *copy = calloc(1, sizeof *copy);
+    if (!copy)
+        return false;
+    *copy = *h;
+    copy->buf = malloc(head_len + h->path_len + 1);
+    copy->headers = malloc((n ? n : 1) * sizeof *copy->headers);
+    if (!copy->buf || !copy->headers) {
+        free(copy->buf);
+        free(copy->headers);
+        free(copy);
+        return false;
+    }
+    memcpy(copy->buf, data, head_len);
+    memcpy(copy->buf + head_len, h->path, h->path_len);
+    copy->buf[head_len + h->path_len] = '\0';
+    /* every pointer into the input moves by the same offset into buf */
+#define REBASE(p) ((p) ? copy->buf + ((const char *)(p) - data) : NULL)
+    for (size_t i = 0; i < n; i++) {
+        copy->headers[i] = h->req.headers[i];
+        copy->headers[i].name = REBASE(h->req.headers[i].name);
+        copy->headers[i].value = REBASE(h->req.headers[i].value);
+    }
+    copy->req.headers = copy->headers;
+    copy->req.method = REBASE(h->req.method);
+    copy->req.target = REBASE(h->req.target);
+    copy->req.host = REBASE(h->req.host);
+    copy->query = REBASE(h->query);
+    copy->host_name = REBASE(h->host_name);
+    copy->authority = REBASE(h->authority);
+#undef REBASE
+    copy->path = copy->buf + head_len;
+    r->head = copy;
+    r->head_owned = true;
+    return true;
+}
+
+static void request_head_free(struct sl_request *r)
+{
+    if (r->head_owned) {
+        free(r->head->buf);
+        free(r->head->headers);
+        free(r->head);
+        r->head_owned = false;
+    }
+    r->head = NULL; /* without a copy it was on try_parse_head()'s stack */
+}
+
+static void release_head_bytes(struct sl_request *r)
+{
+    if (r->head_in_input) {
+        evbuffer_drain(bufferevent_get_input(r->client->bev), r->head_in_input);
+        r->head_in_input = 0;
+    }
+}
+
+static void plugins_resumed(void *arg);
+
+static bool request_plugins_init(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    struct sl_plugin_ctx *p = calloc(1, sizeof *p);
+    if (!p)
+        return false;
+    const struct request_head *h = r->head;
+    p->cfg = r->snap->cfg;
+    p->base = c->w->base;
+    p->worker_data = c->w->plugin_data;
+    p->request_id = r->request_id;
+    p->client_ip = c->peer_ip;
+    p->method = r->method;
+    p->scheme = "http";
+    p->path = h->path;
+    p->path_len = h->path_len;
+    p->query = h->query ? h->query + 1 : "";
+    p->query_len = h->query ? h->query_len - 1 : 0;
+    p->headers = h->req.headers;
+    p->n_headers = h->req.num_headers;
+    p->resume = plugins_resumed;
+    p->owner = r;
+    r->plugins = p;
+    return true;
+}
+
+/* A plugin answered: send its response (Kong's header_filter and log
+ * phases run for it too). */
+static void send_plugin_response(struct sl_request *r)
+{
+    struct sl_plugin_ctx *p = r->plugins;
+    if (p->respond_is_error) {
+        abort_request(r, p->respond_status, p->respond_message);
+        return;
+    }
+    finish_local_response(r, p->respond_status, p->respond_content_type, p->respond_body,
+                          p->respond_body_len);
+}
+
+/*
+ * Run the plugins of r->stage. Returns true when the request goes on to the
+ * next step now; false when a plugin answered (the response is on its
+ * way) or suspended (plugins_resumed() continues).
+ */
+static bool request_run_plugins(struct sl_request *r)
+{
+    struct sl_plugin_ctx *p = r->plugins;
+    enum sl_plugin_phase_result res =
+        r->stage == STAGE_REWRITE ? sl_plugins_rewrite(p) : sl_plugins_access(p);
+    r->consumer = p->consumer;
+    switch (res) {
+    case SL_PHASE_PROXY:
+        return true;
+    case SL_PHASE_RESPOND:
+        send_plugin_response(r);
+        return false;
+    case SL_PHASE_SUSPENDED:
+        set_activity(r->client, ACT_WAITING);
+        return false;
+    }
+    return false;
+}
+
+static void plugins_resumed(void *arg)
+{
+    struct sl_request *r = arg;
+    set_activity(r->client, ACT_WRITING);
+    if (!request_run_plugins(r))
+        return;
+    if (r->stage == STAGE_REWRITE)
+        request_route(r);
+    else
+        request_proxy(r);
+}
+
+/* After rewrite: find the route, then the access phase. */
+static void request_route(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    const struct request_head *h = r->head;
+    struct sl_router_request rreq = {h->req.method, h->req.method_len, h->host_name,
+                                     h->host_name_len, h->path, h->path_len};
+    if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
+        release_head_bytes(r);
+        if (!r->req_body_done)
+            c->close_after = true; /* the body is not read: the stream can't be resynced */
+        abort_request(r, 404, MSG_NO_ROUTE);
+        return;
+    }
+    if (r->plugins) {
+        r->plugins->route = r->match.route;
+        r->plugins->service = r->match.service;
+        r->stage = STAGE_ACCESS;
+        if (!request_run_plugins(r))
+            return;
+    }
+    request_proxy(r);
+}
+
+/* After access: the upstream request's head, then the upstream. */
+static void request_proxy(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    const struct request_head *h = r->head;
+    r->up_head = evbuffer_new();
+    if (!r->up_head ||
+        !build_upstream_head(r, &h->req, h->path, h->path_len, h->query, h->query_len,
+                             h->host_name ? h->host_name : "", h->host_name ? h->host_name_len : 0,
+                             h->authority, h->authority_len)) {
+        release_head_bytes(r);
+        abort_request(r, r->up_head ? 414 : 500,
+                      r->up_head ? "URI Too Long" : "An unexpected error occurred");
+        return;
+    }
+    release_head_bytes(r);
+    request_head_free(r);
     /* body bytes that arrive before the upstream is connected wait in the
      * input, bounded by the read watermark */
+    (void)c;
     start_upstream(r, true);
 }
 
@@ -1090,6 +1364,11 @@ static void up_event(struct bufferevent *bev, short what, void *arg);
 
 static void request_free(struct sl_request *r)
 {
+    if (r->plugins) {
+        sl_plugin_ctx_release(r->plugins); /* cancels a suspended hook */
+        free(r->plugins);
+    }
+    request_head_free(r);
     if (r->pending)
         sl_upstream_cancel(r->pending);
     if (r->up)
@@ -1142,8 +1421,23 @@ static void access_log(struct sl_request *r)
         sl_worker_access_log(c->w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
-/* Answer the client with an error in Kong's shape (before any response byte). */
-static void abort_request(struct sl_request *r, int status, const char *message)
+/* The log phase of the plugins and the access log: once per request. */
+static void request_log(struct sl_request *r)
+{
+    if (r->plugins) {
+        r->plugins->resp_status = r->status;
+        sl_plugins_log(r->plugins);
+    }
+    access_log(r);
+}
+
+/*
+ * Answer the client with a response of our own (before any response byte):
+ * drop the upstream side, run the plugins' header_filter, write, log.
+ * message != NULL: Kong's error shape; else content_type/body as given.
+ */
+static void respond_local(struct sl_request *r, int status, const char *message,
+                          const char *content_type, const char *body, size_t body_len)
 {
     struct sl_client *c = r->client;
     if (r->pending) {
@@ -1159,21 +1453,49 @@ static void abort_request(struct sl_request *r, int status, const char *message)
         client_close(c);
         return;
     }
+    release_head_bytes(r);
     r->status = status;
     timer_stop(c);
     if (!r->req_body_done)
         c->close_after = true;
     sl_reader_set_timeout(&c->rd, 0);
     sl_reader_disable(&c->rd);
-    write_error_response(c, status, message, r->request_id, r->wants_text_errors,
-                         c->close_after || c->w->draining, r->is_head);
+    if (r->plugins) {
+        r->plugins->resp_status = status;
+        r->plugins->resp_headers = NULL;
+        r->plugins->n_resp_headers = 0;
+        sl_plugins_header_filter(r->plugins);
+    }
+    bool close_conn = c->close_after || c->w->draining;
+    size_t before = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (message)
+        write_error_response(c, r->plugins, status, message, r->request_id, r->wants_text_errors,
+                             close_conn, r->is_head);
+    else
+        write_local_response(c, r->plugins, status, content_type, body, body_len, r->request_id,
+                             close_conn, r->is_head);
+    r->bytes_out += evbuffer_get_length(bufferevent_get_output(c->bev)) - before;
     r->resp_head_sent = true;
     r->resp_done = true;
-    access_log(r);
+    request_head_free(r);
+    request_log(r);
     c->state = CS_FLUSH;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     if (write_now(c->bev))
         client_after_response(c);
+}
+
+/* Answer the client with an error in Kong's shape (before any response byte). */
+static void abort_request(struct sl_request *r, int status, const char *message)
+{
+    respond_local(r, status, message, NULL, NULL, 0);
+}
+
+/* A plugin's own response (content_type NULL: no body). */
+static void finish_local_response(struct sl_request *r, int status, const char *content_type,
+                                  const char *body, size_t body_len)
+{
+    respond_local(r, status, NULL, content_type, body, body_len);
 }
 
 static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_error error,
@@ -1337,6 +1659,17 @@ static bool send_response_head(struct sl_request *r, const struct sl_http_respon
         client_close_after = true; /* the rest of the body is never read */
     c->close_after = client_close_after;
 
+    const struct sl_header_edit *edits = NULL;
+    if (r->plugins) {
+        r->plugins->resp_status = resp->status;
+        r->plugins->resp_headers = resp->headers;
+        r->plugins->n_resp_headers = resp->num_headers;
+        sl_plugins_header_filter(r->plugins);
+        r->plugins->resp_headers = NULL; /* they live in the upstream's input */
+        r->plugins->n_resp_headers = 0;
+        edits = r->plugins->response_edits;
+    }
+
     evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp->status, (int)resp->reason_len,
                         resp->reason);
     const struct sl_http_header *via = NULL;
@@ -1358,8 +1691,11 @@ static bool send_response_head(struct sl_request *r, const struct sl_http_respon
         }
         if (is_hop_by_hop(h->id) || header_is_connection_named(h, resp->headers, resp->num_headers))
             continue;
+        if (edits && edit_overrides(edits, h->name, h->name_len))
+            continue;
         add_header_line(out, h->name, h->name_len, h->value, h->value_len);
     }
+    add_response_edits(out, r->plugins);
     if (resp->body_kind == SL_BODY_LENGTH)
         evbuffer_add_printf(out, "Content-Length: %llu\r\n",
                             (unsigned long long)resp->content_length);
@@ -1420,6 +1756,7 @@ static void up_read(struct bufferevent *bev, void *arg)
         r->resp_remaining = resp.content_length;
         r->resp_keep_alive = resp.keep_alive;
         sl_chunked_init(&r->resp_chunked);
+        sl_chunked_init(&r->resp_filter_chunked);
         size_t before = evbuffer_get_length(bufferevent_get_output(r->client->bev));
         if (!send_response_head(r, &resp)) {
             abort_request(r, 502, MSG_BAD_GATEWAY);
@@ -1455,6 +1792,8 @@ static bool dechunk_response_body(struct sl_request *r, struct evbuffer *in, str
             return false;
         }
         if (ready) {
+            if (r->plugins)
+                sl_plugins_body_filter(r->plugins, vec.iov_base, n, false);
             evbuffer_remove_buffer(in, out, n);
             r->bytes_out += n;
         } else {
@@ -1462,6 +1801,51 @@ static bool dechunk_response_body(struct sl_request *r, struct evbuffer *in, str
         }
     }
     return true;
+}
+
+/*
+ * The plugins' body_filter sees the body bytes about to move to the client:
+ * the payload only, so for a chunked response a scanner of its own walks
+ * the framing and hands over just the chunk data.
+ */
+static void filter_response_body(struct sl_request *r, struct evbuffer *in, size_t move, bool last)
+{
+    struct evbuffer_iovec vec[16];
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+    size_t left = move;
+    while (left > 0) {
+        int n = evbuffer_peek(in, (ev_ssize_t)left, &pos, vec, 16);
+        if (n <= 0)
+            break;
+        size_t seen = 0;
+        for (int i = 0; i < n && left > 0; i++) {
+            const char *p = vec[i].iov_base;
+            size_t len = vec[i].iov_len < left ? vec[i].iov_len : left;
+            left -= len;
+            seen += len;
+            if (r->resp_body_kind != SL_BODY_CHUNKED || r->resp_dechunk) {
+                sl_plugins_body_filter(r->plugins, p, len, false);
+                continue;
+            }
+            while (len > 0) {
+                uint64_t ready = sl_chunked_data_ready(&r->resp_filter_chunked);
+                size_t k = ready ? (ready < len ? (size_t)ready : len) : 1;
+                if (sl_chunked_scan(&r->resp_filter_chunked, p, k) < 0)
+                    return; /* the forwarding scanner reports it */
+                if (ready)
+                    sl_plugins_body_filter(r->plugins, p, k, false);
+                p += k;
+                len -= k;
+            }
+        }
+        if (evbuffer_ptr_set(in, &pos, seen, EVBUFFER_PTR_ADD) < 0)
+            break;
+    }
+    if (last && !r->body_filter_done) {
+        r->body_filter_done = true;
+        sl_plugins_body_filter(r->plugins, NULL, 0, true);
+    }
 }
 
 static void forward_response_body(struct sl_request *r)
@@ -1503,6 +1887,8 @@ static void forward_response_body(struct sl_request *r)
         move = avail;
         break;
     }
+    if (r->plugins && (move > 0 || done))
+        filter_response_body(r, in, move, done);
     if (move > 0) {
         evbuffer_remove_buffer(in, out, move);
         r->bytes_out += move;
@@ -1522,15 +1908,19 @@ static void finish_response(struct sl_request *r)
 {
     struct sl_client *c = r->client;
     r->resp_done = true;
+    if (r->plugins && !r->body_filter_done) { /* a body read until close */
+        r->body_filter_done = true;
+        sl_plugins_body_filter(r->plugins, NULL, 0, true);
+    }
     if (r->up) {
         bool reusable = r->resp_keep_alive && r->req_body_done &&
                         evbuffer_get_length(bufferevent_get_output(r->up->bev)) == 0 &&
                         !c->w->draining;
-        access_log(r);
+        request_log(r);
         sl_upstream_release(r->up, reusable);
         r->up = NULL;
     } else {
-        access_log(r);
+        request_log(r);
     }
     if (!r->req_body_done)
         c->close_after = true;

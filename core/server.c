@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "plugin_runtime.h"
 #include "status.h"
 #include "upstream.h"
 #include "util.h"
@@ -400,6 +401,7 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     if (!worker_init_dns(w, node, err, err_size))
         return SL_ERR;
     w->pool = sl_upstream_pool_new(w->base, w->dns);
+    w->plugin_data = sl_plugins_new_worker_data();
     w->access_log = evbuffer_new();
     w->drain_timer = evtimer_new(w->base, drain_expired, w);
     w->access_log_timer = evtimer_new(w->base, access_log_tick, w);
@@ -492,6 +494,8 @@ static void worker_free(struct sl_worker *w)
     close_status_listener(w);
     free(w->listeners);
     free(w->accept_ctx);
+    sl_plugins_free_worker_data(w->plugin_data);
+    w->plugin_data = NULL;
     if (w->pool)
         sl_upstream_pool_free(w->pool);
     if (w->dns)
@@ -516,8 +520,22 @@ static void worker_free(struct sl_worker *w)
 
 static bool send_one(struct sl_worker *w, char cmd, struct sl_snapshot *snap);
 
+/* A config that did not come through sl_plugins_attach() yet (tests, the
+ * admin API) gets its plugins checked here; on failure cfg is dropped. */
+static bool attach_plugins(struct sl_config *cfg, char *err, size_t err_size)
+{
+    struct sl_config_error cerr;
+    if (sl_plugins_attach(cfg, &cerr))
+        return true;
+    snprintf(err, err_size, "%s", cerr.text);
+    sl_config_unref(cfg);
+    return false;
+}
+
 int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
 {
+    if (!attach_plugins(cfg, err, err_size))
+        return SL_ERR;
     srv->snapshot = sl_snapshot_new(cfg);
     if (!srv->snapshot) {
         sl_config_unref(cfg);
@@ -598,6 +616,8 @@ static bool same_listeners(const struct sl_node_config *a, const struct sl_node_
 
 int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
 {
+    if (!attach_plugins(cfg, err, err_size))
+        return SL_ERR;
     struct sl_snapshot *snap = sl_snapshot_new(cfg);
     if (!snap) {
         sl_config_unref(cfg);

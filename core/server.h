@@ -93,6 +93,9 @@ struct sl_worker {
     struct event *access_log_timer;
 
     struct sl_worker_stats stats;
+
+    /* per-worker data of each plugin (plugin.h), by registry index */
+    void **plugin_data;
 };
 
 struct sl_server {

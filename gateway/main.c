@@ -13,10 +13,9 @@
 #include "autoconfig.h"
 #include "config.h"
 #include "log.h"
+#include "plugin.h"
+#include "plugins.h"
 #include "server.h"
-
-/* Plugins this build can run; the configuration may name no other. */
-static const char *const supported_plugins[] = {NULL};
 
 static void usage(FILE *out)
 {
@@ -41,7 +40,8 @@ static struct sl_config *load(const char *path)
         fprintf(stderr, "%s\n", err.text);
         return NULL;
     }
-    if (!sl_config_check_plugins(cfg, supported_plugins, &err)) {
+    /* every plugin instance: a known plugin with a valid config */
+    if (!sl_plugins_attach(cfg, &err)) {
         fprintf(stderr, "%s\n", err.text);
         sl_config_unref(cfg);
         return NULL;
@@ -54,6 +54,7 @@ int main(int argc, char **argv)
     const char *path = NULL;
     bool check_only = false;
     int opt;
+    sl_plugin_registry_set(sl_builtin_plugins);
     while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
         switch (opt) {
         case 'c':

@@ -1,0 +1,204 @@
+/*
+ * The plugin API: everything a plugin (in plugins/) may see of the engine.
+ *
+ * A plugin is one `const struct sl_plugin_ops` with a name, Kong's priority
+ * and optional hooks for the phases of a request:
+ *
+ *   rewrite        before routing; only instances configured globally run
+ *   access         after routing, in priority order (highest first), with
+ *                  Kong's scoping: for each plugin the most specific enabled
+ *                  instance for (route, service, consumer) is chosen when its
+ *                  turn comes, so an auth plugin that sets the consumer
+ *                  changes which instances of later plugins apply
+ *   header_filter  the response head is about to go to the client
+ *   body_filter    each piece of the response body (read only)
+ *   log            the response is complete (or the request ended early)
+ *
+ * A hook of rewrite or access may end the request with a response of its
+ * own (sl_plugin_respond*), or suspend it: it starts asynchronous work,
+ * returns SL_PLUGIN_SUSPEND, and later calls sl_plugin_resume() from the
+ * same worker's event loop. While suspended nothing else happens to the
+ * request; if the client goes away first, the cancel callback the hook
+ * registered runs instead, and the hook's work must not touch the request
+ * afterwards.
+ *
+ * Ownership:
+ *  - A plugin's parsed configuration (parse_config's `out`) belongs to the
+ *    configuration snapshot and is freed with free_config when the last
+ *    request using that snapshot is done. It is shared read-only by every
+ *    worker thread.
+ *  - struct sl_plugin_ctx belongs to the request; it dies with it. Memory
+ *    from sl_plugin_alloc() lives exactly as long.
+ *  - Per-worker plugin data (sl_plugin_worker_data) belongs to the worker;
+ *    free_worker_data runs after the worker stopped, while its event_base
+ *    still exists.
+ *
+ * The registry is one explicit table built by main() (sl_plugin_registry_set)
+ * before any configuration is loaded; core never includes plugins/.
+ */
+#ifndef SL_PLUGIN_H
+#define SL_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct sl_plugin_ctx;
+struct event_base;
+
+enum sl_plugin_result {
+    SL_PLUGIN_CONTINUE = 0, /* go on with the next plugin (or the response, if one was set) */
+    SL_PLUGIN_SUSPEND,      /* async work started; sl_plugin_resume() follows */
+};
+
+struct sl_plugin_ops {
+    const char *name; /* Kong's name, e.g. "request-termination" */
+    int priority;     /* Kong's PRIORITY; higher runs first */
+
+    /*
+     * Check and convert one instance's `config` map (NULL when the file has
+     * none). On error return false with sl_plugin_config_error(). Runs at
+     * load, reload and `-t`, never on a request.
+     */
+    bool (*parse_config)(const struct sl_plugin_conf *pc, const struct sl_config *cfg, void **out,
+                         struct sl_config_error *err);
+    void (*free_config)(void *conf);
+
+    enum sl_plugin_result (*rewrite)(struct sl_plugin_ctx *ctx, const void *conf);
+    enum sl_plugin_result (*access)(struct sl_plugin_ctx *ctx, const void *conf);
+    void (*header_filter)(struct sl_plugin_ctx *ctx, const void *conf);
+    void (*body_filter)(struct sl_plugin_ctx *ctx, const void *conf, const char *data, size_t len,
+                        bool last);
+    void (*log)(struct sl_plugin_ctx *ctx, const void *conf);
+
+    /* Per-worker data: created lazily by the plugin, freed here. */
+    void (*free_worker_data)(void *data);
+};
+
+/* ---- registry (main thread, before loading any configuration) ---------- */
+
+/* `table` is NULL-terminated and must outlive the process. */
+void sl_plugin_registry_set(const struct sl_plugin_ops *const *table);
+const struct sl_plugin_ops *sl_plugin_registry_find(const char *name);
+size_t sl_plugin_registry_size(void);
+
+/*
+ * Check every plugin instance of cfg (known name, valid config) and attach
+ * the plugin runtime (parsed configs, per-route plan) to cfg. Fails with
+ * "file:line:column: message" for the first bad instance.
+ */
+bool sl_plugins_attach(struct sl_config *cfg, struct sl_config_error *err);
+
+/* ---- helpers for parse_config -------------------------------------------- */
+
+/* Fill err with "file:line:column: plugin 'name': message" at node `at`
+ * (the instance itself when at is NULL). Always returns false. */
+bool sl_plugin_config_error(struct sl_config_error *err, const struct sl_config *cfg,
+                            const struct sl_plugin_conf *pc, const struct sl_conf_value *at,
+                            const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Every key of `config` must be in `known` (NULL-terminated). */
+bool sl_plugin_config_known_keys(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
+                                 const char *const *known, struct sl_config_error *err);
+
+/* Typed reads of config.<key>; absent or null keeps *out (the default). */
+bool sl_plugin_config_int(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
+                          const char *key, long long min, long long max, long long *out,
+                          struct sl_config_error *err);
+bool sl_plugin_config_bool(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
+                           const char *key, bool *out, struct sl_config_error *err);
+/* *out points into the snapshot (valid as long as the config). */
+bool sl_plugin_config_string(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
+                             const char *key, const char **out, size_t *len,
+                             struct sl_config_error *err);
+
+/* ---- the request, from a hook --------------------------------------------- */
+
+const char *sl_plugin_request_id(const struct sl_plugin_ctx *ctx);
+const char *sl_plugin_client_ip(const struct sl_plugin_ctx *ctx);
+/* "GET", the normalised path (no query), the raw query without '?' (may be empty) */
+const char *sl_plugin_method(const struct sl_plugin_ctx *ctx);
+const char *sl_plugin_path(const struct sl_plugin_ctx *ctx, size_t *len);
+const char *sl_plugin_query(const struct sl_plugin_ctx *ctx, size_t *len);
+/* "http" or "https" */
+const char *sl_plugin_scheme(const struct sl_plugin_ctx *ctx);
+
+/* Request header by name (case-insensitive): the index-th occurrence, or
+ * NULL. sl_plugin_header_count tells how many there are. */
+const char *sl_plugin_header(const struct sl_plugin_ctx *ctx, const char *name, size_t index,
+                             size_t *len);
+size_t sl_plugin_header_count(const struct sl_plugin_ctx *ctx, const char *name);
+
+/* Query argument by name (raw, not percent-decoded): the first one, or NULL.
+ * An argument without "=" has the value "" (len 0). */
+const char *sl_plugin_query_arg(const struct sl_plugin_ctx *ctx, const char *name, size_t *len);
+
+const struct sl_route *sl_plugin_route(const struct sl_plugin_ctx *ctx);     /* NULL in rewrite */
+const struct sl_service *sl_plugin_service(const struct sl_plugin_ctx *ctx); /* NULL in rewrite */
+const struct sl_consumer *sl_plugin_consumer(const struct sl_plugin_ctx *ctx);
+const struct sl_config *sl_plugin_config(const struct sl_plugin_ctx *ctx);
+
+/* Set the authenticated consumer (auth plugins); later plugins see it and
+ * their instances are chosen with it. credential may be NULL. */
+void sl_plugin_set_consumer(struct sl_plugin_ctx *ctx, const struct sl_consumer *consumer,
+                            const char *credential_id);
+const char *sl_plugin_credential_id(const struct sl_plugin_ctx *ctx);
+
+/* ---- changing what goes upstream (rewrite/access) ------------------------ */
+
+/* Replace every copy of the header (set), add one more (add) or drop all
+ * (remove). Names are case-insensitive. Values with CR, LF or NUL are
+ * refused (returns false) and never reach the upstream. */
+bool sl_plugin_upstream_header_set(struct sl_plugin_ctx *ctx, const char *name, const char *value,
+                                   size_t len);
+bool sl_plugin_upstream_header_add(struct sl_plugin_ctx *ctx, const char *name, const char *value,
+                                   size_t len);
+bool sl_plugin_upstream_header_remove(struct sl_plugin_ctx *ctx, const char *name);
+
+/* ---- the response ------------------------------------------------------- */
+
+/*
+ * End the request with this response instead of proxying it (rewrite,
+ * access). The body is copied. content_type may be NULL (no header).
+ * The hook then returns SL_PLUGIN_CONTINUE; no later plugin's access runs.
+ */
+void sl_plugin_respond(struct sl_plugin_ctx *ctx, int status, const char *content_type,
+                       const char *body, size_t len);
+/* Kong's kong.response.error: {"message":"...","request_id":"..."} (or text
+ * per Accept); message NULL = Kong's default for the status. */
+void sl_plugin_respond_error(struct sl_plugin_ctx *ctx, int status, const char *message);
+
+/* Headers added to the response the client gets (the upstream's, or one
+ * from sl_plugin_respond*); from access, header_filter. */
+bool sl_plugin_response_header_set(struct sl_plugin_ctx *ctx, const char *name, const char *value,
+                                   size_t len);
+bool sl_plugin_response_header_add(struct sl_plugin_ctx *ctx, const char *name, const char *value,
+                                   size_t len);
+bool sl_plugin_response_header_remove(struct sl_plugin_ctx *ctx, const char *name);
+
+/* The response status (header_filter, log); 0 before there is one. */
+int sl_plugin_response_status(const struct sl_plugin_ctx *ctx);
+/* A header of the upstream's response (header_filter only), or NULL. */
+const char *sl_plugin_response_header(const struct sl_plugin_ctx *ctx, const char *name,
+                                      size_t *len);
+
+/* ---- suspension ---------------------------------------------------------- */
+
+struct event_base *sl_plugin_event_base(const struct sl_plugin_ctx *ctx);
+/* The worker's slot for this plugin's per-worker data (NULL at first). */
+void **sl_plugin_worker_data(struct sl_plugin_ctx *ctx);
+/* Register what to do if the request dies while suspended. */
+void sl_plugin_on_cancel(struct sl_plugin_ctx *ctx, void (*cancel)(void *arg), void *arg);
+/* Continue a suspended request (from the worker's event loop only). */
+void sl_plugin_resume(struct sl_plugin_ctx *ctx);
+
+/* This plugin's per-request slot (NULL at first; NULL when out of memory):
+ * state that its hooks share over the phases of one request. */
+void **sl_plugin_request_data(struct sl_plugin_ctx *ctx);
+
+/* Memory that lives as long as the request. NULL when out of memory. */
+void *sl_plugin_alloc(struct sl_plugin_ctx *ctx, size_t size);
+
+#endif

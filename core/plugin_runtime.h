@@ -1,0 +1,119 @@
+/*
+ * The engine's side of the plugin API (plugin.h): how the proxy runs the
+ * phases of one request. Plugins never include this header.
+ *
+ * Ownership: struct sl_plugin_ctx is embedded in (or allocated with) the
+ * request and lives exactly as long as it; sl_plugin_ctx_release() must run
+ * before the request is freed (it cancels a suspended hook and frees the
+ * request's plugin memory). The ctx keeps pointers to the request's head
+ * (method, path, headers) that the proxy keeps valid for the whole request.
+ */
+#ifndef SL_PLUGIN_RUNTIME_H
+#define SL_PLUGIN_RUNTIME_H
+
+#include "http1.h"
+#include "plugin.h"
+
+#define SL_PLUGIN_MAX_PER_REQUEST 32
+
+enum sl_header_edit_op { SL_EDIT_SET, SL_EDIT_ADD, SL_EDIT_REMOVE };
+
+struct sl_header_edit {
+    enum sl_header_edit_op op;
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+    struct sl_header_edit *next;
+};
+
+enum sl_plugin_phase_result {
+    SL_PHASE_PROXY,     /* every hook ran: go on proxying */
+    SL_PHASE_RESPOND,   /* a hook answered: send ctx's response */
+    SL_PHASE_SUSPENDED, /* a hook suspended: the resume callback follows */
+};
+
+struct sl_plugin_mem;
+
+struct sl_plugin_ctx {
+    /* filled by the proxy before the first phase */
+    const struct sl_config *cfg;
+    struct event_base *base;
+    void **worker_data; /* the worker's array, sl_plugin_registry_size() long */
+    const char *request_id;
+    const char *client_ip;
+    const char *method;
+    const char *scheme;
+    const char *path;
+    size_t path_len;
+    const char *query; /* without '?' */
+    size_t query_len;
+    const struct sl_http_header *headers;
+    size_t n_headers;
+    /* called (from sl_plugin_resume) to continue a suspended request */
+    void (*resume)(void *owner);
+    void *owner;
+
+    /* routing result (access and later) */
+    const struct sl_route *route;
+    const struct sl_service *service;
+    const struct sl_consumer *consumer;
+    const char *credential_id;
+
+    /* response (header_filter and later) */
+    int resp_status;
+    const struct sl_http_header *resp_headers;
+    size_t n_resp_headers;
+
+    /* edits for the upstream request and the client's response */
+    struct sl_header_edit *upstream_edits, *upstream_edits_tail;
+    struct sl_header_edit *response_edits, *response_edits_tail;
+
+    /* a plugin's own response */
+    bool responded;
+    int respond_status;
+    bool respond_is_error; /* Kong's error shape with respond_message */
+    const char *respond_message;
+    const char *respond_content_type;
+    const char *respond_body;
+    size_t respond_body_len;
+
+    /* phase runner state */
+    int phase;        /* private */
+    size_t next_slot; /* private: index of the next plugin to run */
+    bool suspended;   /* private */
+    size_t n_ran;     /* instances whose access (or rewrite) ran */
+    const void *ran_conf[SL_PLUGIN_MAX_PER_REQUEST];
+    const struct sl_plugin_ops *ran_ops[SL_PLUGIN_MAX_PER_REQUEST];
+    void (*cancel)(void *arg);
+    void *cancel_arg;
+    const struct sl_plugin_ops *current; /* the plugin whose hook runs */
+    struct sl_plugin_mem *mem;
+    void **request_data; /* per plugin (registry index), from mem */
+};
+
+/* Does cfg have any plugin instance at all (fast path: skip everything)? */
+bool sl_plugins_active(const struct sl_config *cfg);
+
+/* Rewrite: the global instances, before routing. */
+enum sl_plugin_phase_result sl_plugins_rewrite(struct sl_plugin_ctx *ctx);
+/* Access: after routing (ctx->route/service set). Call again after a
+ * resume: it continues where it stopped. */
+enum sl_plugin_phase_result sl_plugins_access(struct sl_plugin_ctx *ctx);
+void sl_plugins_header_filter(struct sl_plugin_ctx *ctx);
+void sl_plugins_body_filter(struct sl_plugin_ctx *ctx, const char *data, size_t len, bool last);
+void sl_plugins_log(struct sl_plugin_ctx *ctx);
+
+/* Cancel a suspended hook and free the ctx's memory. Idempotent. */
+void sl_plugin_ctx_release(struct sl_plugin_ctx *ctx);
+
+/* A worker's array of per-plugin data slots (NULL when out of memory, then
+ * sl_plugin_worker_data() returns NULL), and its release: each plugin's
+ * free_worker_data runs, while the worker's event_base still exists. */
+void **sl_plugins_new_worker_data(void);
+void sl_plugins_free_worker_data(void **data);
+
+/* Kong's default message for an error status (kong.response.error). */
+const char *sl_plugin_default_message(int status);
+
+#endif
