@@ -185,6 +185,9 @@ static void request_route(struct sl_request *r);
 static void request_proxy(struct sl_request *r);
 static void finish_local_response(struct sl_request *r, int status, const char *content_type,
                                   const char *body, size_t body_len);
+static void respond_local(struct sl_request *r, int status, const char *message,
+                          const char *content_type, const char *body, size_t body_len,
+                          const char *extra_headers);
 static void request_free(struct sl_request *r);
 static void start_upstream(struct sl_request *r, bool allow_reuse);
 static void forward_request_body(struct sl_request *r);
@@ -396,7 +399,8 @@ static bool edit_overrides(const struct sl_header_edit *edits, const char *name,
  */
 static void write_local_response(struct sl_client *c, const struct sl_plugin_ctx *pctx, int status,
                                  const char *content_type, const char *body, size_t body_len,
-                                 const char *request_id, bool close_conn, bool head_only)
+                                 const char *request_id, bool close_conn, bool head_only,
+                                 const char *extra_headers)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
@@ -408,6 +412,8 @@ static void write_local_response(struct sl_client *c, const struct sl_plugin_ctx
                         "Server: sluice\r\n"
                         "X-Request-Id: %s\r\n",
                         body_len, request_id);
+    if (extra_headers)
+        evbuffer_add(out, extra_headers, strlen(extra_headers));
     add_response_edits(out, pctx);
     evbuffer_add_printf(out, "%s\r\n", close_conn ? "Connection: close\r\n" : "");
     if (!head_only && body_len)
@@ -416,7 +422,7 @@ static void write_local_response(struct sl_client *c, const struct sl_plugin_ctx
 
 static void write_error_response(struct sl_client *c, const struct sl_plugin_ctx *pctx, int status,
                                  const char *message, const char *request_id, bool text,
-                                 bool close_conn, bool head_only)
+                                 bool close_conn, bool head_only, const char *extra_headers)
 {
     char body[2048];
     int body_len;
@@ -436,7 +442,7 @@ static void write_error_response(struct sl_client *c, const struct sl_plugin_ctx
         body_len = 0;
     write_local_response(c, pctx, status,
                          text ? "text/plain; charset=utf-8" : "application/json; charset=utf-8",
-                         body, (size_t)body_len, request_id, close_conn, head_only);
+                         body, (size_t)body_len, request_id, close_conn, head_only, extra_headers);
 }
 
 /* Refuse the request: answer, then close (lingering) after the flush. */
@@ -454,7 +460,7 @@ static void client_fail(struct sl_client *c, int status, const char *message)
     timer_stop(c);
     sl_reader_disable(&c->rd);
     write_error_response(c, NULL, status, message, request_id, text, true,
-                         c->req && c->req->is_head);
+                         c->req && c->req->is_head, NULL);
     c->state = CS_ERROR_SENT;
     set_activity(c, ACT_WRITING);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -1308,6 +1314,43 @@ static void plugins_resumed(void *arg)
         request_proxy(r);
 }
 
+/* The scheme the client used: a trusted proxy in front may say it was
+ * https (X-Forwarded-Proto), as Kong reads it. */
+static unsigned request_protocol(const struct sl_request *r)
+{
+    const struct request_head *h = r->head;
+    if (r->client->peer_trusted) {
+        const struct sl_http_header *xfp =
+            find_header(h->req.headers, h->req.num_headers, SL_HDR_X_FORWARDED_PROTO);
+        if (xfp && xfp->value_len == 5 && strncasecmp(xfp->value, "https", 5) == 0)
+            return SL_PROTO_HTTPS;
+    }
+    return SL_PROTO_HTTP;
+}
+
+/* A route for https only, asked over http: Kong's answer per the route's
+ * https_redirect_status_code (426 with Upgrade, or a redirect). */
+static void redirect_to_https(struct sl_request *r)
+{
+    const struct request_head *h = r->head;
+    int code = r->match.route->https_redirect_status_code;
+    if (code == 426) {
+        respond_local(r, 426, "Please use HTTPS protocol", NULL, NULL, 0,
+                      "Upgrade: TLS/1.2, HTTP/1.1\r\n");
+        return;
+    }
+    char location[SL_MAX_PATH + 600];
+    int n = snprintf(location, sizeof location, "Location: https://%.*s%.*s%.*s\r\n",
+                     (int)(h->host_name ? h->host_name_len : 0), h->host_name ? h->host_name : "",
+                     (int)h->path_len, h->path, (int)(h->query ? h->query_len : 0),
+                     h->query ? h->query : "");
+    if (n < 0 || (size_t)n >= sizeof location) {
+        abort_request(r, 414, "URI Too Long");
+        return;
+    }
+    respond_local(r, code, NULL, NULL, NULL, 0, location);
+}
+
 /* After rewrite: find the route, then the access phase. */
 static void request_route(struct sl_request *r)
 {
@@ -1320,6 +1363,10 @@ static void request_route(struct sl_request *r)
         if (!r->req_body_done)
             c->close_after = true; /* the body is not read: the stream can't be resynced */
         abort_request(r, 404, MSG_NO_ROUTE);
+        return;
+    }
+    if (!(r->match.route->protocols & request_protocol(r))) {
+        redirect_to_https(r);
         return;
     }
     if (r->plugins) {
@@ -1437,7 +1484,8 @@ static void request_log(struct sl_request *r)
  * message != NULL: Kong's error shape; else content_type/body as given.
  */
 static void respond_local(struct sl_request *r, int status, const char *message,
-                          const char *content_type, const char *body, size_t body_len)
+                          const char *content_type, const char *body, size_t body_len,
+                          const char *extra_headers)
 {
     struct sl_client *c = r->client;
     if (r->pending) {
@@ -1470,10 +1518,10 @@ static void respond_local(struct sl_request *r, int status, const char *message,
     size_t before = evbuffer_get_length(bufferevent_get_output(c->bev));
     if (message)
         write_error_response(c, r->plugins, status, message, r->request_id, r->wants_text_errors,
-                             close_conn, r->is_head);
+                             close_conn, r->is_head, extra_headers);
     else
         write_local_response(c, r->plugins, status, content_type, body, body_len, r->request_id,
-                             close_conn, r->is_head);
+                             close_conn, r->is_head, extra_headers);
     r->bytes_out += evbuffer_get_length(bufferevent_get_output(c->bev)) - before;
     r->resp_head_sent = true;
     r->resp_done = true;
@@ -1488,14 +1536,14 @@ static void respond_local(struct sl_request *r, int status, const char *message,
 /* Answer the client with an error in Kong's shape (before any response byte). */
 static void abort_request(struct sl_request *r, int status, const char *message)
 {
-    respond_local(r, status, message, NULL, NULL, 0);
+    respond_local(r, status, message, NULL, NULL, 0, NULL);
 }
 
 /* A plugin's own response (content_type NULL: no body). */
 static void finish_local_response(struct sl_request *r, int status, const char *content_type,
                                   const char *body, size_t body_len)
 {
-    respond_local(r, status, NULL, content_type, body, body_len);
+    respond_local(r, status, NULL, content_type, body, body_len, NULL);
 }
 
 static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_error error,

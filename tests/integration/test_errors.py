@@ -32,6 +32,12 @@ def body(t):
                   read_timeout=500, retries=0),
         h.service("slowsvc", up.port, routes=[{"name": "r5", "paths": ["/slowsvc"]}],
                   read_timeout=500, retries=0),
+        h.service("secure", up.port, routes=[
+            {"name": "tls426", "paths": ["/tls426"], "protocols": ["https"]},
+            {"name": "tls301", "paths": ["/tls301"], "protocols": ["https"],
+             "https_redirect_status_code": 301},
+            {"name": "tls308", "paths": ["/tls308"], "protocols": ["https"],
+             "https_redirect_status_code": 308}]),
     ])
     gw = h.Gateway(cfg)
     gw.start()
@@ -137,13 +143,29 @@ def body(t):
         r = h.try_get(port, "/api/badcl", timeout=10)
         h.check_kong_error(t, r, 502, MSG_502, "upstream invalid Content-Length -> 502 Kong error")
 
+    def t_https_only_routes():
+        up.clear()
+        r = h.try_get(port, "/tls426/x")
+        h.check_kong_error(t, r, 426, "Please use HTTPS protocol",
+                           "https-only route over http -> 426 Kong error")
+        t.ok(isinstance(r, h.Response) and r.header("Upgrade") == "TLS/1.2, HTTP/1.1",
+             "426 carries Upgrade: TLS/1.2, HTTP/1.1", repr(r))
+        r = h.try_get(port, "/tls301/a/../b?q=1", host="api.example.com:8080")
+        t.ok(isinstance(r, h.Response) and r.status == 301 and
+             r.header("Location") == "https://api.example.com/tls301/b?q=1",
+             "https_redirect_status_code 301: Location with the host and the normalised URI",
+             repr(r))
+        r = h.try_get(port, "/tls308")
+        t.ok(isinstance(r, h.Response) and r.status == 308, "308 as configured", repr(r))
+        t.eq(len(up.requests()), 0, "none of them reached the upstream")
+
     def t_still_ok():
         r = h.try_get(port, "/api/final")
         t.ok(isinstance(r, h.Response) and r.status == 200, "gateway still proxies after the errors", repr(r))
 
     for fn in (t_404, t_404_head, t_upstream_down, t_garbage, t_timeout, t_timeout_slow_head,
                t_timeout_mid_body, t_truncated_upstream_body,
-               t_bad_upstream_framing, t_still_ok):
+               t_bad_upstream_framing, t_https_only_routes, t_still_ok):
         t.run(fn)
 
     gw.stop()
