@@ -1,8 +1,8 @@
 /*
  * libFuzzer harness for the configuration loader: any bytes as a YAML file.
- * A load must either succeed (and then the router builds and the snapshot
- * frees cleanly) or fail with a "file:line:column: message" / "env:" error;
- * never crash, leak or fail silently.
+ * A load must either succeed (and then the plugins' configs are checked,
+ * the router builds and the snapshot frees cleanly) or fail with a "file:line:column: message" /
+ * "env:" error; never crash, leak or fail silently.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "config.h"
+#include "plugin.h"
+#include "plugins.h"
 #include "router.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -24,6 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* a refusal always says where and why */
         if (strncmp(err.text, "fuzz.yml", 8) != 0 && strncmp(err.text, "env:", 4) != 0)
             abort();
+        return 0;
+    }
+    /* the plugins' config checks see the same bytes */
+    sl_plugin_registry_set(sl_builtin_plugins);
+    err.text[0] = '\0';
+    if (!sl_plugins_attach(cfg, &err)) {
+        if (strncmp(err.text, "fuzz.yml", 8) != 0)
+            abort();
+        sl_config_unref(cfg);
         return 0;
     }
     struct sl_router *router = sl_router_build(cfg);
