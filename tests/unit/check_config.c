@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "plugin.h"
+#include "plugins.h"
 #include "unit.h"
 
 static const char *srcdir(void)
@@ -937,16 +939,21 @@ START_TEST(test_demo_config)
     ck_assert_str_eq(cfg->services[0].name, "demo");
     ck_assert_str_eq(cfg->services[0].host, "127.0.0.1");
     ck_assert_uint_eq(cfg->services[0].port, 9001);
-    ck_assert_uint_eq(cfg->n_routes, 2);
+    ck_assert_uint_eq(cfg->n_routes, 3);
     ck_assert_str_eq(cfg->routes[0].paths[0], "/");
     ck_assert_str_eq(cfg->routes[1].paths[0], "/api");
     ck_assert(cfg->routes[1].strip_path);
+    ck_assert_str_eq(cfg->routes[2].paths[0], "/legacy");
+    ck_assert_uint_eq(cfg->n_plugins, 1);
+    ck_assert_str_eq(cfg->plugins[0].name, "request-termination");
+    ck_assert_ptr_eq(cfg->plugins[0].route, &cfg->routes[2]);
     ck_assert_uint_eq(cfg->node.n_proxy_listen, 1);
     ck_assert_str_eq(cfg->node.proxy_listen[0].host, "127.0.0.1");
     ck_assert_uint_eq(cfg->node.proxy_listen[0].port, 8000);
     ck_assert_str_eq(cfg->node.status_listen.host, "127.0.0.1");
     ck_assert_uint_eq(cfg->node.status_listen.port, 8100);
-    ck_assert(sl_config_check_plugins(cfg, NULL, &err));
+    sl_plugin_registry_set(sl_builtin_plugins);
+    ck_assert_msg(sl_plugins_attach(cfg, &err), "%s", err.text);
     sl_config_unref(cfg);
 }
 END_TEST
