@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "balancer.h"
 #include "http1.h"
 #include "log.h"
 #include "plugin_runtime.h"
@@ -123,6 +124,20 @@ struct sl_request {
     /* plugins (plugin_runtime.h); NULL when the configuration has none */
     struct sl_plugin_ctx *plugins;
     enum { STAGE_REWRITE, STAGE_ACCESS } stage; /* where a suspended plugin resumes */
+
+    /* load balancing (balancer.h), for a service whose host is an upstream:
+     * the hash input, the target in use (counted by least-connections until
+     * request_free) and the targets tried; all zero otherwise */
+    struct sl_lb_state lb;
+    /* where the connection goes (the service's host, or the picked target;
+     * owned by the snapshot), and where in up_head its Host line belongs
+     * (0: up_head has one already) */
+    const char *target_host;
+    uint16_t target_port;
+    size_t up_head_host_at;
+    /* hash_on cookie without the cookie: the value made up, set on the
+     * response (Kong); empty otherwise */
+    char lb_cookie[17];
 };
 
 /*
@@ -924,8 +939,10 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         ; /* a plugin's Host goes out with the other edits */
     else if (route->preserve_host && authority)
         add_header_line(out, "Host", 4, authority, authority_len);
-    else if (svc->upstream && svc->upstream->host_header)
-        evbuffer_add_printf(out, "Host: %s\r\n", svc->upstream->host_header);
+    else if (svc->upstream)
+        /* Kong: the picked target's host (or the upstream's host_header),
+         * known only when connecting; upstream_connected() inserts it here */
+        r->up_head_host_at = evbuffer_get_length(out);
     else if (svc->port == (strcmp(svc->protocol, "https") == 0 ? 443 : 80))
         evbuffer_add_printf(out, "Host: %s\r\n", svc->host);
     else if (strchr(svc->host, ':'))
@@ -1011,6 +1028,35 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     evbuffer_add(out, "\r\n", 2);
     return true;
+}
+
+/* Kong's message when an upstream has no target to offer (503). */
+static const char MSG_NO_PEER[] = "failure to get a peer from the ring-balancer";
+
+/*
+ * The consistent-hashing input of the request (Kong's get_value_to_hash),
+ * computed once, before the first pick; retries keep it. Only for a
+ * service whose upstream hashes.
+ */
+static void request_compute_lb_hash(struct sl_request *r, const struct sl_http_request *req,
+                                    const char *path, size_t path_len, const char *query,
+                                    size_t query_len)
+{
+    const struct sl_service *svc = r->match.service;
+    if (!svc || !svc->upstream || svc->upstream->hash_on == SL_HASH_NONE)
+        return;
+    struct sl_lb_hash_input in = {
+        .client_ip = r->client->peer_ip,
+        .consumer = r->consumer,
+        .headers = req->headers,
+        .n_headers = req->num_headers,
+        .path = path,
+        .path_len = path_len,
+        .query = query && query_len > 0 ? query + 1 : NULL, /* without its '?' */
+        .query_len = query && query_len > 0 ? query_len - 1 : 0,
+        .made_up_cookie = r->lb_cookie,
+    };
+    r->lb.hash_set = sl_balancer_hash_request(svc->upstream, &in, &r->lb.hash);
 }
 
 static void try_parse_head(struct sl_client *c)
@@ -1384,6 +1430,7 @@ static void request_proxy(struct sl_request *r)
 {
     struct sl_client *c = r->client;
     const struct request_head *h = r->head;
+    request_compute_lb_hash(r, &h->req, h->path, h->path_len, h->query, h->query_len);
     r->up_head = evbuffer_new();
     if (!r->up_head ||
         !build_upstream_head(r, &h->req, h->path, h->path_len, h->query, h->query_len,
@@ -1411,6 +1458,7 @@ static void up_event(struct bufferevent *bev, short what, void *arg);
 
 static void request_free(struct sl_request *r)
 {
+    sl_balancer_release(&r->lb); /* least-connections: this one is done */
     if (r->plugins) {
         sl_plugin_ctx_release(r->plugins); /* cancels a suspended hook */
         free(r->plugins);
@@ -1553,7 +1601,14 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
     struct sl_client *c = r->client;
     r->pending = NULL;
     if (error != SL_UPSTREAM_OK) {
-        if (error != SL_UPSTREAM_DNS_FAILED && r->tries < r->match.service->retries &&
+        /* passive health checks; a balanced service also moves on to
+         * another target when a target's name does not resolve */
+        bool balanced = r->match.service->upstream != NULL;
+        if (error == SL_UPSTREAM_CONNECT_TIMEOUT)
+            sl_balancer_report_timeout(&r->lb);
+        else if (error == SL_UPSTREAM_CONNECT_FAILED)
+            sl_balancer_report_tcp_failure(&r->lb);
+        if ((error != SL_UPSTREAM_DNS_FAILED || balanced) && r->tries < r->match.service->retries &&
             !r->req_body_started) {
             r->tries++;
             start_upstream(r, false);
@@ -1587,7 +1642,22 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
     /* the head stays in up_head until the response starts (retries) */
     struct evbuffer *out = bufferevent_get_output(conn->bev);
     size_t head_len = evbuffer_get_length(r->up_head);
-    evbuffer_add(out, evbuffer_pullup(r->up_head, (ev_ssize_t)head_len), head_len);
+    const char *head = (const char *)evbuffer_pullup(r->up_head, (ev_ssize_t)head_len);
+    if (r->up_head_host_at) {
+        /* a balanced service: Host names the target this connection goes to */
+        const struct sl_upstream *u = svc->upstream;
+        const char *name = u->host_header ? u->host_header : r->target_host;
+        bool v6 = strchr(name, ':') != NULL;
+        evbuffer_add(out, head, r->up_head_host_at);
+        if (r->target_port == (strcmp(svc->protocol, "https") == 0 ? 443 : 80))
+            evbuffer_add_printf(out, "Host: %s%s%s\r\n", v6 ? "[" : "", name, v6 ? "]" : "");
+        else
+            evbuffer_add_printf(out, "Host: %s%s%s:%u\r\n", v6 ? "[" : "", name, v6 ? "]" : "",
+                                r->target_port);
+        evbuffer_add(out, head + r->up_head_host_at, head_len - r->up_head_host_at);
+    } else {
+        evbuffer_add(out, head, head_len);
+    }
     r->upstream_start_us = sl_now_us();
     sl_reader_enable(&conn->rd);
     if (r->req_body_done)
@@ -1612,8 +1682,24 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
 static void start_upstream(struct sl_request *r, bool allow_reuse)
 {
     const struct sl_service *svc = r->match.service;
-    r->pending = sl_upstream_acquire(r->client->w->pool, svc->host, svc->port,
-                                     svc->connect_timeout_ms, allow_reuse, upstream_connected, r);
+    const char *host = svc->host;
+    uint16_t port = svc->port;
+    if (svc->upstream) {
+        /* Kong's ring-balancer: a healthy target, another one on a retry
+         * when there is another */
+        const struct sl_target *t = sl_balancer_pick(r->snap->balancer, svc->upstream, &r->lb);
+        if (!t) {
+            sl_warn("upstream '%s': no healthy target", svc->upstream->name);
+            abort_request(r, 503, MSG_NO_PEER);
+            return;
+        }
+        host = t->host;
+        port = t->port;
+    }
+    r->target_host = host;
+    r->target_port = port;
+    r->pending = sl_upstream_acquire(r->client->w->pool, host, port, svc->connect_timeout_ms,
+                                     allow_reuse, upstream_connected, r);
     if (!r->pending)
         abort_request(r, 500, "An unexpected error occurred");
 }
@@ -1744,6 +1830,11 @@ static bool send_response_head(struct sl_request *r, const struct sl_http_respon
         add_header_line(out, h->name, h->name_len, h->value, h->value_len);
     }
     add_response_edits(out, r->plugins);
+    if (r->lb_cookie[0]) {
+        const struct sl_upstream *u = r->match.service->upstream;
+        evbuffer_add_printf(out, "Set-Cookie: %s=%s; Path=%s\r\n", u->hash_on_cookie, r->lb_cookie,
+                            u->hash_on_cookie_path ? u->hash_on_cookie_path : "/");
+    }
     if (resp->body_kind == SL_BODY_LENGTH)
         evbuffer_add_printf(out, "Content-Length: %llu\r\n",
                             (unsigned long long)resp->content_length);
@@ -1800,6 +1891,9 @@ static void up_read(struct bufferevent *bev, void *arg)
         }
         r->upstream_head_us = sl_now_us();
         r->status = resp.status;
+        /* passive health checks and the latency algorithm see every answer */
+        sl_balancer_report_status(&r->lb, resp.status);
+        sl_balancer_report_latency(&r->lb, r->upstream_head_us - r->upstream_start_us);
         r->resp_body_kind = resp.body_kind;
         r->resp_remaining = resp.content_length;
         r->resp_keep_alive = resp.keep_alive;
@@ -2000,6 +2094,8 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         sl_info("upstream %s: %s timeout", r->up->addr_text,
                 (what & BEV_EVENT_READING) ? "read" : "write");
+        if (!r->resp_head_sent)
+            sl_balancer_report_timeout(&r->lb); /* passive timeouts */
         abort_request(r, 504, MSG_TIMEOUT);
         return;
     }
@@ -2029,5 +2125,19 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
         sl_warn("upstream %s: %s", r->up->addr_text, strerror(EVUTIL_SOCKET_ERROR()));
     else
         sl_warn("upstream %s: closed before a complete response", r->up->addr_text);
+    if (r->match.service->upstream) {
+        /* a transport failure of this target (passive tcp_failures); a
+         * request safe to repeat, none of whose body went out, goes to the
+         * next target (service.retries) */
+        sl_balancer_report_tcp_failure(&r->lb);
+        if (nothing_received && !r->req_body_started && method_is_idempotent(r) &&
+            r->tries < r->match.service->retries) {
+            r->tries++;
+            sl_upstream_release(r->up, false);
+            r->up = NULL;
+            start_upstream(r, false);
+            return;
+        }
+    }
     abort_request(r, 502, MSG_BAD_GATEWAY);
 }

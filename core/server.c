@@ -17,6 +17,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "balancer.h"
+#include "health.h"
 #include "log.h"
 #include "proxy.h"
 #include "plugin_runtime.h"
@@ -42,6 +44,14 @@ struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg)
         free(snap);
         return NULL;
     }
+    char lb_err[256];
+    snap->balancer = sl_balancer_new(cfg, lb_err, sizeof lb_err);
+    if (!snap->balancer) {
+        sl_error("balancer: %s", lb_err);
+        sl_router_free(snap->router);
+        free(snap);
+        return NULL;
+    }
     atomic_init(&snap->refcount, 1);
     snap->cfg = cfg;
     struct timeval tv;
@@ -61,6 +71,7 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
     if (!snap || atomic_fetch_sub_explicit(&snap->refcount, 1, memory_order_acq_rel) != 1)
         return;
     sl_router_free(snap->router);
+    sl_balancer_free(snap->balancer);
     sl_config_unref(snap->cfg);
     free(snap);
 }
@@ -579,6 +590,11 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
         }
         srv->workers[i].started = true;
     }
+    /* active health checks run on a thread of their own (health.h); without
+     * it the proxy still works, on passive checks only */
+    char hc_err[256];
+    if (sl_health_start(srv->snapshot, hc_err, sizeof hc_err) != SL_OK)
+        sl_error("%s; active health checks are off", hc_err);
     atomic_store(&srv->ready, true);
     return SL_OK;
 }
@@ -631,6 +647,7 @@ int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, si
         if (!send_one(&srv->workers[i], 'r', snap))
             sl_snapshot_unref(snap);
     }
+    sl_health_update(snap);
     struct sl_snapshot *old = srv->snapshot;
     srv->snapshot = snap;
     sl_snapshot_unref(old);
@@ -659,6 +676,8 @@ void sl_server_join(struct sl_server *srv)
     free(srv->workers);
     srv->workers = NULL;
     srv->n_workers = 0;
+    sl_health_stop();
     sl_snapshot_unref(srv->snapshot);
     srv->snapshot = NULL;
+    sl_balancer_registry_sweep(); /* every balancer is gone: free the health entries */
 }

@@ -28,6 +28,7 @@ struct event;
 struct evdns_base;
 struct evbuffer;
 struct sl_upstream_pool;
+struct sl_balancer;
 struct sl_client;
 struct accept_ctx;
 struct status_conn;
@@ -38,6 +39,7 @@ struct sl_snapshot {
     struct sl_config *cfg;    /* owned: one config reference */
     struct sl_router *router; /* owned */
     uint64_t loaded_at_unix_ms;
+    struct sl_balancer *balancer; /* owned: per-upstream balancing (balancer.h) */
 };
 
 struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg); /* takes cfg's reference */
