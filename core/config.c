@@ -33,7 +33,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <pcre2.h>
 #include <yaml.h>
 
 #include "log.h"
@@ -151,6 +156,14 @@ enum {
     NS_PLUGIN_ID,
     NS_PLUGIN_INSTANCE_NAME,
     NS_PLUGIN_SCOPE,
+    NS_UPSTREAM_NAME,
+    NS_UPSTREAM_ID,
+    NS_TARGET, /* "upstream index|host:port" */
+    NS_CERTIFICATE_ID,
+    NS_SNI_NAME,
+    NS_CA_ID,
+    NS_JWT_KEY,
+    NS_JWT_ID,
 };
 
 struct strmap_entry {
@@ -253,7 +266,25 @@ struct plugin_rec {
     size_t service, route, consumer;
 };
 
-enum ref_target { REF_SERVICE, REF_ROUTE, REF_CONSUMER };
+struct target_rec {
+    struct sl_target t;
+    size_t upstream;
+    const struct sl_conf_value *node, *target_node;
+};
+
+struct sni_rec {
+    struct sl_sni s;
+    size_t certificate;
+};
+
+struct jwt_rec {
+    struct sl_jwt_secret j;
+    size_t consumer;
+};
+
+enum ref_target { REF_SERVICE, REF_ROUTE, REF_CONSUMER, REF_UPSTREAM, REF_CERTIFICATE, REF_CA };
+/* who holds a reference (pending_ref.owner_kind) */
+enum { OWNER_ROUTE, OWNER_PLUGIN, OWNER_TARGET, OWNER_SNI, OWNER_JWT, OWNER_SERVICE };
 enum ref_mode { REF_NAME_OR_ID, REF_NAME, REF_ID };
 
 /* A reference by name or id, resolved once every entity is known. */
@@ -262,7 +293,7 @@ struct pending_ref {
     enum ref_mode mode;
     const char *key;
     const struct sl_conf_value *node;
-    int owner_kind; /* 0 route, 1 plugin */
+    int owner_kind; /* OWNER_* */
     size_t owner_index;
 };
 
@@ -271,7 +302,7 @@ struct node_source {
     const char *env;                  /* set from the environment (wins) */
 };
 
-#define N_NODE_FIELDS 24
+#define N_NODE_FIELDS 25
 
 struct loader {
     const char *source;
@@ -285,11 +316,17 @@ struct loader {
     size_t n_nodes;
     bool legacy_paths; /* _format_version < 3.0: Kong's regex path heuristic */
 
-    struct vec services;  /* struct service_rec */
-    struct vec routes;    /* struct route_rec */
-    struct vec consumers; /* struct sl_consumer */
-    struct vec plugins;   /* struct plugin_rec */
-    struct vec refs;      /* struct pending_ref */
+    struct vec services;        /* struct service_rec */
+    struct vec routes;          /* struct route_rec */
+    struct vec consumers;       /* struct sl_consumer */
+    struct vec plugins;         /* struct plugin_rec */
+    struct vec upstreams;       /* struct sl_upstream */
+    struct vec targets;         /* struct target_rec */
+    struct vec certificates;    /* struct sl_certificate */
+    struct vec snis;            /* struct sni_rec */
+    struct vec ca_certificates; /* struct sl_ca_certificate */
+    struct vec jwt_secrets;     /* struct jwt_rec */
+    struct vec refs;            /* struct pending_ref */
     struct strmap names;
     struct node_source node_src[N_NODE_FIELDS];
 };
@@ -1304,7 +1341,7 @@ static bool plugin_ref(struct loader *L, struct entity *e, const struct sl_conf_
     if (parent != NONE)
         return fail(L, key, "conflicting values: this plugin is nested under a %s already",
                     key->text);
-    return read_ref(L, e, target, val, 1);
+    return read_ref(L, e, target, val, OWNER_PLUGIN);
 }
 
 static bool plugin_service(struct loader *L, struct entity *e, const struct sl_conf_value *key,
@@ -1439,6 +1476,33 @@ static bool read_string_list(struct loader *L, const struct sl_conf_value *val, 
     return true;
 }
 
+/* RFC 9110 section 5.6.2: token characters. */
+static bool is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* A regular expression the router will compile (PCRE2): refuse it here,
+ * at its position, when it does not compile. */
+static bool check_regex(struct loader *L, const struct sl_conf_value *at, const char *what,
+                        const char *pattern, uint32_t options)
+{
+    int code;
+    PCRE2_SIZE offset;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options | PCRE2_UTF,
+                                   &code, &offset, NULL);
+    if (re != NULL) {
+        pcre2_code_free(re);
+        return true;
+    }
+    char msg[160], q[100];
+    if (pcre2_get_error_message(code, (PCRE2_UCHAR *)msg, sizeof msg) < 0)
+        snprintf(msg, sizeof msg, "error %d", code);
+    return fail(L, at, "invalid regex %s '%s': %s at offset %zu", what, excerpt(q, pattern), msg,
+                (size_t)offset);
+}
+
 static bool route_paths(struct loader *L, struct entity *e, const struct sl_conf_value *key,
                         const struct sl_conf_value *val)
 {
@@ -1449,12 +1513,126 @@ static bool route_paths(struct loader *L, struct entity *e, const struct sl_conf
         const char *p = r->paths[i];
         const struct sl_conf_value *at = val->items[i];
         char q[100];
-        if (p[0] == '~' || (L->legacy_paths && p[0] == '/' && legacy_regex_path(p)))
-            return fail(L, at, "regex paths are not supported yet");
+        if (p[0] == '~' || (L->legacy_paths && p[0] == '/' && legacy_regex_path(p))) {
+            /* Kong anchors a path regex at the start only */
+            const char *pattern = p[0] == '~' ? p + 1 : p;
+            if (pattern[0] != '/')
+                return fail(L, at,
+                            "invalid path '%s': should start with: / (fixed path) or ~/ "
+                            "(regex path)",
+                            excerpt(q, p));
+            if (!check_regex(L, at, "path", pattern, PCRE2_ANCHORED))
+                return false;
+            if (p[0] != '~') {
+                /* pre-3.0 file: store it the 3.0 way, so nothing after the
+                 * loader needs Kong's legacy heuristic */
+                size_t n = strlen(p);
+                char *tilde = lalloc(L, n + 2);
+                if (tilde == NULL)
+                    return false;
+                tilde[0] = '~';
+                memcpy(tilde + 1, p, n + 1);
+                r->paths[i] = tilde;
+            }
+            continue;
+        }
         const char *why = path_problem(p);
         if (why != NULL)
             return fail(L, at, "invalid path '%s': %s", excerpt(q, p), why);
     }
+    return true;
+}
+
+/* headers: {name: [values]} (or one string); Kong: no "host" (that is
+ * what hosts are for), a value "~*re" is a case-insensitive regex. */
+static bool route_headers(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                          const struct sl_conf_value *val)
+{
+    struct sl_route *r = e->obj;
+    if (!expect_type(L, val, SL_CONF_MAP))
+        return false;
+    r->headers = lalloc(L, (val->n_items + 1) * sizeof *r->headers);
+    if (r->headers == NULL)
+        return false;
+    for (size_t i = 0; i < val->n_items; i++) {
+        const struct sl_conf_value *k = val->keys[i], *v = val->items[i];
+        struct sl_route_header *h = &r->headers[i];
+        char q[100];
+        if (k->text_len == 0)
+            return fail(L, k, "invalid header name ''");
+        for (size_t j = 0; j < k->text_len; j++)
+            if (!is_tchar((unsigned char)k->text[j]))
+                return fail(L, k, "invalid header name '%s'", excerpt(q, k->text));
+        if ((h->name = lstrdup(L, k->text)) == NULL)
+            return false;
+        for (char *c = h->name; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+        if (strcmp(h->name, "host") == 0)
+            return fail(L, k,
+                        "cannot contain 'host' header, which must be specified in the 'hosts' "
+                        "attribute");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->headers[j].name, h->name) == 0)
+                return fail(L, k, "duplicate header '%s'", excerpt(q, h->name));
+        if (v->type == SL_CONF_STRING) {
+            h->values = lalloc(L, 2 * sizeof *h->values);
+            if (h->values == NULL || (h->values[0] = lstrdup(L, v->text)) == NULL)
+                return false;
+            h->n_values = 1;
+        } else if (!read_string_list(L, v, &h->values, &h->n_values)) {
+            return false;
+        }
+        if (h->n_values == 0)
+            return fail(L, v, "header '%s' needs at least one value", excerpt(q, h->name));
+        for (size_t j = 0; j < h->n_values; j++) {
+            const char *hv = h->values[j];
+            const struct sl_conf_value *at = v->type == SL_CONF_SEQ ? v->items[j] : v;
+            for (const char *c = hv; *c; c++)
+                if ((unsigned char)*c < 0x20 && *c != '\t')
+                    return fail(L, at,
+                                "invalid value for header '%s': control characters are "
+                                "not allowed",
+                                excerpt(q, h->name));
+            if (strncmp(hv, "~*", 2) == 0 &&
+                !check_regex(L, at, "header value", hv + 2, PCRE2_CASELESS))
+                return false;
+        }
+    }
+    r->n_headers = val->n_items;
+    return true;
+}
+
+static bool route_snis(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                       const struct sl_conf_value *val)
+{
+    struct sl_route *r = e->obj;
+    if (!read_string_list(L, val, &r->snis, &r->n_snis))
+        return false;
+    for (size_t i = 0; i < r->n_snis; i++) {
+        char *h = r->snis[i];
+        char q[100];
+        for (char *c = h; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+        size_t n = strlen(h);
+        bool leading = n > 2 && h[0] == '*' && h[1] == '.';
+        bool trailing = n > 2 && h[n - 1] == '*' && h[n - 2] == '.';
+        const char *name = leading ? h + 2 : h;
+        size_t name_len = leading || trailing ? n - 2 : n;
+        if (!valid_hostname(name, name_len) || memchr(name, '*', name_len) != NULL)
+            return fail(L, val->items[i], "invalid SNI '%s'", excerpt(q, h));
+    }
+    return true;
+}
+
+static bool route_regex_priority(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    long long n;
+    if (!read_int(L, val, INT_MIN, INT_MAX, &n))
+        return false;
+    ((struct sl_route *)e->obj)->regex_priority = (int)n;
     return true;
 }
 
@@ -1510,13 +1688,6 @@ static bool route_hosts(struct loader *L, struct entity *e, const struct sl_conf
     return true;
 }
 
-/* RFC 9110 section 5.6.2: token characters. */
-static bool is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 static bool route_methods(struct loader *L, struct entity *e, const struct sl_conf_value *key,
                           const struct sl_conf_value *val)
 {
@@ -1547,7 +1718,7 @@ static bool route_service(struct loader *L, struct entity *e, const struct sl_co
 {
     if (e->parent_service != NONE)
         return fail(L, key, "conflicting values: this route is nested under a service already");
-    return read_ref(L, e, REF_SERVICE, val, 0);
+    return read_ref(L, e, REF_SERVICE, val, OWNER_ROUTE);
 }
 
 static bool route_path_handling(struct loader *L, struct entity *e, const struct sl_conf_value *key,
@@ -1600,15 +1771,14 @@ static const struct field route_fields[] = {
     {"protocols", FK_CUSTOM, 0, 0, 0, route_protocols},
     {"service", FK_CUSTOM, 0, 0, 0, route_service},
     {"tags", FK_TAGS, NONE, 0, 0, NULL},
-    /* Only meaningful for regex paths, which are refused. */
-    {"regex_priority", FK_INT, NONE, INT_MIN, INT_MAX, NULL},
+    {"regex_priority", FK_CUSTOM, 0, 0, 0, route_regex_priority},
     {"path_handling", FK_CUSTOM, 0, 0, 0, route_path_handling},
     {"https_redirect_status_code", FK_CUSTOM, 0, 0, 0, route_redirect_code},
     /* sluice always streams; Kong's buffering flags change no semantics. */
     {"request_buffering", FK_BOOL, NONE, 0, 0, NULL},
     {"response_buffering", FK_BOOL, NONE, 0, 0, NULL},
-    {"headers", FK_UNSUPPORTED, NONE, 0, 0, NULL},
-    {"snis", FK_UNSUPPORTED, NONE, 0, 0, NULL},
+    {"headers", FK_CUSTOM, 0, 0, 0, route_headers},
+    {"snis", FK_CUSTOM, 0, 0, 0, route_snis},
     {"sources", FK_UNSUPPORTED, NONE, 0, 0, NULL},
     {"destinations", FK_UNSUPPORTED, NONE, 0, 0, NULL},
     {"expression", FK_UNSUPPORTED, NONE, 0, 0, NULL},
@@ -1659,8 +1829,19 @@ static bool read_routes(struct loader *L, const struct sl_conf_value *seq, size_
             return fail(L, e.node,
                         "route needs a 'service' (routes without a service are not "
                         "supported yet)");
-        if (r->n_paths == 0 && r->n_hosts == 0 && r->n_methods == 0)
-            return fail(L, e.node, "route needs at least one of 'paths', 'hosts' or 'methods'");
+        /* Kong's entity checks */
+        if (r->n_snis > 0 && !(r->protocols & SL_PROTO_HTTPS))
+            return fail(L, value_of(&e, "snis"),
+                        "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or "
+                        "'tls_passthrough'");
+        if (r->n_paths == 0 && r->n_hosts == 0 && r->n_methods == 0 && r->n_headers == 0 &&
+            (r->n_snis == 0 || (r->protocols & SL_PROTO_HTTP)))
+            return fail(L, e.node,
+                        (r->protocols & SL_PROTO_HTTP)
+                            ? "route needs at least one of 'methods', 'hosts', 'headers' or "
+                              "'paths'"
+                            : "route needs at least one of 'methods', 'hosts', 'headers', "
+                              "'paths' or 'snis'");
         if (!unique(L, NS_ROUTE_NAME, "route name", r->name, value_of(&e, "name"), index) ||
             !unique(L, NS_ROUTE_ID, "route id", r->id, value_of(&e, "id"), index))
             return false;
@@ -1830,6 +2011,46 @@ static bool service_plugins(struct loader *L, struct entity *e, const struct sl_
     return read_plugins(L, val, e->index, NONE, NONE);
 }
 
+static bool service_tls_verify(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                               const struct sl_conf_value *val)
+{
+    return read_bool(L, val, &((struct service_rec *)e->obj)->s.tls_verify);
+}
+
+static bool service_tls_verify_depth(struct loader *L, struct entity *e,
+                                     const struct sl_conf_value *key,
+                                     const struct sl_conf_value *val)
+{
+    long long n;
+    if (!read_int(L, val, 0, 64, &n))
+        return false;
+    ((struct service_rec *)e->obj)->s.tls_verify_depth = (int)n;
+    return true;
+}
+
+/* ca_certificates: ids of ca_certificates entities (checked once all are read). */
+static bool service_ca_certificates(struct loader *L, struct entity *e,
+                                    const struct sl_conf_value *key,
+                                    const struct sl_conf_value *val)
+{
+    struct sl_service *s = &((struct service_rec *)e->obj)->s;
+    if (!read_string_list(L, val, &s->ca_certificates, &s->n_ca_certificates))
+        return false;
+    for (size_t i = 0; i < s->n_ca_certificates; i++) {
+        struct pending_ref ref = {.target = REF_CA,
+                                  .mode = REF_ID,
+                                  .key = s->ca_certificates[i],
+                                  .node = val->items[i],
+                                  .owner_kind = OWNER_SERVICE,
+                                  .owner_index = e->index};
+        struct pending_ref *slot = vec_push(&L->refs);
+        if (slot == NULL)
+            return fail_oom(L);
+        *slot = ref;
+    }
+    return true;
+}
+
 #define SERVICE_FIELD(n, k, m, lo, hi)                                                             \
     {                                                                                              \
         n, k, offsetof(struct service_rec, s) + offsetof(struct sl_service, m), lo, hi, NULL       \
@@ -1850,9 +2071,9 @@ static const struct field service_fields[] = {
     {"tags", FK_TAGS, NONE, 0, 0, NULL},
     {"routes", FK_CUSTOM, 0, 0, 0, service_routes},
     {"plugins", FK_CUSTOM, 0, 0, 0, service_plugins},
-    {"tls_verify", FK_UNSUPPORTED, NONE, 0, 0, NULL},
-    {"tls_verify_depth", FK_UNSUPPORTED, NONE, 0, 0, NULL},
-    {"ca_certificates", FK_UNSUPPORTED, NONE, 0, 0, NULL},
+    {"tls_verify", FK_CUSTOM, 0, 0, 0, service_tls_verify},
+    {"tls_verify_depth", FK_CUSTOM, 0, 0, 0, service_tls_verify_depth},
+    {"ca_certificates", FK_CUSTOM, 0, 0, 0, service_ca_certificates},
     {"client_certificate", FK_UNSUPPORTED, NONE, 0, 0, NULL},
     {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
     {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
@@ -1872,6 +2093,7 @@ static bool read_services(struct loader *L, const struct sl_conf_value *seq)
         s->connect_timeout_ms = s->read_timeout_ms = s->write_timeout_ms = 60000;
         s->retries = 5;
         s->enabled = true;
+        s->tls_verify_depth = -1;
         s->index = index;
         s->line = seq->items[i]->line;
         s->column = seq->items[i]->column;
@@ -1925,6 +2147,14 @@ static bool consumer_plugins(struct loader *L, struct entity *e, const struct sl
     return read_plugins(L, val, NONE, NONE, e->index);
 }
 
+static bool read_jwt_secrets(struct loader *L, const struct sl_conf_value *seq, size_t consumer);
+
+static bool consumer_jwt_secrets(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    return read_jwt_secrets(L, val, e->index);
+}
+
 #define CONSUMER_FIELD(n, k, m)                                                                    \
     {                                                                                              \
         n, k, offsetof(struct sl_consumer, m), 0, 0, NULL                                          \
@@ -1935,7 +2165,7 @@ static const struct field consumer_fields[] = {
     CONSUMER_FIELD("id", FK_UUID, id),
     {"tags", FK_TAGS, NONE, 0, 0, NULL},
     {"plugins", FK_CUSTOM, 0, 0, 0, consumer_plugins},
-    {"jwt_secrets", FK_UNSUPPORTED, NONE, 0, 0, NULL},
+    {"jwt_secrets", FK_CUSTOM, 0, 0, 0, consumer_jwt_secrets},
     {"keyauth_credentials", FK_UNSUPPORTED, NONE, 0, 0, NULL},
     {"basicauth_credentials", FK_UNSUPPORTED, NONE, 0, 0, NULL},
     {"hmacauth_credentials", FK_UNSUPPORTED, NONE, 0, 0, NULL},
@@ -1985,12 +2215,958 @@ static bool read_consumers(struct loader *L, const struct sl_conf_value *seq)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Upstreams, targets, health checks                                          */
+/* ------------------------------------------------------------------------ */
+
+/* A number of seconds (Kong writes them as numbers, may be fractional). */
+static bool read_seconds_ms(struct loader *L, const struct sl_conf_value *v, double max_s,
+                            uint32_t *out_ms)
+{
+    if (v->type != SL_CONF_INT && v->type != SL_CONF_FLOAT)
+        return fail(L, v, "expected a number of seconds, got %s", sl_conf_type_name(v->type));
+    if (!isfinite(v->number) || v->number < 0 || v->number > max_s)
+        return fail(L, v, "value %s is out of range (0..%g seconds)", v->text, max_s);
+    *out_ms = (uint32_t)llround(v->number * 1000.0);
+    return true;
+}
+
+static bool read_statuses(struct loader *L, const struct sl_conf_value *v,
+                          struct sl_healthcheck_counters *c)
+{
+    if (!expect_type(L, v, SL_CONF_SEQ))
+        return false;
+    c->http_statuses = lalloc(L, (v->n_items + 1) * sizeof *c->http_statuses);
+    if (c->http_statuses == NULL)
+        return false;
+    for (size_t i = 0; i < v->n_items; i++) {
+        long long n;
+        if (!read_int(L, v->items[i], 100, 999, &n))
+            return false;
+        c->http_statuses[i] = (uint16_t)n;
+    }
+    c->n_http_statuses = v->n_items;
+    return true;
+}
+
+static bool set_statuses(struct loader *L, struct sl_healthcheck_counters *c, const uint16_t *codes,
+                         size_t n)
+{
+    c->http_statuses = lalloc(L, n * sizeof *c->http_statuses);
+    if (c->http_statuses == NULL)
+        return false;
+    memcpy(c->http_statuses, codes, n * sizeof *codes);
+    c->n_http_statuses = n;
+    return true;
+}
+
+/* One of healthchecks.{active,passive}.{healthy,unhealthy}. */
+static bool read_hc_counters(struct loader *L, const struct sl_conf_value *map, bool active,
+                             bool healthy, struct sl_healthcheck_counters *c)
+{
+    if (!expect_type(L, map, SL_CONF_MAP))
+        return false;
+    for (size_t i = 0; i < map->n_items; i++) {
+        const struct sl_conf_value *k = map->keys[i], *v = map->items[i];
+        const char *name = k->text;
+        long long n;
+        char q[100];
+        if (v->type == SL_CONF_NULL)
+            continue;
+        if (strcmp(name, "http_statuses") == 0) {
+            if (!read_statuses(L, v, c))
+                return false;
+        } else if (active && strcmp(name, "interval") == 0) {
+            if (!read_seconds_ms(L, v, 65535, &c->interval_ms))
+                return false;
+        } else if (healthy && strcmp(name, "successes") == 0) {
+            if (!read_int(L, v, 0, 255, &n))
+                return false;
+            c->successes = (uint32_t)n;
+        } else if (!healthy && strcmp(name, "tcp_failures") == 0) {
+            if (!read_int(L, v, 0, 255, &n))
+                return false;
+            c->tcp_failures = (uint32_t)n;
+        } else if (!healthy && strcmp(name, "timeouts") == 0) {
+            if (!read_int(L, v, 0, 255, &n))
+                return false;
+            c->timeouts = (uint32_t)n;
+        } else if (!healthy && strcmp(name, "http_failures") == 0) {
+            if (!read_int(L, v, 0, 255, &n))
+                return false;
+            c->http_failures = (uint32_t)n;
+        } else {
+            return fail(L, k, "unknown field '%s'", excerpt(q, name));
+        }
+    }
+    return true;
+}
+
+static bool read_hc_type(struct loader *L, const struct sl_conf_value *v, char **out)
+{
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, v, &s))
+        return false;
+    if (strcmp(s, "grpc") == 0 || strcmp(s, "grpcs") == 0)
+        return fail(L, v, "health check type '%s' is not supported yet", s);
+    if (strcmp(s, "http") != 0 && strcmp(s, "https") != 0 && strcmp(s, "tcp") != 0)
+        return fail(L, v, "invalid type '%s': expected http, https or tcp", excerpt(q, s));
+    return (*out = lstrdup(L, s)) != NULL;
+}
+
+/* Kong's defaults (kong/db/schema/entities/upstreams.lua). */
+static bool healthcheck_defaults(struct loader *L, struct sl_healthchecks *hc)
+{
+    static const uint16_t active_ok[] = {200, 302};
+    static const uint16_t active_bad[] = {429, 404, 500, 501, 502, 503, 504, 505};
+    static const uint16_t passive_ok[] = {200, 201, 202, 203, 204, 205, 206, 207, 208, 226,
+                                          300, 301, 302, 303, 304, 305, 306, 307, 308};
+    static const uint16_t passive_bad[] = {429, 500, 503};
+    hc->threshold = 0;
+    hc->active.type = lstrdup(L, "http");
+    hc->active.timeout_ms = 1000;
+    hc->active.concurrency = 10;
+    hc->active.http_path = lstrdup(L, "/");
+    hc->active.https_verify_certificate = true;
+    hc->passive.type = lstrdup(L, "http");
+    return hc->active.type != NULL && hc->active.http_path != NULL && hc->passive.type != NULL &&
+           set_statuses(L, &hc->active.healthy, active_ok, 2) &&
+           set_statuses(L, &hc->active.unhealthy, active_bad, 8) &&
+           set_statuses(L, &hc->passive.healthy, passive_ok, 19) &&
+           set_statuses(L, &hc->passive.unhealthy, passive_bad, 3);
+}
+
+static bool read_hc_headers(struct loader *L, const struct sl_conf_value *v,
+                            struct sl_healthchecks *hc)
+{
+    if (!expect_type(L, v, SL_CONF_MAP))
+        return false;
+    hc->active.headers = lalloc(L, (v->n_items + 1) * sizeof *hc->active.headers);
+    if (hc->active.headers == NULL)
+        return false;
+    for (size_t i = 0; i < v->n_items; i++) {
+        struct sl_route_header *h = &hc->active.headers[i];
+        char q[100];
+        for (size_t j = 0; j < v->keys[i]->text_len; j++)
+            if (!is_tchar((unsigned char)v->keys[i]->text[j]))
+                return fail(L, v->keys[i], "invalid header name '%s'",
+                            excerpt(q, v->keys[i]->text));
+        if ((h->name = lstrdup(L, v->keys[i]->text)) == NULL ||
+            !read_string_list(L, v->items[i], &h->values, &h->n_values))
+            return false;
+        for (size_t j = 0; j < h->n_values; j++)
+            for (const char *c = h->values[j]; *c; c++)
+                if ((unsigned char)*c < 0x20 && *c != '\t')
+                    return fail(L, v->items[i]->items[j],
+                                "invalid header value: control characters are not allowed");
+    }
+    hc->active.n_headers = v->n_items;
+    return true;
+}
+
+static bool read_healthchecks(struct loader *L, const struct sl_conf_value *map,
+                              struct sl_healthchecks *hc)
+{
+    if (!expect_type(L, map, SL_CONF_MAP))
+        return false;
+    for (size_t i = 0; i < map->n_items; i++) {
+        const struct sl_conf_value *k = map->keys[i], *v = map->items[i];
+        char q[100];
+        if (v->type == SL_CONF_NULL)
+            continue;
+        if (strcmp(k->text, "threshold") == 0) {
+            if ((v->type != SL_CONF_INT && v->type != SL_CONF_FLOAT) || v->number < 0 ||
+                v->number > 100)
+                return fail(L, v, "expected a percentage between 0 and 100");
+            hc->threshold = v->number;
+        } else if (strcmp(k->text, "active") == 0 || strcmp(k->text, "passive") == 0) {
+            bool active = k->text[0] == 'a';
+            if (!expect_type(L, v, SL_CONF_MAP))
+                return false;
+            for (size_t j = 0; j < v->n_items; j++) {
+                const struct sl_conf_value *k2 = v->keys[j], *v2 = v->items[j];
+                const char *n = k2->text;
+                long long num;
+                bool b;
+                if (v2->type == SL_CONF_NULL)
+                    continue;
+                if (strcmp(n, "healthy") == 0 || strcmp(n, "unhealthy") == 0) {
+                    bool healthy = n[0] == 'h';
+                    struct sl_healthcheck_counters *c =
+                        active ? (healthy ? &hc->active.healthy : &hc->active.unhealthy)
+                               : (healthy ? &hc->passive.healthy : &hc->passive.unhealthy);
+                    if (!read_hc_counters(L, v2, active, healthy, c))
+                        return false;
+                } else if (strcmp(n, "type") == 0) {
+                    if (!read_hc_type(L, v2, active ? &hc->active.type : &hc->passive.type))
+                        return false;
+                } else if (active && strcmp(n, "timeout") == 0) {
+                    if (!read_seconds_ms(L, v2, 65535, &hc->active.timeout_ms))
+                        return false;
+                } else if (active && strcmp(n, "concurrency") == 0) {
+                    if (!read_int(L, v2, 1, 2147483648LL, &num))
+                        return false;
+                    hc->active.concurrency = (uint32_t)num;
+                } else if (active && strcmp(n, "http_path") == 0) {
+                    const char *s = NULL; /* set by read_string() */
+                    if (!read_string(L, v2, &s))
+                        return false;
+                    if (s[0] != '/' || path_problem(s) != NULL)
+                        return fail(L, v2, "invalid http_path '%s': should start with /",
+                                    excerpt(q, s));
+                    if ((hc->active.http_path = lstrdup(L, s)) == NULL)
+                        return false;
+                } else if (active && strcmp(n, "https_sni") == 0) {
+                    const char *s = NULL; /* set by read_string() */
+                    if (!read_string(L, v2, &s))
+                        return false;
+                    if (!valid_hostname(s, strlen(s)))
+                        return fail(L, v2, "invalid https_sni '%s'", excerpt(q, s));
+                    if ((hc->active.https_sni = lstrdup(L, s)) == NULL)
+                        return false;
+                } else if (active && strcmp(n, "https_verify_certificate") == 0) {
+                    if (!read_bool(L, v2, &b))
+                        return false;
+                    hc->active.https_verify_certificate = b;
+                } else if (active && strcmp(n, "headers") == 0) {
+                    if (!read_hc_headers(L, v2, hc))
+                        return false;
+                } else {
+                    return fail(L, k2, "unknown field '%s'", excerpt(q, n));
+                }
+            }
+        } else {
+            return fail(L, k, "unknown field '%s'", excerpt(q, k->text));
+        }
+    }
+    return true;
+}
+
+static bool upstream_healthchecks(struct loader *L, struct entity *e,
+                                  const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    return read_healthchecks(L, val, &((struct sl_upstream *)e->obj)->healthchecks);
+}
+
+static bool upstream_algorithm(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                               const struct sl_conf_value *val)
+{
+    static const struct {
+        const char *name;
+        enum sl_lb_algorithm a;
+    } names[] = {{"round-robin", SL_LB_ROUND_ROBIN},
+                 {"least-connections", SL_LB_LEAST_CONNECTIONS},
+                 {"consistent-hashing", SL_LB_CONSISTENT_HASHING},
+                 {"latency", SL_LB_LATENCY}};
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i].name) == 0) {
+            ((struct sl_upstream *)e->obj)->algorithm = names[i].a;
+            return true;
+        }
+    return fail(L, val,
+                "invalid algorithm '%s': expected round-robin, least-connections, "
+                "consistent-hashing or latency",
+                excerpt(q, s));
+}
+
+static bool read_hash_on(struct loader *L, const struct sl_conf_value *val, enum sl_hash_on *out)
+{
+    static const char *const names[] = {"none",   "consumer", "ip",        "header",
+                                        "cookie", "path",     "query_arg", "uri_capture"};
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum sl_hash_on)i;
+            return true;
+        }
+    return fail(L, val,
+                "invalid value '%s': expected none, consumer, ip, header, cookie, path, "
+                "query_arg or uri_capture",
+                excerpt(q, s));
+}
+
+static bool upstream_hash_on(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                             const struct sl_conf_value *val)
+{
+    return read_hash_on(L, val, &((struct sl_upstream *)e->obj)->hash_on);
+}
+
+static bool upstream_hash_fallback(struct loader *L, struct entity *e,
+                                   const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    return read_hash_on(L, val, &((struct sl_upstream *)e->obj)->hash_fallback);
+}
+
+/* A header name (hash_on_header ...): a token, stored lower case. */
+static bool upstream_header_name(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    struct sl_upstream *u = e->obj;
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    for (const char *c = s; *c; c++)
+        if (!is_tchar((unsigned char)*c))
+            return fail(L, val, "invalid header name '%s'", excerpt(q, s));
+    char *copy = lstrdup(L, s);
+    if (copy == NULL)
+        return false;
+    for (char *c = copy; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    if (strcmp(key->text, "hash_on_header") == 0)
+        u->hash_on_header = copy;
+    else
+        u->hash_fallback_header = copy;
+    return true;
+}
+
+static bool upstream_host_header(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    if (!valid_hostname(s, strlen(s)))
+        return fail(L, val, "invalid host_header '%s': expected a hostname", excerpt(q, s));
+    return (((struct sl_upstream *)e->obj)->host_header = lstrdup(L, s)) != NULL;
+}
+
+static bool upstream_cookie_path(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    if (s[0] != '/' || path_problem(s) != NULL)
+        return fail(L, val, "invalid hash_on_cookie_path '%s': should start with /", excerpt(q, s));
+    return (((struct sl_upstream *)e->obj)->hash_on_cookie_path = lstrdup(L, s)) != NULL;
+}
+
+static bool read_targets(struct loader *L, const struct sl_conf_value *seq, size_t upstream);
+
+static bool upstream_targets(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                             const struct sl_conf_value *val)
+{
+    return read_targets(L, val, e->index);
+}
+
+#define UPSTREAM_FIELD(n, k, m)                                                                    \
+    {                                                                                              \
+        n, k, offsetof(struct sl_upstream, m), 0, 0, NULL                                          \
+    }
+static const struct field upstream_fields[] = {
+    UPSTREAM_FIELD("name", FK_STRING, name),
+    UPSTREAM_FIELD("id", FK_UUID, id),
+    {"algorithm", FK_CUSTOM, 0, 0, 0, upstream_algorithm},
+    {"hash_on", FK_CUSTOM, 0, 0, 0, upstream_hash_on},
+    {"hash_fallback", FK_CUSTOM, 0, 0, 0, upstream_hash_fallback},
+    {"hash_on_header", FK_CUSTOM, 0, 0, 0, upstream_header_name},
+    {"hash_fallback_header", FK_CUSTOM, 0, 0, 0, upstream_header_name},
+    UPSTREAM_FIELD("hash_on_cookie", FK_STRING, hash_on_cookie),
+    {"hash_on_cookie_path", FK_CUSTOM, 0, 0, 0, upstream_cookie_path},
+    UPSTREAM_FIELD("hash_on_query_arg", FK_STRING, hash_on_query_arg),
+    UPSTREAM_FIELD("hash_fallback_query_arg", FK_STRING, hash_fallback_query_arg),
+    UPSTREAM_FIELD("hash_on_uri_capture", FK_STRING, hash_on_uri_capture),
+    UPSTREAM_FIELD("hash_fallback_uri_capture", FK_STRING, hash_fallback_uri_capture),
+    {"slots", FK_U32, offsetof(struct sl_upstream, slots), 10, 65536, NULL},
+    {"healthchecks", FK_CUSTOM, 0, 0, 0, upstream_healthchecks},
+    {"host_header", FK_CUSTOM, 0, 0, 0, upstream_host_header},
+    {"tags", FK_TAGS, NONE, 0, 0, NULL},
+    {"targets", FK_CUSTOM, 0, 0, 0, upstream_targets},
+    {"client_certificate", FK_UNSUPPORTED, NONE, 0, 0, NULL},
+    {"use_srv_name", FK_BOOL, NONE, 0, 0, NULL},
+    {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
+    {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
+};
+_Static_assert(sizeof upstream_fields / sizeof upstream_fields[0] <= MAX_FIELDS,
+               "raise MAX_FIELDS");
+
+/* Kong's entity checks between hash_on, hash_fallback and their companions. */
+static bool check_upstream_hashing(struct loader *L, const struct entity *e,
+                                   const struct sl_upstream *u)
+{
+    static const char *const names[] = {"none",   "consumer", "ip",        "header",
+                                        "cookie", "path",     "query_arg", "uri_capture"};
+    const struct sl_conf_value *fb = value_of(e, "hash_fallback");
+    if (u->hash_on == SL_HASH_HEADER && u->hash_on_header == NULL)
+        return fail(L, value_of(e, "hash_on"), "hash_on 'header' needs 'hash_on_header'");
+    if (u->hash_fallback == SL_HASH_HEADER && u->hash_fallback_header == NULL)
+        return fail(L, fb, "hash_fallback 'header' needs 'hash_fallback_header'");
+    if ((u->hash_on == SL_HASH_COOKIE || u->hash_fallback == SL_HASH_COOKIE) &&
+        u->hash_on_cookie == NULL)
+        return fail(L, value_of(e, "hash_on"), "hashing on a cookie needs 'hash_on_cookie'");
+    if (u->hash_on == SL_HASH_QUERY_ARG && u->hash_on_query_arg == NULL)
+        return fail(L, value_of(e, "hash_on"), "hash_on 'query_arg' needs 'hash_on_query_arg'");
+    if (u->hash_fallback == SL_HASH_QUERY_ARG && u->hash_fallback_query_arg == NULL)
+        return fail(L, fb, "hash_fallback 'query_arg' needs 'hash_fallback_query_arg'");
+    if (u->hash_on == SL_HASH_URI_CAPTURE && u->hash_on_uri_capture == NULL)
+        return fail(L, value_of(e, "hash_on"), "hash_on 'uri_capture' needs 'hash_on_uri_capture'");
+    if (u->hash_fallback == SL_HASH_URI_CAPTURE && u->hash_fallback_uri_capture == NULL)
+        return fail(L, fb, "hash_fallback 'uri_capture' needs 'hash_fallback_uri_capture'");
+    if ((u->hash_on == SL_HASH_NONE || u->hash_on == SL_HASH_COOKIE) &&
+        u->hash_fallback != SL_HASH_NONE)
+        return fail(L, fb, "hash_fallback must be 'none' when hash_on is '%s'", names[u->hash_on]);
+    if (u->hash_fallback == SL_HASH_COOKIE)
+        return fail(L, fb, "hash_fallback cannot be 'cookie'");
+    if (u->hash_fallback != SL_HASH_NONE && u->hash_fallback == u->hash_on) {
+        /* the same kind twice is fine only with different names */
+        bool differ = (u->hash_on == SL_HASH_HEADER &&
+                       strcmp(u->hash_on_header, u->hash_fallback_header) != 0) ||
+                      (u->hash_on == SL_HASH_QUERY_ARG &&
+                       strcmp(u->hash_on_query_arg, u->hash_fallback_query_arg) != 0) ||
+                      (u->hash_on == SL_HASH_URI_CAPTURE &&
+                       strcmp(u->hash_on_uri_capture, u->hash_fallback_uri_capture) != 0);
+        if (!differ)
+            return fail(L, fb, "hash_fallback must differ from hash_on");
+    }
+    return true;
+}
+
+static bool read_upstreams(struct loader *L, const struct sl_conf_value *seq)
+{
+    if (!expect_type(L, seq, SL_CONF_SEQ))
+        return false;
+    for (size_t i = 0; i < seq->n_items; i++) {
+        struct sl_upstream *u = vec_push(&L->upstreams);
+        if (u == NULL)
+            return fail_oom(L);
+        size_t index = L->upstreams.n - 1;
+        struct sl_upstream tmp = {.slots = 10000,
+                                  .index = index,
+                                  .line = seq->items[i]->line,
+                                  .column = seq->items[i]->column};
+        if (!healthcheck_defaults(L, &tmp.healthchecks))
+            return false;
+        struct entity e = {.kind = "upstream",
+                           .obj = &tmp,
+                           .index = index,
+                           .parent_service = NONE,
+                           .parent_route = NONE,
+                           .parent_consumer = NONE,
+                           .fields = upstream_fields,
+                           .n_fields = sizeof upstream_fields / sizeof upstream_fields[0]};
+        /* nested targets refer to this upstream by index: read into a copy */
+        bool ok = read_entity(L, &e, seq->items[i]);
+        u = vec_at(&L->upstreams, index);
+        *u = tmp;
+        if (!ok)
+            return false;
+        char q[100];
+        if (u->name == NULL)
+            return fail(L, e.node, "upstream needs a 'name'");
+        if (!valid_hostname(u->name, strlen(u->name)))
+            return fail(L, value_of(&e, "name"),
+                        "invalid upstream name '%s': it must be a valid hostname (services "
+                        "refer to it by their host)",
+                        excerpt(q, u->name));
+        if (u->hash_on_cookie_path == NULL && (u->hash_on_cookie_path = lstrdup(L, "/")) == NULL)
+            return false;
+        if (!check_upstream_hashing(L, &e, u))
+            return false;
+        if (!unique(L, NS_UPSTREAM_NAME, "upstream name", u->name, value_of(&e, "name"), index) ||
+            !unique(L, NS_UPSTREAM_ID, "upstream id", u->id, value_of(&e, "id"), index))
+            return false;
+    }
+    return true;
+}
+
+static bool target_target(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                          const struct sl_conf_value *val)
+{
+    struct sl_target *t = e->obj;
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    size_t n = strlen(s);
+    const char *host = s, *port = NULL;
+    size_t host_len = n;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || !valid_ipv6(s + 1, (size_t)(close - s - 1)))
+            return fail(L, val, "invalid target '%s': not a valid hostname or ip address",
+                        excerpt(q, s));
+        host = s + 1;
+        host_len = (size_t)(close - s - 1);
+        if (close[1] == ':')
+            port = close + 2;
+        else if (close[1] != '\0')
+            return fail(L, val, "invalid target '%s'", excerpt(q, s));
+    } else if (valid_ipv6(s, n)) {
+        /* a bare IPv6 address: no port */
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (colon != NULL) {
+            host_len = (size_t)(colon - s);
+            port = colon + 1;
+        }
+        if (!valid_hostname(host, host_len))
+            return fail(L, val, "invalid target '%s': not a valid hostname or ip address",
+                        excerpt(q, s));
+    }
+    t->port = 8000; /* Kong's default */
+    if (port != NULL) {
+        char *end;
+        errno = 0;
+        long p = strtol(port, &end, 10);
+        if (*port == '\0' || *end != '\0' || p < 1 || p > 65535 || errno != 0)
+            return fail(L, val, "invalid target '%s': bad port", excerpt(q, s));
+        t->port = (uint16_t)p;
+    }
+    if ((t->host = lstrndup(L, host, host_len)) == NULL)
+        return false;
+    for (char *c = t->host; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    return true;
+}
+
+static bool target_upstream(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                            const struct sl_conf_value *val)
+{
+    if (e->parent_service != NONE) /* parent_service carries the upstream here */
+        return fail(L, key, "conflicting values: this target is nested under an upstream already");
+    return read_ref(L, e, REF_UPSTREAM, val, OWNER_TARGET);
+}
+
+static const struct field target_fields[] = {
+    {"target", FK_CUSTOM, 0, 0, 0, target_target},
+    {"id", FK_UUID, offsetof(struct sl_target, id), 0, 0, NULL},
+    {"weight", FK_U32, offsetof(struct sl_target, weight), 0, 65535, NULL},
+    {"upstream", FK_CUSTOM, 0, 0, 0, target_upstream},
+    {"tags", FK_TAGS, NONE, 0, 0, NULL},
+    {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
+    {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
+};
+
+static bool read_targets(struct loader *L, const struct sl_conf_value *seq, size_t upstream)
+{
+    if (!expect_type(L, seq, SL_CONF_SEQ))
+        return false;
+    for (size_t i = 0; i < seq->n_items; i++) {
+        struct target_rec *rec = vec_push(&L->targets);
+        if (rec == NULL)
+            return fail_oom(L);
+        size_t index = L->targets.n - 1;
+        struct target_rec tmp = {
+            .t = {.weight = 100, .line = seq->items[i]->line, .column = seq->items[i]->column},
+            .upstream = upstream,
+            .node = seq->items[i]};
+        struct entity e = {.kind = "target",
+                           .obj = &tmp.t,
+                           .index = index,
+                           .parent_service = upstream,
+                           .parent_route = NONE,
+                           .parent_consumer = NONE,
+                           .fields = target_fields,
+                           .n_fields = sizeof target_fields / sizeof target_fields[0]};
+        bool ok = read_entity(L, &e, seq->items[i]);
+        rec = vec_at(&L->targets, index);
+        *rec = tmp;
+        if (!ok)
+            return false;
+        if (rec->t.host == NULL)
+            return fail(L, e.node, "target needs a 'target' (\"host:port\")");
+        if (upstream == NONE && seen(&e, "upstream") == NULL)
+            return fail(L, e.node, "target needs an 'upstream'");
+        rec->target_node = value_of(&e, "target");
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Certificates, SNIs, CA certificates, jwt secrets                          */
+/* ------------------------------------------------------------------------ */
+
+/* The key type of a PEM certificate or key: EVP_PKEY_RSA, EVP_PKEY_EC, or
+ * -1 when it does not parse. */
+static int pem_key_type(const char *pem, bool is_cert, bool is_private, EVP_PKEY **keep)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    if (bio == NULL)
+        return -1;
+    EVP_PKEY *key = NULL;
+    if (is_cert) {
+        X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x != NULL) {
+            key = X509_get_pubkey(x);
+            X509_free(x);
+        }
+    } else if (is_private) {
+        key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    } else {
+        key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    }
+    BIO_free(bio);
+    if (key == NULL)
+        return -1;
+    int type = EVP_PKEY_base_id(key);
+    if (keep != NULL)
+        *keep = key;
+    else
+        EVP_PKEY_free(key);
+    return type;
+}
+
+static const char *key_type_name(int type)
+{
+    return type == EVP_PKEY_RSA ? "RSA" : type == EVP_PKEY_EC ? "ECDSA" : "other";
+}
+
+/* cert + key: both parse and belong together; returns the key type. */
+static int check_cert_pair(struct loader *L, const struct entity *e, const char *cert_field,
+                           const char *cert, const char *key_field, const char *key)
+{
+    EVP_PKEY *pub = NULL, *priv = NULL;
+    int t1 = pem_key_type(cert, true, false, &pub);
+    if (t1 < 0) {
+        fail(L, value_of(e, cert_field), "%s: not a PEM certificate", cert_field);
+        return -1;
+    }
+    int t2 = pem_key_type(key, false, true, &priv);
+    if (t2 < 0) {
+        EVP_PKEY_free(pub);
+        fail(L, value_of(e, key_field), "%s: not a PEM private key", key_field);
+        return -1;
+    }
+    bool match = EVP_PKEY_eq(pub, priv) == 1;
+    EVP_PKEY_free(pub);
+    EVP_PKEY_free(priv);
+    if (!match) {
+        fail(L, value_of(e, key_field), "%s does not match %s", key_field, cert_field);
+        return -1;
+    }
+    if (t1 != EVP_PKEY_RSA && t1 != EVP_PKEY_EC) {
+        fail(L, value_of(e, cert_field), "%s: only RSA and ECDSA keys are supported", cert_field);
+        return -1;
+    }
+    return t1;
+}
+
+static bool read_snis(struct loader *L, const struct sl_conf_value *seq, size_t certificate);
+
+static bool certificate_snis(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                             const struct sl_conf_value *val)
+{
+    return read_snis(L, val, e->index);
+}
+
+static const struct field certificate_fields[] = {
+    {"id", FK_UUID, offsetof(struct sl_certificate, id), 0, 0, NULL},
+    {"cert", FK_STRING, offsetof(struct sl_certificate, cert), 0, 0, NULL},
+    {"key", FK_STRING, offsetof(struct sl_certificate, key), 0, 0, NULL},
+    {"cert_alt", FK_STRING, offsetof(struct sl_certificate, cert_alt), 0, 0, NULL},
+    {"key_alt", FK_STRING, offsetof(struct sl_certificate, key_alt), 0, 0, NULL},
+    {"snis", FK_CUSTOM, 0, 0, 0, certificate_snis},
+    {"tags", FK_TAGS, NONE, 0, 0, NULL},
+    {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
+    {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
+};
+
+static bool read_certificates(struct loader *L, const struct sl_conf_value *seq)
+{
+    if (!expect_type(L, seq, SL_CONF_SEQ))
+        return false;
+    for (size_t i = 0; i < seq->n_items; i++) {
+        struct sl_certificate *c = vec_push(&L->certificates);
+        if (c == NULL)
+            return fail_oom(L);
+        size_t index = L->certificates.n - 1;
+        struct sl_certificate tmp = {
+            .index = index, .line = seq->items[i]->line, .column = seq->items[i]->column};
+        struct entity e = {.kind = "certificate",
+                           .obj = &tmp,
+                           .index = index,
+                           .parent_service = NONE,
+                           .parent_route = NONE,
+                           .parent_consumer = NONE,
+                           .fields = certificate_fields,
+                           .n_fields = sizeof certificate_fields / sizeof certificate_fields[0]};
+        bool ok = read_entity(L, &e, seq->items[i]);
+        c = vec_at(&L->certificates, index);
+        *c = tmp;
+        if (!ok)
+            return false;
+        if (c->cert == NULL || c->key == NULL)
+            return fail(L, e.node, "certificate needs 'cert' and 'key'");
+        if ((c->cert_alt == NULL) != (c->key_alt == NULL))
+            return fail(L, value_of(&e, c->cert_alt ? "cert_alt" : "key_alt"),
+                        "'cert_alt' and 'key_alt' go together");
+        int type = check_cert_pair(L, &e, "cert", c->cert, "key", c->key);
+        if (type < 0)
+            return false;
+        if (c->cert_alt != NULL) {
+            int alt = check_cert_pair(L, &e, "cert_alt", c->cert_alt, "key_alt", c->key_alt);
+            if (alt < 0)
+                return false;
+            if (alt == type)
+                return fail(L, value_of(&e, "cert_alt"),
+                            "cert_alt must be of the other key type than cert (both are %s)",
+                            key_type_name(type));
+        }
+        if (!unique(L, NS_CERTIFICATE_ID, "certificate id", c->id, value_of(&e, "id"), index))
+            return false;
+    }
+    return true;
+}
+
+static bool sni_name(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                     const struct sl_conf_value *val)
+{
+    struct sl_sni *s = e->obj;
+    const char *text = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &text))
+        return false;
+    char *h = lstrdup(L, text);
+    if (h == NULL)
+        return false;
+    for (char *c = h; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    size_t n = strlen(h);
+    bool leading = n > 2 && h[0] == '*' && h[1] == '.';
+    bool trailing = n > 2 && h[n - 1] == '*' && h[n - 2] == '.';
+    const char *name = leading ? h + 2 : h;
+    size_t name_len = leading || trailing ? n - 2 : n;
+    if (memchr(name, '*', name_len) != NULL)
+        return fail(L, val,
+                    "invalid SNI '%s': the wildcard must be the leftmost or the rightmost label",
+                    excerpt(q, text));
+    if (!valid_hostname(name, name_len))
+        return fail(L, val, "invalid SNI '%s'", excerpt(q, text));
+    s->name = h;
+    return true;
+}
+
+static bool sni_certificate(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                            const struct sl_conf_value *val)
+{
+    if (e->parent_service != NONE) /* parent_service carries the certificate here */
+        return fail(L, key, "conflicting values: this SNI is nested under a certificate already");
+    return read_ref(L, e, REF_CERTIFICATE, val, OWNER_SNI);
+}
+
+static const struct field sni_fields[] = {
+    {"name", FK_CUSTOM, 0, 0, 0, sni_name},
+    {"id", FK_UUID, NONE, 0, 0, NULL},
+    {"certificate", FK_CUSTOM, 0, 0, 0, sni_certificate},
+    {"tags", FK_TAGS, NONE, 0, 0, NULL},
+    {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
+    {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
+};
+
+static bool read_snis(struct loader *L, const struct sl_conf_value *seq, size_t certificate)
+{
+    if (!expect_type(L, seq, SL_CONF_SEQ))
+        return false;
+    for (size_t i = 0; i < seq->n_items; i++) {
+        struct sni_rec *rec = vec_push(&L->snis);
+        if (rec == NULL)
+            return fail_oom(L);
+        size_t index = L->snis.n - 1;
+        const struct sl_conf_value *item = seq->items[i];
+        struct sni_rec tmp = {.s = {.line = item->line, .column = item->column},
+                              .certificate = certificate};
+        struct entity e = {.kind = "sni",
+                           .obj = &tmp.s,
+                           .index = index,
+                           .parent_service = certificate,
+                           .parent_route = NONE,
+                           .parent_consumer = NONE,
+                           .fields = sni_fields,
+                           .n_fields = sizeof sni_fields / sizeof sni_fields[0]};
+        bool ok;
+        if (item->type == SL_CONF_STRING && certificate != NONE) /* snis: [a.example.com] */
+            ok = sni_name(L, &e, item, item);
+        else
+            ok = read_entity(L, &e, item);
+        rec = vec_at(&L->snis, index);
+        *rec = tmp;
+        if (!ok)
+            return false;
+        const struct sl_conf_value *at = item->type == SL_CONF_STRING ? item : value_of(&e, "name");
+        if (rec->s.name == NULL)
+            return fail(L, e.node, "sni needs a 'name'");
+        if (certificate == NONE && seen(&e, "certificate") == NULL)
+            return fail(L, e.node, "sni needs a 'certificate'");
+        if (!unique(L, NS_SNI_NAME, "SNI", rec->s.name, at, index))
+            return false;
+    }
+    return true;
+}
+
+static bool read_ca_certificates(struct loader *L, const struct sl_conf_value *seq)
+{
+    if (!expect_type(L, seq, SL_CONF_SEQ))
+        return false;
+    static const struct field ca_fields[] = {
+        {"id", FK_UUID, offsetof(struct sl_ca_certificate, id), 0, 0, NULL},
+        {"cert", FK_STRING, offsetof(struct sl_ca_certificate, cert), 0, 0, NULL},
+        {"cert_digest", FK_STRING, NONE, 0, 0, NULL},
+        {"tags", FK_TAGS, NONE, 0, 0, NULL},
+        {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
+        {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
+    };
+    for (size_t i = 0; i < seq->n_items; i++) {
+        struct sl_ca_certificate *c = vec_push(&L->ca_certificates);
+        if (c == NULL)
+            return fail_oom(L);
+        size_t index = L->ca_certificates.n - 1;
+        struct sl_ca_certificate tmp = {.line = seq->items[i]->line,
+                                        .column = seq->items[i]->column};
+        struct entity e = {.kind = "ca_certificate",
+                           .obj = &tmp,
+                           .index = index,
+                           .parent_service = NONE,
+                           .parent_route = NONE,
+                           .parent_consumer = NONE,
+                           .fields = ca_fields,
+                           .n_fields = sizeof ca_fields / sizeof ca_fields[0]};
+        bool ok = read_entity(L, &e, seq->items[i]);
+        c = vec_at(&L->ca_certificates, index);
+        *c = tmp;
+        if (!ok)
+            return false;
+        if (c->cert == NULL)
+            return fail(L, e.node, "ca_certificate needs a 'cert'");
+        if (pem_key_type(c->cert, true, false, NULL) < 0)
+            return fail(L, value_of(&e, "cert"), "cert: not a PEM certificate");
+        if (!unique(L, NS_CA_ID, "ca_certificate id", c->id, value_of(&e, "id"), index))
+            return false;
+    }
+    return true;
+}
+
+static bool jwt_algorithm(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                          const struct sl_conf_value *val)
+{
+    static const char *const names[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                                        "RS512", "ES256", "ES384", "ES512"};
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i]) == 0)
+            return (((struct sl_jwt_secret *)e->obj)->algorithm = lstrdup(L, s)) != NULL;
+    return fail(L, val,
+                "invalid algorithm '%s': expected one of HS256, HS384, HS512, RS256, RS384, "
+                "RS512, ES256, ES384, ES512",
+                excerpt(q, s));
+}
+
+static bool jwt_consumer(struct loader *L, struct entity *e, const struct sl_conf_value *key,
+                         const struct sl_conf_value *val)
+{
+    if (e->parent_consumer != NONE)
+        return fail(L, key,
+                    "conflicting values: this jwt_secret is nested under a consumer already");
+    return read_ref(L, e, REF_CONSUMER, val, OWNER_JWT);
+}
+
+static const struct field jwt_fields[] = {
+    {"id", FK_UUID, offsetof(struct sl_jwt_secret, id), 0, 0, NULL},
+    {"key", FK_STRING, offsetof(struct sl_jwt_secret, key), 0, 0, NULL},
+    {"secret", FK_STRING, offsetof(struct sl_jwt_secret, secret), 0, 0, NULL},
+    {"rsa_public_key", FK_STRING, offsetof(struct sl_jwt_secret, rsa_public_key), 0, 0, NULL},
+    {"algorithm", FK_CUSTOM, 0, 0, 0, jwt_algorithm},
+    {"consumer", FK_CUSTOM, 0, 0, 0, jwt_consumer},
+    {"tags", FK_TAGS, NONE, 0, 0, NULL},
+    {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
+    {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
+};
+
+/* Kong makes up key and secret when they are absent: 32 random hex digits. */
+static char *random_hex(struct loader *L, const struct sl_conf_value *at)
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        fail(L, at, "cannot generate a random key or secret");
+        return NULL;
+    }
+    char *out = lalloc(L, 33);
+    if (out != NULL)
+        for (size_t i = 0; i < 16; i++)
+            snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return out;
+}
+
+static bool read_jwt_secrets(struct loader *L, const struct sl_conf_value *seq, size_t consumer)
+{
+    if (!expect_type(L, seq, SL_CONF_SEQ))
+        return false;
+    for (size_t i = 0; i < seq->n_items; i++) {
+        struct jwt_rec *rec = vec_push(&L->jwt_secrets);
+        if (rec == NULL)
+            return fail_oom(L);
+        size_t index = L->jwt_secrets.n - 1;
+        struct jwt_rec tmp = {
+            .j = {.index = index, .line = seq->items[i]->line, .column = seq->items[i]->column},
+            .consumer = consumer};
+        struct entity e = {.kind = "jwt_secret",
+                           .obj = &tmp.j,
+                           .index = index,
+                           .parent_service = NONE,
+                           .parent_route = NONE,
+                           .parent_consumer = consumer,
+                           .fields = jwt_fields,
+                           .n_fields = sizeof jwt_fields / sizeof jwt_fields[0]};
+        bool ok = read_entity(L, &e, seq->items[i]);
+        rec = vec_at(&L->jwt_secrets, index);
+        *rec = tmp;
+        if (!ok)
+            return false;
+        struct sl_jwt_secret *j = &rec->j;
+        if (consumer == NONE && seen(&e, "consumer") == NULL)
+            return fail(L, e.node, "jwt_secret needs a 'consumer'");
+        if (j->algorithm == NULL && (j->algorithm = lstrdup(L, "HS256")) == NULL)
+            return false;
+        if ((j->key == NULL && (j->key = random_hex(L, e.node)) == NULL))
+            return false;
+        if (j->algorithm[0] == 'H') {
+            /* an empty secret would make libjwt skip verification: never */
+            if (j->secret == NULL && (j->secret = random_hex(L, e.node)) == NULL)
+                return false;
+        } else {
+            if (j->rsa_public_key == NULL)
+                return fail(L, e.node, "jwt_secret with algorithm %s needs 'rsa_public_key'",
+                            j->algorithm);
+            int want = j->algorithm[0] == 'R' ? EVP_PKEY_RSA : EVP_PKEY_EC;
+            int type = pem_key_type(j->rsa_public_key, false, false, NULL);
+            if (type < 0)
+                return fail(L, value_of(&e, "rsa_public_key"),
+                            "rsa_public_key: not a PEM public key");
+            if (type != want)
+                return fail(L, value_of(&e, "rsa_public_key"),
+                            "rsa_public_key: a %s key cannot verify %s", key_type_name(type),
+                            j->algorithm);
+        }
+        if (!unique(L, NS_JWT_KEY, "jwt_secret key", j->key, value_of(&e, "key"), index) ||
+            !unique(L, NS_JWT_ID, "jwt_secret id", j->id, value_of(&e, "id"), index))
+            return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Node block (gateway: / sidecar:) and SLUICE_<KEY> overrides                */
 /* ------------------------------------------------------------------------ */
 
 enum node_kind {
     NK_LISTEN_LIST, /* proxy_listen */
-    NK_LISTEN_ONE,  /* status_listen: one entry or "off" */
+    NK_LISTEN_ONE,  /* status_listen, admin_listen: one entry or "off" */
     NK_WORKERS,     /* integer >= 1 or "auto" */
     NK_CIDRS,       /* trusted_ips */
     NK_MS,          /* duration: integer ms or "500ms" / "60s" / "2m" / "1h" */
@@ -2020,6 +3196,7 @@ struct node_field {
 static const struct node_field node_fields[] = {
     NODE_FIELD(proxy_listen, NK_LISTEN_LIST, 0, 0),
     NODE_FIELD(status_listen, NK_LISTEN_ONE, 0, 0),
+    NODE_FIELD(admin_listen, NK_LISTEN_ONE, 0, 0),
     NODE_FIELD(worker_processes, NK_WORKERS, 1, 1024),
     NODE_FIELD(trusted_ips, NK_CIDRS, 0, 0),
     NODE_MS(client_header_timeout, 1),
@@ -2452,7 +3629,7 @@ static bool node_set_text(struct loader *L, const struct node_field *f, const st
         if (!parse_listen(text, strlen(text), &l, why, sizeof why))
             return bad_value(L, o, text, why);
         if (l.ssl)
-            return bad_value(L, o, text, "ssl on the status listener is not supported yet");
+            return bad_value(L, o, text, "ssl on this listener is not supported yet");
         *out = l;
         return true;
     }
@@ -2655,6 +3832,21 @@ static bool origin_set(const struct node_origin *o)
     return o->node != NULL || o->env != NULL;
 }
 
+/* Every listener: the proxy_listen entries, then status_listen, admin_listen. */
+static const struct sl_listen *listen_at(const struct sl_node_config *n, size_t i)
+{
+    if (i < n->n_proxy_listen)
+        return &n->proxy_listen[i];
+    return i == n->n_proxy_listen ? &n->status_listen : &n->admin_listen;
+}
+
+static const char *listen_name(const struct sl_node_config *n, size_t i)
+{
+    return i < n->n_proxy_listen    ? "proxy_listen"
+           : i == n->n_proxy_listen ? "status_listen"
+                                    : "admin_listen";
+}
+
 /* Rules that involve several node keys, checked after the overrides. */
 static bool check_node(struct loader *L)
 {
@@ -2678,11 +3870,11 @@ static bool check_node(struct loader *L)
     }
     /* Two sockets on one address would split its traffic (SO_REUSEPORT) or
      * fail to bind; a wildcard address covers every address of its family. */
-    for (size_t i = 0; i < n->n_proxy_listen; i++) {
-        const struct sl_listen *a = &n->proxy_listen[i];
-        for (size_t j = i + 1; j <= n->n_proxy_listen; j++) {
-            const struct sl_listen *b =
-                j < n->n_proxy_listen ? &n->proxy_listen[j] : &n->status_listen;
+    size_t n_all = n->n_proxy_listen + 2;
+    for (size_t i = 0; i < n_all; i++) {
+        const struct sl_listen *a = listen_at(n, i);
+        for (size_t j = i + 1; j < n_all; j++) {
+            const struct sl_listen *b = listen_at(n, j);
             if (b->port != a->port || b->port == 0)
                 continue;
             bool a6 = strchr(a->host, ':') != NULL, b6 = strchr(b->host, ':') != NULL;
@@ -2692,10 +3884,9 @@ static bool check_node(struct loader *L)
             bool same = strcmp(a->host, b->host) == 0;
             if (!same && strcmp(a->host, any) != 0 && strcmp(b->host, any) != 0)
                 continue;
-            struct node_origin o =
-                origin_of(L, j < n->n_proxy_listen ? "proxy_listen" : "status_listen");
+            struct node_origin o = origin_of(L, listen_name(n, j));
             if (!origin_set(&o))
-                o = origin_of(L, "proxy_listen");
+                o = origin_of(L, listen_name(n, i));
             if (same)
                 return fail_node(L, &o, "address %s%s%s:%u is used twice", a6 ? "[" : "", a->host,
                                  a6 ? "]" : "", a->port);
@@ -2713,15 +3904,9 @@ static bool check_node(struct loader *L)
 
 /* Kong top-level keys that are valid but not implemented yet. */
 static const char *const unsupported_top[] = {
-    "upstreams",
-    "targets",
-    "certificates",
-    "ca_certificates",
-    "snis",
     "vaults",
     "keys",
     "key_sets",
-    "jwt_secrets",
     "keyauth_credentials",
     "basicauth_credentials",
     "hmacauth_credentials",
@@ -2807,6 +3992,25 @@ static bool read_top(struct loader *L, const struct sl_conf_value *root)
                 return false;
             continue;
         }
+        bool ok = true, known = true;
+        if (strcmp(k, "upstreams") == 0)
+            ok = read_upstreams(L, val);
+        else if (strcmp(k, "targets") == 0)
+            ok = read_targets(L, val, NONE);
+        else if (strcmp(k, "certificates") == 0)
+            ok = read_certificates(L, val);
+        else if (strcmp(k, "snis") == 0)
+            ok = read_snis(L, val, NONE);
+        else if (strcmp(k, "ca_certificates") == 0)
+            ok = read_ca_certificates(L, val);
+        else if (strcmp(k, "jwt_secrets") == 0)
+            ok = read_jwt_secrets(L, val, NONE);
+        else
+            known = false;
+        if (!ok)
+            return false;
+        if (known)
+            continue;
         for (size_t u = 0; u < sizeof unsupported_top / sizeof unsupported_top[0]; u++)
             if (strcmp(k, unsupported_top[u]) == 0)
                 return fail(L, key, "'%s' is not supported yet", k);
@@ -2825,6 +4029,13 @@ static bool resolve_refs(struct loader *L)
         [REF_SERVICE] = {"service", NS_SERVICE_NAME, NS_SERVICE_ID},
         [REF_ROUTE] = {"route", NS_ROUTE_NAME, NS_ROUTE_ID},
         [REF_CONSUMER] = {"consumer", NS_CONSUMER_USERNAME, NS_CONSUMER_ID},
+        [REF_UPSTREAM] = {"upstream", NS_UPSTREAM_NAME, NS_UPSTREAM_ID},
+        [REF_CERTIFICATE] = {"certificate", NS_CERTIFICATE_ID, NS_CERTIFICATE_ID},
+        [REF_CA] = {"ca_certificate", NS_CA_ID, NS_CA_ID},
+    };
+    static const char *const owners[] = {
+        [OWNER_ROUTE] = "route", [OWNER_PLUGIN] = "plugin",  [OWNER_TARGET] = "target",
+        [OWNER_SNI] = "sni",     [OWNER_JWT] = "jwt_secret", [OWNER_SERVICE] = "service",
     };
     for (size_t i = 0; i < L->refs.n; i++) {
         const struct pending_ref *ref = vec_at(&L->refs, i);
@@ -2835,14 +4046,14 @@ static bool resolve_refs(struct loader *L)
             hit = strmap_get(&L->names, targets[ref->target].by_id, ref->key);
         if (hit == NULL) {
             char q[100];
-            return fail(L, ref->node, "%s refers to unknown %s '%s'",
-                        ref->owner_kind == 0 ? "route" : "plugin", targets[ref->target].what,
-                        excerpt(q, ref->key));
+            return fail(L, ref->node, "%s refers to unknown %s '%s'", owners[ref->owner_kind],
+                        targets[ref->target].what, excerpt(q, ref->key));
         }
-        if (ref->owner_kind == 0) {
-            struct route_rec *r = vec_at(&L->routes, ref->owner_index);
-            r->service = hit->index;
-        } else {
+        switch (ref->owner_kind) {
+        case OWNER_ROUTE:
+            ((struct route_rec *)vec_at(&L->routes, ref->owner_index))->service = hit->index;
+            break;
+        case OWNER_PLUGIN: {
             struct plugin_rec *p = vec_at(&L->plugins, ref->owner_index);
             if (ref->target == REF_SERVICE)
                 p->service = hit->index;
@@ -2850,6 +4061,19 @@ static bool resolve_refs(struct loader *L)
                 p->route = hit->index;
             else
                 p->consumer = hit->index;
+            break;
+        }
+        case OWNER_TARGET:
+            ((struct target_rec *)vec_at(&L->targets, ref->owner_index))->upstream = hit->index;
+            break;
+        case OWNER_SNI:
+            ((struct sni_rec *)vec_at(&L->snis, ref->owner_index))->certificate = hit->index;
+            break;
+        case OWNER_JWT:
+            ((struct jwt_rec *)vec_at(&L->jwt_secrets, ref->owner_index))->consumer = hit->index;
+            break;
+        case OWNER_SERVICE: /* ca_certificates: only checked */
+            break;
         }
     }
     return true;
@@ -2860,6 +4084,11 @@ static bool check_plugin_scopes(struct loader *L)
 {
     for (size_t i = 0; i < L->plugins.n; i++) {
         const struct plugin_rec *p = vec_at(&L->plugins, i);
+        if (p->consumer != NONE && strcmp(p->p.name, "jwt") == 0) {
+            /* Kong's jwt schema: consumer = typedefs.no_consumer */
+            struct sl_conf_value at = {.line = p->p.line, .column = p->p.column};
+            return fail(L, &at, "plugin 'jwt' cannot be configured on a consumer");
+        }
         char key[160];
         snprintf(key, sizeof key, "%s|%zu|%zu|%zu", p->p.name, p->service, p->route, p->consumer);
         char *k = lstrdup(L, key);
@@ -2877,6 +4106,87 @@ static bool check_plugin_scopes(struct loader *L)
                         "line %d)",
                         p->p.name, first->p.line);
         }
+    }
+    return true;
+}
+
+/* Upstreams with their targets (nested ones and top-level ones, in file
+ * order), and services whose host names an upstream. */
+static bool layout_upstreams(struct loader *L)
+{
+    struct sl_config *cfg = L->cfg;
+    cfg->n_upstreams = L->upstreams.n;
+    if ((cfg->upstreams = lalloc(L, (cfg->n_upstreams + 1) * sizeof *cfg->upstreams)) == NULL)
+        return false;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        struct sl_upstream *u = &cfg->upstreams[i];
+        *u = *(struct sl_upstream *)vec_at(&L->upstreams, i);
+        size_t n = 0;
+        for (size_t t = 0; t < L->targets.n; t++)
+            n += ((struct target_rec *)vec_at(&L->targets, t))->upstream == i;
+        if ((u->targets = lalloc(L, (n + 1) * sizeof *u->targets)) == NULL)
+            return false;
+        u->n_targets = 0;
+        for (size_t t = 0; t < L->targets.n; t++) {
+            const struct target_rec *rec = vec_at(&L->targets, t);
+            if (rec->upstream != i)
+                continue;
+            /* Kong: one target per host:port in an upstream */
+            char key[320];
+            snprintf(key, sizeof key, "%zu|%s|%u", i, rec->t.host, rec->t.port);
+            char *k = lstrdup(L, key);
+            if (k == NULL)
+                return false;
+            bool oom = false;
+            const struct strmap_entry *dup =
+                strmap_put(&L->names, NS_TARGET, k, rec->target_node, t, &oom);
+            if (oom)
+                return fail_oom(L);
+            if (dup != NULL)
+                return fail(L, rec->target_node,
+                            "target '%s:%u' is already in upstream '%s' (line %d)", rec->t.host,
+                            rec->t.port, u->name, dup->node->line);
+            struct sl_target *out = &u->targets[u->n_targets];
+            *out = rec->t;
+            out->upstream = u;
+            out->index = u->n_targets++;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct strmap_entry *hit =
+            strmap_get(&L->names, NS_UPSTREAM_NAME, cfg->services[i].host);
+        cfg->services[i].upstream = hit ? &cfg->upstreams[hit->index] : NULL;
+    }
+    return true;
+}
+
+static bool layout_tls(struct loader *L)
+{
+    struct sl_config *cfg = L->cfg;
+    cfg->n_certificates = L->certificates.n;
+    cfg->n_snis = L->snis.n;
+    cfg->n_ca_certificates = L->ca_certificates.n;
+    cfg->n_jwt_secrets = L->jwt_secrets.n;
+    if ((cfg->certificates = lalloc(L, (cfg->n_certificates + 1) * sizeof *cfg->certificates)) ==
+            NULL ||
+        (cfg->snis = lalloc(L, (cfg->n_snis + 1) * sizeof *cfg->snis)) == NULL ||
+        (cfg->ca_certificates =
+             lalloc(L, (cfg->n_ca_certificates + 1) * sizeof *cfg->ca_certificates)) == NULL ||
+        (cfg->jwt_secrets = lalloc(L, (cfg->n_jwt_secrets + 1) * sizeof *cfg->jwt_secrets)) == NULL)
+        return false;
+    for (size_t i = 0; i < cfg->n_certificates; i++)
+        cfg->certificates[i] = *(struct sl_certificate *)vec_at(&L->certificates, i);
+    for (size_t i = 0; i < cfg->n_ca_certificates; i++)
+        cfg->ca_certificates[i] = *(struct sl_ca_certificate *)vec_at(&L->ca_certificates, i);
+    for (size_t i = 0; i < cfg->n_snis; i++) {
+        const struct sni_rec *rec = vec_at(&L->snis, i);
+        cfg->snis[i] = rec->s;
+        cfg->snis[i].certificate = &cfg->certificates[rec->certificate];
+    }
+    for (size_t i = 0; i < cfg->n_jwt_secrets; i++) {
+        const struct jwt_rec *rec = vec_at(&L->jwt_secrets, i);
+        cfg->jwt_secrets[i] = rec->j;
+        cfg->jwt_secrets[i].consumer = &cfg->consumers[rec->consumer];
     }
     return true;
 }
@@ -2911,7 +4221,7 @@ static bool layout(struct loader *L)
         out->route = p->route == NONE ? NULL : &cfg->routes[p->route];
         out->consumer = p->consumer == NONE ? NULL : &cfg->consumers[p->consumer];
     }
-    return true;
+    return layout_upstreams(L) && layout_tls(L);
 }
 
 static void hash_bytes(const char *data, size_t len, char out[33])
@@ -2937,6 +4247,12 @@ static void loader_release(struct loader *L)
     free(L->routes.data);
     free(L->consumers.data);
     free(L->plugins.data);
+    free(L->upstreams.data);
+    free(L->targets.data);
+    free(L->certificates.data);
+    free(L->snis.data);
+    free(L->ca_certificates.data);
+    free(L->jwt_secrets.data);
     free(L->refs.data);
     free(L->names.slots);
 }
@@ -2971,6 +4287,12 @@ struct sl_config *sl_config_load_buffer(const char *data, size_t len, const char
         .routes = {.elem = sizeof(struct route_rec)},
         .consumers = {.elem = sizeof(struct sl_consumer)},
         .plugins = {.elem = sizeof(struct plugin_rec)},
+        .upstreams = {.elem = sizeof(struct sl_upstream)},
+        .targets = {.elem = sizeof(struct target_rec)},
+        .certificates = {.elem = sizeof(struct sl_certificate)},
+        .snis = {.elem = sizeof(struct sni_rec)},
+        .ca_certificates = {.elem = sizeof(struct sl_ca_certificate)},
+        .jwt_secrets = {.elem = sizeof(struct jwt_rec)},
         .refs = {.elem = sizeof(struct pending_ref)},
     };
     struct sl_config *cfg = calloc(1, sizeof *cfg);

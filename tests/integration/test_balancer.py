@@ -4,6 +4,7 @@ round-robin by weight, weight 0, least-connections with a slow target,
 consistent-hashing by header, and the 503 of an upstream with no target."""
 
 import os
+import re
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ def body(t):
     fast = Upstream(name="lc-fast").start()
     slow = SlowUpstream(0.3, name="lc-slow").start()
     ch = [Upstream(name="ch-%d" % i).start() for i in range(3)]
+    ck = [Upstream(name="ck-%d" % i).start() for i in range(3)]
     port = h.free_port()
     cfg = h.make_config(port, [
         balanced_service("rr", "rr-up", "/rr"),
@@ -60,6 +62,8 @@ def body(t):
         balanced_service("none", "none-up", "/none"),
         balanced_service("lc", "lc-up", "/lc"),
         balanced_service("ch", "ch-up", "/ch"),
+        balanced_service("hh", "hh-up", "/hh"),
+        balanced_service("ck", "ck-up", "/ck"),
     ], worker_processes=2)
     cfg["upstreams"] = [
         upstream_entity("rr-up", [(rr[0], 300), (rr[1], 200), (rr[2], 100)]),
@@ -68,6 +72,9 @@ def body(t):
         upstream_entity("lc-up", [(fast, 100), (slow, 100)], algorithm="least-connections"),
         upstream_entity("ch-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
                         hash_on="header", hash_on_header="x-user"),
+        upstream_entity("hh-up", [(rr[0], 100)], host_header="api.internal"),
+        upstream_entity("ck-up", [(u, 100) for u in ck], algorithm="consistent-hashing",
+                        hash_on="cookie", hash_on_cookie="sid", hash_on_cookie_path="/ck"),
     ]
     gw = h.Gateway(cfg)
     gw.start()
@@ -151,11 +158,47 @@ def body(t):
             again[user] = tuple(a - b for a, b in zip(after, before)).index(1)
         t.eq(again, placement, "a second round maps every user to the same target again")
 
+    def t_host_header():
+        for u in rr:
+            u.clear()
+        for i in range(6):
+            h.get(port, "/rr/host-%d" % i)
+        hosts = [sorted({rec.header("Host") for rec in u.find("/host-")}) for u in rr]
+        t.eq(hosts, [["127.0.0.1:%d" % u.port] for u in rr],
+             "Host upstream: the picked target's host:port (Kong)")
+        rr[0].clear()
+        h.get(port, "/hh/x")
+        recs = rr[0].find("/x")
+        t.ok(len(recs) == 1 and recs[0].header("Host") == "api.internal:%d" % rr[0].port,
+             "Host upstream: the upstream's host_header, with the target's port",
+             repr(recs and recs[0].header("Host")))
+
+    def t_hash_cookie():
+        r = h.get(port, "/ck/first")
+        cookie = r.header("Set-Cookie") or ""
+        m = re.fullmatch(r"sid=([0-9a-f]{16}); Path=/ck", cookie)
+        t.ok(r.status == 200 and m is not None,
+             "hash_on cookie without the cookie: the response sets it (Kong)", repr(cookie))
+        if not m:
+            return
+        for u in ck:
+            u.clear()
+        set_again = []
+        for i in range(10):
+            r = h.get(port, "/ck/again-%d" % i, headers={"Cookie": "sid=" + m.group(1)})
+            set_again.append(r.header("Set-Cookie"))
+        t.eq(set_again, [None] * 10, "no new cookie once the client sends it")
+        got = counts(ck, "/again-")
+        t.ok(sorted(got) == [0, 0, 10], "every request with the cookie reaches one target",
+             repr(got))
+
     t.run(t_round_robin_weights)
     t.run(t_weight_zero)
     t.run(t_no_target_at_all)
     t.run(t_least_connections)
     t.run(t_consistent_hashing)
+    t.run(t_host_header)
+    t.run(t_hash_cookie)
 
 
 if __name__ == "__main__":

@@ -112,8 +112,8 @@ static const struct bad_case {
     {"_format_version: \"4.0\"\n",
      "t.yml:1:18: unsupported _format_version '4.0' (expected \"3.0\", \"2.1\" or \"1.1\")"},
     {V3 "xyz: 1\n", "t.yml:2:1: unknown field 'xyz'"},
-    {V3 "upstreams: []\n", "t.yml:2:1: 'upstreams' is not supported yet"},
-    {V3 "certificates:\n  - cert: x\n", "t.yml:2:1: 'certificates' is not supported yet"},
+    {V3 "vaults: []\n", "t.yml:2:1: 'vaults' is not supported yet"},
+    {V3 "keys:\n  - x: 1\n", "t.yml:2:1: 'keys' is not supported yet"},
     {V3 "_comment: [a]\n", "t.yml:2:11: expected a string, got a sequence"},
     {V3 "_transform: maybe\n", "t.yml:2:13: expected a boolean, got a string"},
     {V3 "_ignore: x\n", "t.yml:2:10: expected a sequence, got a string"},
@@ -182,8 +182,12 @@ static const struct bad_case {
      "t.yml:4:9: invalid id 'not-a-uuid': expected a UUID"},
     {V3 "services:\n  - host: h\n    tags: [a, \"b,c\"]\n",
      "t.yml:4:15: invalid tag 'b,c': ',', '/' and control characters are not allowed"},
-    {V3 "services:\n  - host: h\n    tls_verify: true\n",
-     "t.yml:4:5: service field 'tls_verify' is not supported yet"},
+    {V3 "services:\n  - host: h\n    client_certificate: {id: x}\n",
+     "t.yml:4:5: service field 'client_certificate' is not supported yet"},
+    {V3 "services:\n  - host: h\n    tls_verify: 2\n",
+     "t.yml:4:17: expected a boolean, got an integer"},
+    {V3 "services:\n  - host: h\n    ca_certificates: [nope]\n",
+     "t.yml:4:23: service refers to unknown ca_certificate 'nope'"},
     {V3 "services:\n  - name: a\n    host: h\n  - name: a\n    host: h\n",
      "t.yml:5:11: duplicate service name 'a' (first at line 3)"},
     {V3 "services:\n  - host: h\n    id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n"
@@ -192,11 +196,14 @@ static const struct bad_case {
     {V3 "services:\n  - host: h\n    name: 'x'\n    name: 'y'\n",
      "t.yml:5:5: duplicate key 'name' (first at line 4)"},
     /* routes */
-    {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"~/users/\\\\d+\"]\n",
-     "t.yml:5:17: regex paths are not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"~/users/(\\\\d+\"]\n",
+     "t.yml:5:17: invalid regex path '/users/(\\d+': missing closing parenthesis at offset 11"},
     {"_format_version: \"2.1\"\nservices:\n  - host: h\n    routes:\n"
-     "      - paths: [\"/users/\\\\d+\"]\n",
-     "t.yml:5:17: regex paths are not supported yet"},
+     "      - paths: [\"/users/[a-\"]\n",
+     "t.yml:5:17: invalid regex path '/users/[a-': missing terminating ] for character class at "
+     "offset 10"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"~users\"]\n",
+     "t.yml:5:17: invalid path '~users': should start with: / (fixed path) or ~/ (regex path)"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: [users]\n",
      "t.yml:5:17: invalid path 'users': must start with '/'"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: [\"/a b\"]\n",
@@ -206,9 +213,19 @@ static const struct bad_case {
     {V3 "services:\n  - host: h\n    routes:\n      - paths: /a\n",
      "t.yml:5:16: expected a sequence, got a string"},
     {V3 "services:\n  - host: h\n    routes:\n      - name: r\n",
-     "t.yml:5:9: route needs at least one of 'paths', 'hosts' or 'methods'"},
+     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers' or 'paths'"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: []\n        hosts: []\n",
-     "t.yml:5:9: route needs at least one of 'paths', 'hosts' or 'methods'"},
+     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers' or 'paths'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - protocols: [https]\n",
+     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers', 'paths' or 'snis'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - snis: [a.com]\n",
+     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers' or 'paths'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        protocols: [http]\n"
+        "        snis: [a.com]\n",
+     "t.yml:7:15: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or "
+     "'tls_passthrough'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        snis: [\"a b\"]\n",
+     "t.yml:6:16: invalid SNI 'a b'"},
     {V3 "services:\n  - host: h\n    routes:\n      - methods: [\"GE T\"]\n",
      "t.yml:5:19: invalid method 'GE T'"},
     {V3 "services:\n  - host: h\n    routes:\n      - hosts: [a.*.com]\n",
@@ -224,8 +241,21 @@ static const struct bad_case {
      "t.yml:6:21: protocol 'grpc' is not supported yet"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        protocols: []\n",
      "t.yml:6:20: protocols must not be empty"},
-    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        headers: {x: [y]}\n",
-     "t.yml:6:9: route field 'headers' is not supported yet"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        headers: {Host: [y]}\n",
+     "t.yml:6:19: cannot contain 'host' header, which must be specified in the 'hosts' attribute"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        headers: {x: []}\n",
+     "t.yml:6:22: header 'x' needs at least one value"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n"
+        "        headers: {x: [\"~*(\"]}\n",
+     "t.yml:6:23: invalid regex header value '(': missing closing parenthesis at offset 1"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n"
+        "        headers: {\"a b\": [y]}\n",
+     "t.yml:6:19: invalid header name 'a b'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n"
+        "        headers: {x: [a], X: [b]}\n",
+     "t.yml:6:27: duplicate header 'x'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        regex_priority: a\n",
+     "t.yml:6:25: expected an integer, got a string"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        path_handling: v1\n",
      "t.yml:6:24: path_handling 'v1' is not supported yet"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n"
@@ -251,8 +281,8 @@ static const struct bad_case {
      "t.yml:8:11: duplicate route name 'r' (first at line 5)"},
     /* consumers */
     {V3 "consumers:\n  - tags: [a]\n", "t.yml:3:5: consumer needs 'username' or 'custom_id'"},
-    {V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - key: k\n",
-     "t.yml:4:5: consumer field 'jwt_secrets' is not supported yet"},
+    {V3 "consumers:\n  - username: a\n    keyauth_credentials:\n      - key: k\n",
+     "t.yml:4:5: consumer field 'keyauth_credentials' is not supported yet"},
     {V3 "consumers:\n  - username: a\n  - username: a\n",
      "t.yml:4:15: duplicate consumer username 'a' (first at line 3)"},
     {V3 "consumers:\n  - username: a\n    password: x\n", "t.yml:4:5: unknown field 'password'"},
@@ -313,8 +343,13 @@ static const struct bad_case {
     {V3 "gateway:\n  proxy_listen: {a: 1}\n",
      "t.yml:3:17: proxy_listen: expected a string or a sequence, got a map"},
     {V3 "gateway:\n  status_listen: \"127.0.0.1:8100 ssl\"\n",
-     "t.yml:3:18: status_listen: invalid value '127.0.0.1:8100 ssl': ssl on the status listener "
-     "is not supported yet"},
+     "t.yml:3:18: status_listen: invalid value '127.0.0.1:8100 ssl': ssl on this listener is "
+     "not supported yet"},
+    {V3 "gateway:\n  admin_listen: 127.0.0.1:8100\n",
+     "t.yml:3:17: admin_listen: address 127.0.0.1:8100 is used twice"},
+    {V3 "gateway:\n  admin_listen: nowhere\n",
+     "t.yml:3:17: admin_listen: invalid value 'nowhere': expected host:port"},
+
     {V3 "gateway:\n  trusted_ips: [10.0.0.0/33]\n",
      "t.yml:3:17: trusted_ips: invalid value '10.0.0.0/33': invalid prefix length"},
     {V3 "gateway:\n  trusted_ips: [example.com]\n",
@@ -1067,6 +1102,365 @@ START_TEST(test_conf_values)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Kong entities beyond services/routes: upstreams, targets, health checks,   */
+/* route headers/snis/regex, jwt_secrets, certificates                        */
+/* ------------------------------------------------------------------------ */
+
+START_TEST(test_upstreams_and_targets)
+{
+    struct sl_config *cfg = load_ok(
+        V3 "services:\n"
+           "  - name: s\n"
+           "    host: orders-up\n"
+           "    routes: [{paths: [/]}]\n"
+           "  - name: plain\n"
+           "    host: example.com\n"
+           "upstreams:\n"
+           "  - name: orders-up\n"
+           "    algorithm: consistent-hashing\n"
+           "    hash_on: header\n"
+           "    hash_on_header: X-User\n"
+           "    hash_fallback: ip\n"
+           "    slots: 100\n"
+           "    host_header: api.internal\n"
+           "    healthchecks:\n"
+           "      threshold: 25.5\n"
+           "      active:\n"
+           "        type: tcp\n"
+           "        timeout: 0.25\n"
+           "        concurrency: 3\n"
+           "        http_path: /health\n"
+           "        headers: {x-probe: [a, b]}\n"
+           "        healthy: {interval: 0.2, successes: 2, http_statuses: [200]}\n"
+           "        unhealthy: {interval: 5, http_failures: 2, tcp_failures: 1, timeouts: 4}\n"
+           "      passive:\n"
+           "        unhealthy: {http_failures: 3, http_statuses: [500, 503]}\n"
+           "    targets:\n"
+           "      - target: 127.0.0.1:9001\n"
+           "        weight: 50\n"
+           "      - target: LocalHost\n"
+           "  - name: rr\n"
+           "targets:\n"
+           "  - target: \"[::1]:9003\"\n"
+           "    upstream: orders-up\n"
+           "  - target: 10.0.0.1:80\n"
+           "    upstream: {name: rr}\n"
+           "    weight: 0\n");
+    ck_assert_uint_eq(cfg->n_upstreams, 2);
+    const struct sl_upstream *u = &cfg->upstreams[0];
+    ck_assert_str_eq(u->name, "orders-up");
+    ck_assert_int_eq(u->algorithm, SL_LB_CONSISTENT_HASHING);
+    ck_assert_int_eq(u->hash_on, SL_HASH_HEADER);
+    ck_assert_str_eq(u->hash_on_header, "x-user");
+    ck_assert_int_eq(u->hash_fallback, SL_HASH_IP);
+    ck_assert_str_eq(u->hash_on_cookie_path, "/");
+    ck_assert_uint_eq(u->slots, 100);
+    ck_assert_str_eq(u->host_header, "api.internal");
+    const struct sl_healthchecks *hc = &u->healthchecks;
+    ck_assert(hc->threshold > 25.4 && hc->threshold < 25.6);
+    ck_assert_str_eq(hc->active.type, "tcp");
+    ck_assert_uint_eq(hc->active.timeout_ms, 250);
+    ck_assert_uint_eq(hc->active.concurrency, 3);
+    ck_assert_str_eq(hc->active.http_path, "/health");
+    ck_assert_uint_eq(hc->active.n_headers, 1);
+    ck_assert_uint_eq(hc->active.headers[0].n_values, 2);
+    ck_assert_uint_eq(hc->active.healthy.interval_ms, 200);
+    ck_assert_uint_eq(hc->active.healthy.successes, 2);
+    ck_assert_uint_eq(hc->active.healthy.n_http_statuses, 1);
+    ck_assert_uint_eq(hc->active.unhealthy.interval_ms, 5000);
+    ck_assert_uint_eq(hc->active.unhealthy.http_failures, 2);
+    ck_assert_uint_eq(hc->active.unhealthy.tcp_failures, 1);
+    ck_assert_uint_eq(hc->active.unhealthy.timeouts, 4);
+    ck_assert_uint_eq(hc->active.unhealthy.n_http_statuses, 8); /* Kong's default list */
+    ck_assert_uint_eq(hc->passive.unhealthy.http_failures, 3);
+    ck_assert_uint_eq(hc->passive.unhealthy.n_http_statuses, 2);
+    ck_assert_uint_eq(hc->passive.healthy.n_http_statuses, 19);
+    ck_assert_str_eq(hc->passive.type, "http");
+    /* nested targets first, then the top-level ones, in file order */
+    ck_assert_uint_eq(u->n_targets, 3);
+    ck_assert_str_eq(u->targets[0].host, "127.0.0.1");
+    ck_assert_uint_eq(u->targets[0].port, 9001);
+    ck_assert_uint_eq(u->targets[0].weight, 50);
+    ck_assert_str_eq(u->targets[1].host, "localhost");
+    ck_assert_uint_eq(u->targets[1].port, 8000); /* Kong's default port */
+    ck_assert_uint_eq(u->targets[1].weight, 100);
+    ck_assert_str_eq(u->targets[2].host, "::1");
+    ck_assert_uint_eq(u->targets[2].port, 9003);
+    ck_assert_ptr_eq(u->targets[2].upstream, u);
+    ck_assert_uint_eq(u->targets[2].index, 2);
+    const struct sl_upstream *rr = &cfg->upstreams[1];
+    ck_assert_int_eq(rr->algorithm, SL_LB_ROUND_ROBIN);
+    ck_assert_uint_eq(rr->slots, 10000);
+    ck_assert_uint_eq(rr->healthchecks.active.timeout_ms, 1000);
+    ck_assert_uint_eq(rr->healthchecks.active.concurrency, 10);
+    ck_assert_uint_eq(rr->healthchecks.active.healthy.interval_ms, 0);
+    ck_assert_uint_eq(rr->n_targets, 1);
+    ck_assert_uint_eq(rr->targets[0].weight, 0);
+    /* Kong: a service whose host names an upstream is balanced over it */
+    ck_assert_ptr_eq(cfg->services[0].upstream, u);
+    ck_assert_ptr_null(cfg->services[1].upstream);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_route_matching_fields)
+{
+    struct sl_config *cfg =
+        load_ok(V3 "services:\n"
+                   "  - host: h\n"
+                   "    routes:\n"
+                   "      - paths: [\"~/users/(?<id>\\\\d+)$\", /plain]\n"
+                   "        regex_priority: -3\n"
+                   "        headers: {X-Version: [v1, \"~*^v2\"], X-Env: prod}\n"
+                   "        snis: [API.Example.com, \"*.example.org\"]\n");
+    const struct sl_route *r = &cfg->routes[0];
+    ck_assert_str_eq(r->paths[0], "~/users/(?<id>\\d+)$");
+    ck_assert_str_eq(r->paths[1], "/plain");
+    ck_assert_int_eq(r->regex_priority, -3);
+    ck_assert_uint_eq(r->n_headers, 2);
+    ck_assert_str_eq(r->headers[0].name, "x-version");
+    ck_assert_uint_eq(r->headers[0].n_values, 2);
+    ck_assert_str_eq(r->headers[0].values[1], "~*^v2");
+    ck_assert_str_eq(r->headers[1].name, "x-env");
+    ck_assert_uint_eq(r->headers[1].n_values, 1);
+    ck_assert_str_eq(r->headers[1].values[0], "prod");
+    ck_assert_uint_eq(r->n_snis, 2);
+    ck_assert_str_eq(r->snis[0], "api.example.com");
+    sl_config_unref(cfg);
+
+    /* pre-3.0 files: Kong's heuristic makes a regex of a path with regex
+     * characters; it is stored the 3.0 way */
+    cfg = load_ok("_format_version: \"2.1\"\nservices:\n  - host: h\n    routes:\n"
+                  "      - paths: [\"/users/\\\\d+\", /plain]\n");
+    ck_assert_str_eq(cfg->routes[0].paths[0], "~/users/\\d+");
+    ck_assert_str_eq(cfg->routes[0].paths[1], "/plain");
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* a YAML block scalar holding a PEM file of tests/unit/data/tls */
+static void add_pem(char *out, size_t size, const char *key, const char *file, int indent)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tests/unit/data/tls/%s", srcdir(), file);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s", path);
+    size_t n = strlen(out);
+    n += (size_t)snprintf(out + n, size - n, "%*s%s: |\n", indent, "", key);
+    char line[512];
+    while (fgets(line, sizeof line, f) != NULL)
+        n += (size_t)snprintf(out + n, size - n, "%*s  %s", indent, "", line);
+    fclose(f);
+    ck_assert_uint_lt(n, size);
+}
+
+START_TEST(test_certificates_and_snis)
+{
+    static char yaml[32768];
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  - id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n");
+    add_pem(yaml, sizeof yaml, "cert", "rsa.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "rsa.key", 4);
+    add_pem(yaml, sizeof yaml, "cert_alt", "ec.crt", 4);
+    add_pem(yaml, sizeof yaml, "key_alt", "ec.key", 4);
+    strcat(yaml, "    snis: [API.example.com, {name: \"*.example.org\"}]\n"
+                 "snis:\n  - name: other.example.net\n"
+                 "    certificate: {id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01}\n"
+                 "ca_certificates:\n  - id: 6f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n");
+    add_pem(yaml, sizeof yaml, "cert", "ec.crt", 4);
+    strcat(yaml, "services:\n  - host: h\n    protocol: https\n    tls_verify: true\n"
+                 "    tls_verify_depth: 3\n"
+                 "    ca_certificates: [6f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01]\n");
+    struct sl_config *cfg = load_ok(yaml);
+    ck_assert_uint_eq(cfg->n_certificates, 1);
+    ck_assert_ptr_nonnull(cfg->certificates[0].cert_alt);
+    ck_assert_uint_eq(cfg->n_snis, 3);
+    ck_assert_str_eq(cfg->snis[0].name, "api.example.com");
+    ck_assert_str_eq(cfg->snis[1].name, "*.example.org");
+    ck_assert_str_eq(cfg->snis[2].name, "other.example.net");
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_ptr_eq(cfg->snis[i].certificate, &cfg->certificates[0]);
+    ck_assert_uint_eq(cfg->n_ca_certificates, 1);
+    ck_assert(cfg->services[0].tls_verify);
+    ck_assert_int_eq(cfg->services[0].tls_verify_depth, 3);
+    ck_assert_uint_eq(cfg->services[0].n_ca_certificates, 1);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+static void expect_refusal(const char *yaml, const char *want)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = load(yaml, &err);
+    if (cfg != NULL)
+        sl_config_unref(cfg);
+    ck_assert_msg(cfg == NULL, "accepted, expected: %s", want);
+    ck_assert_msg(strstr(err.text, want) != NULL, "\n got: %s\nwant: %s", err.text, want);
+}
+
+START_TEST(test_certificate_errors)
+{
+    static char yaml[32768];
+    /* a key that does not belong to the certificate */
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  -\n");
+    add_pem(yaml, sizeof yaml, "cert", "rsa.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "other-rsa.key", 4);
+    expect_refusal(yaml, "t.yml:24:10: key does not match cert");
+    /* cert_alt of the same key type */
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  -\n");
+    add_pem(yaml, sizeof yaml, "cert", "rsa.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "rsa.key", 4);
+    add_pem(yaml, sizeof yaml, "cert_alt", "rsa.crt", 4);
+    add_pem(yaml, sizeof yaml, "key_alt", "rsa.key", 4);
+    expect_refusal(yaml, "cert_alt must be of the other key type than cert (both are RSA)");
+    /* not PEM at all */
+    expect_refusal(V3 "certificates:\n  - cert: nonsense\n    key: nonsense\n",
+                   "t.yml:3:11: cert: not a PEM certificate");
+    expect_refusal(V3 "certificates:\n  - cert: x\n",
+                   "t.yml:3:5: certificate needs 'cert' and 'key'");
+    /* cert_alt alone */
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  -\n");
+    add_pem(yaml, sizeof yaml, "cert", "ec.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "ec.key", 4);
+    strcat(yaml, "    cert_alt: x\n");
+    expect_refusal(yaml, "'cert_alt' and 'key_alt' go together");
+    /* SNIs */
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  - snis: [a.example.com, A.example.com]\n");
+    add_pem(yaml, sizeof yaml, "cert", "ec.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "ec.key", 4);
+    expect_refusal(yaml, "t.yml:3:27: duplicate SNI 'a.example.com' (first at line 3)");
+    expect_refusal(V3 "snis:\n  - name: a.*.com\n    certificate: x\n",
+                   "t.yml:3:11: invalid SNI 'a.*.com': the wildcard must be the leftmost or the "
+                   "rightmost label");
+    expect_refusal(
+        V3 "snis:\n  - name: a.com\n    certificate: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n",
+        "t.yml:4:18: sni refers to unknown certificate");
+    expect_refusal(V3 "snis:\n  - name: a.com\n", "t.yml:3:5: sni needs a 'certificate'");
+    expect_refusal(V3 "ca_certificates:\n  - cert: nope\n",
+                   "t.yml:3:11: cert: not a PEM certificate");
+}
+END_TEST
+
+START_TEST(test_jwt_secrets)
+{
+    static char yaml[16384];
+    snprintf(yaml, sizeof yaml,
+             V3 "consumers:\n"
+                "  - username: alice\n"
+                "    jwt_secrets:\n"
+                "      - key: alice-iss\n"
+                "        secret: s3cret\n"
+                "      - algorithm: HS512\n"
+                "      - key: alice-rs\n"
+                "        algorithm: RS256\n");
+    add_pem(yaml, sizeof yaml, "rsa_public_key", "rsa.pub", 8);
+    strcat(yaml, "  - username: bob\n"
+                 "jwt_secrets:\n"
+                 "  - key: bob-es\n"
+                 "    consumer: bob\n"
+                 "    algorithm: ES256\n");
+    add_pem(yaml, sizeof yaml, "rsa_public_key", "ec.pub", 4);
+    struct sl_config *cfg = load_ok(yaml);
+    ck_assert_uint_eq(cfg->n_jwt_secrets, 4);
+    const struct sl_jwt_secret *j = cfg->jwt_secrets;
+    ck_assert_str_eq(j[0].key, "alice-iss");
+    ck_assert_str_eq(j[0].secret, "s3cret");
+    ck_assert_str_eq(j[0].algorithm, "HS256"); /* Kong's default */
+    ck_assert_ptr_eq(j[0].consumer, &cfg->consumers[0]);
+    /* Kong makes up key and secret when absent */
+    ck_assert_uint_eq(strlen(j[1].key), 32);
+    ck_assert_uint_eq(strlen(j[1].secret), 32);
+    ck_assert_str_ne(j[1].key, j[1].secret);
+    ck_assert_str_eq(j[1].algorithm, "HS512");
+    ck_assert_ptr_nonnull(j[2].rsa_public_key);
+    ck_assert_str_eq(j[3].key, "bob-es");
+    ck_assert_ptr_eq(j[3].consumer, &cfg->consumers[1]);
+    sl_config_unref(cfg);
+
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: none\n",
+                   "t.yml:5:20: invalid algorithm 'none': expected one of HS256");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: hs256\n",
+                   "t.yml:5:20: invalid algorithm 'hs256'");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - secret: \"\"\n",
+                   "t.yml:5:17: must not be empty");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: RS256\n",
+                   "t.yml:5:9: jwt_secret with algorithm RS256 needs 'rsa_public_key'");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: RS256\n"
+                      "        rsa_public_key: nope\n",
+                   "t.yml:6:25: rsa_public_key: not a PEM public key");
+    snprintf(yaml, sizeof yaml,
+             V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: ES384\n");
+    add_pem(yaml, sizeof yaml, "rsa_public_key", "rsa.pub", 8);
+    expect_refusal(yaml, "rsa_public_key: a RSA key cannot verify ES384");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - key: k\n"
+                      "      - key: k\n",
+                   "t.yml:6:14: duplicate jwt_secret key 'k' (first at line 5)");
+    expect_refusal(V3 "jwt_secrets:\n  - key: k\n", "t.yml:3:5: jwt_secret needs a 'consumer'");
+    expect_refusal(V3 "jwt_secrets:\n  - key: k\n    consumer: nobody\n",
+                   "t.yml:4:15: jwt_secret refers to unknown consumer 'nobody'");
+    expect_refusal(V3 "consumers:\n  - username: a\n    plugins:\n      - name: jwt\n",
+                   "t.yml:5:9: plugin 'jwt' cannot be configured on a consumer");
+}
+END_TEST
+
+START_TEST(test_upstream_errors)
+{
+    expect_refusal(V3 "upstreams:\n  - algorithm: round-robin\n",
+                   "t.yml:3:5: upstream needs a 'name'");
+    expect_refusal(V3 "upstreams:\n  - name: \"a b\"\n",
+                   "t.yml:3:11: invalid upstream name 'a b': it must be a valid hostname");
+    expect_refusal(V3 "upstreams:\n  - name: u\n  - name: u\n",
+                   "t.yml:4:11: duplicate upstream name 'u' (first at line 3)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    algorithm: random\n",
+                   "t.yml:4:16: invalid algorithm 'random': expected round-robin");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    slots: 5\n",
+                   "t.yml:4:12: value 5 is out of range (10..65536)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: header\n",
+                   "t.yml:4:14: hash_on 'header' needs 'hash_on_header'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: cookie\n    hash_on_cookie: c\n"
+                      "    hash_fallback: ip\n",
+                   "t.yml:6:20: hash_fallback must be 'none' when hash_on is 'cookie'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: ip\n    hash_fallback: ip\n",
+                   "t.yml:5:20: hash_fallback must differ from hash_on");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: hat\n",
+                   "t.yml:4:14: invalid value 'hat': expected none, consumer");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      active:\n"
+                      "        healthy: {interval: -1}\n",
+                   "t.yml:6:29: value -1 is out of range (0..65535 seconds)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      passive:\n"
+                      "        healthy: {interval: 1}\n",
+                   "t.yml:6:19: unknown field 'interval'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      active:\n"
+                      "        unhealthy: {http_statuses: [99]}\n",
+                   "t.yml:6:37: value 99 is out of range (100..999)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      active:\n"
+                      "        http_path: health\n",
+                   "t.yml:6:20: invalid http_path 'health': should start with /");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      active:\n"
+                      "        type: grpc\n",
+                   "t.yml:6:15: health check type 'grpc' is not supported yet");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    targets:\n      - target: \"a b:80\"\n",
+                   "t.yml:5:17: invalid target 'a b:80': not a valid hostname or ip address");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    targets:\n      - target: \"h:99999\"\n",
+                   "t.yml:5:17: invalid target 'h:99999': bad port");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    targets:\n      - target: h:80\n"
+                      "        weight: 70000\n",
+                   "t.yml:6:17: value 70000 is out of range (0..65535)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    targets:\n      - target: h:80\n"
+                      "      - target: H:80\n",
+                   "t.yml:6:17: target 'h:80' is already in upstream 'u' (line 5)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    targets:\n      - weight: 1\n",
+                   "t.yml:5:9: target needs a 'target' (\"host:port\")");
+    expect_refusal(V3 "targets:\n  - target: h:80\n", "t.yml:3:5: target needs an 'upstream'");
+    expect_refusal(V3 "targets:\n  - target: h:80\n    upstream: nope\n",
+                   "t.yml:4:15: target refers to unknown upstream 'nope'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    targets:\n      - target: h:80\n"
+                      "        upstream: u\n",
+                   "t.yml:6:9: conflicting values: this target is nested under an upstream "
+                   "already");
+}
+END_TEST
+
 /* Many entities: references resolve through the index, not a scan. */
 START_TEST(test_many_entities)
 {
@@ -1117,6 +1511,12 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_trusted_ips);
     tcase_add_test(tc, test_conf_values);
     tcase_add_test(tc, test_many_entities);
+    tcase_add_test(tc, test_upstreams_and_targets);
+    tcase_add_test(tc, test_route_matching_fields);
+    tcase_add_test(tc, test_certificates_and_snis);
+    tcase_add_test(tc, test_certificate_errors);
+    tcase_add_test(tc, test_jwt_secrets);
+    tcase_add_test(tc, test_upstream_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,2 +1,10 @@
 EXTRA_DIST += tests/unit/data/full.yml
 EXTRA_DIST += tests/unit/data/seed-kong-declarative.yml
+EXTRA_DIST += tests/unit/data/tls/README
+EXTRA_DIST += tests/unit/data/tls/rsa.crt
+EXTRA_DIST += tests/unit/data/tls/rsa.key
+EXTRA_DIST += tests/unit/data/tls/ec.crt
+EXTRA_DIST += tests/unit/data/tls/ec.key
+EXTRA_DIST += tests/unit/data/tls/other-rsa.key
+EXTRA_DIST += tests/unit/data/tls/rsa.pub
+EXTRA_DIST += tests/unit/data/tls/ec.pub
