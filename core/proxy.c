@@ -1402,8 +1402,14 @@ static void request_route(struct sl_request *r)
 {
     struct sl_client *c = r->client;
     const struct request_head *h = r->head;
-    struct sl_router_request rreq = {h->req.method, h->req.method_len, h->host_name,
-                                     h->host_name_len, h->path, h->path_len};
+    struct sl_router_request rreq = {.method = h->req.method,
+                                     .method_len = h->req.method_len,
+                                     .host = h->host_name,
+                                     .host_len = h->host_name_len,
+                                     .path = h->path,
+                                     .path_len = h->path_len,
+                                     .headers = h->req.headers,
+                                     .n_headers = h->req.num_headers};
     if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
         release_head_bytes(r);
         if (!r->req_body_done)

@@ -1,26 +1,44 @@
 /*
- * Router: Kong's traditional_compatible priority over methods, hosts and
- * plain path prefixes, and Kong's path_handling v0 for the upstream path.
+ * Router: Kong's traditional_compatible router over methods, hosts (with
+ * wildcards), headers (plain and ~* regex values), snis and paths (plain
+ * prefixes and PCRE2 regexes with captures), and Kong's path_handling v0
+ * for the upstream path.
  *
- * sl_router_build() expands every route into one entry per path (Kong splits
- * a route with several paths the same way, so that each prefix ranks by its
- * own length), sorts the entries by priority once, and sl_router_find() is a
- * single scan in that order that stops at the first match. Nothing is
- * allocated while routing; the router only points into the config snapshot,
- * which outlives it.
- *
- * Priority, highest first (kong/router/transform.lua, get_priority):
- *   1. number of fields set among methods, hosts, paths;
+ * sl_router_build() expands every route into one entry per path (Kong
+ * splits a route with several paths the same way, so that each path ranks
+ * on its own) and sorts the entries by priority once. Priority, highest
+ * first (kong/router/traditional.lua and compat.lua):
+ *   1. number of fields set among methods, hosts, headers, snis, paths;
  *   2. the route has hosts and none of them is a wildcard;
- *   3. length of the plain path prefix;
- *   4. order in the configuration (then order of the path in the route).
+ *   3. number of headers;
+ *   4. a regex path before a plain prefix;
+ *   5. regex_priority (regex paths);
+ *   6. length of the plain prefix;
+ *   7. order in the configuration (Kong orders by created_at; a file has
+ *      no such time, so the file's order stands in), then path order.
+ *
+ * Lookups do not scan every entry: entries with a plain prefix sit in a
+ * hash table keyed by the prefix, so a request probes one bucket per length
+ * of its own path's prefixes; regex entries and entries without paths are
+ * in one priority-ordered list. Each bucket is in priority order too, and
+ * the winner is the matching entry with the lowest position in the global
+ * order, so the result is exactly that of a scan of all entries in order
+ * (check_router.c compares the two on thousands of generated routes).
+ *
+ * The router only points into the config snapshot, which outlives it, and
+ * is immutable after build: every worker reads it without locks. The only
+ * per-thread state is one PCRE2 match block per thread (regex matching).
  */
 #include "router.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 enum host_kind {
     HOST_EXACT,  /* example.com */
@@ -39,6 +57,19 @@ struct rt_method {
     size_t len;
 };
 
+struct rt_header_value {
+    const char *text; /* plain value */
+    size_t len;
+    pcre2_code *re; /* "~*" value: the compiled regex (text unused) */
+};
+
+struct rt_header {
+    const char *name; /* lower case */
+    size_t name_len;
+    struct rt_header_value *values;
+    size_t n_values;
+};
+
 /* What is shared by the entries of one route. */
 struct rt_route {
     const struct sl_route *route;
@@ -46,23 +77,44 @@ struct rt_route {
     size_t n_methods;
     const struct rt_host *hosts;
     size_t n_hosts;
+    struct rt_header *headers;
+    size_t n_headers;
 };
 
 struct rt_entry {
     const struct rt_route *rt;
-    const char *path; /* NULL: the route has no paths */
+    const char *path; /* plain prefix; NULL for a regex or no path */
     size_t path_len;
+    pcre2_code *re; /* regex path */
     unsigned weight;  /* number of fields set */
     bool plain_hosts; /* has hosts, none with a wildcard */
-    size_t order;     /* route index, then path index: ties keep config order */
+    int regex_priority;
+    size_t order; /* route index, then path index: ties keep config order */
+    size_t rank;  /* position in the sorted order */
+};
+
+/* prefix -> entries with that exact prefix, by rank */
+struct prefix_bucket {
+    const char *prefix;
+    size_t len;
+    uint64_t hash;
+    size_t first, count; /* into router->bucket_entries */
 };
 
 struct sl_router {
-    struct rt_entry *entries;
+    struct rt_entry *entries; /* sorted by priority */
     size_t n_entries;
     struct rt_route *routes;
+    size_t n_routes;
     struct rt_host *hosts;
     struct rt_method *methods;
+    /* index */
+    struct prefix_bucket *buckets; /* open addressing, n_buckets a power of 2 */
+    size_t n_buckets;
+    const struct rt_entry **bucket_entries;
+    const struct rt_entry **others; /* regex or pathless entries, by rank */
+    size_t n_others;
+    size_t max_prefix_len;
 };
 
 static int entry_cmp(const void *pa, const void *pb)
@@ -72,6 +124,13 @@ static int entry_cmp(const void *pa, const void *pb)
         return a->weight > b->weight ? -1 : 1;
     if (a->plain_hosts != b->plain_hosts)
         return a->plain_hosts ? -1 : 1;
+    if (a->rt->n_headers != b->rt->n_headers)
+        return a->rt->n_headers > b->rt->n_headers ? -1 : 1;
+    bool ar = a->re != NULL, br = b->re != NULL;
+    if (ar != br)
+        return ar ? -1 : 1;
+    if (ar && a->regex_priority != b->regex_priority)
+        return a->regex_priority > b->regex_priority ? -1 : 1;
     if (a->path_len != b->path_len)
         return a->path_len > b->path_len ? -1 : 1;
     if (a->order != b->order)
@@ -83,10 +142,24 @@ void sl_router_free(struct sl_router *router)
 {
     if (router == NULL)
         return;
+    for (size_t i = 0; i < router->n_entries; i++)
+        pcre2_code_free(router->entries[i].re);
+    for (size_t i = 0; i < router->n_routes; i++) {
+        struct rt_route *rt = &router->routes[i];
+        for (size_t h = 0; h < rt->n_headers; h++) {
+            for (size_t v = 0; v < rt->headers[h].n_values; v++)
+                pcre2_code_free(rt->headers[h].values[v].re);
+            free(rt->headers[h].values);
+        }
+        free(rt->headers);
+    }
     free(router->entries);
     free(router->routes);
     free(router->hosts);
     free(router->methods);
+    free(router->buckets);
+    free(router->bucket_entries);
+    free(router->others);
     free(router);
 }
 
@@ -96,39 +169,32 @@ static bool routable(const struct sl_route *r)
     return r->service != NULL && r->service->enabled;
 }
 
-struct sl_router *sl_router_build(const struct sl_config *cfg)
+static pcre2_code *compile(const char *pattern, uint32_t options)
 {
-    struct sl_router *router = calloc(1, sizeof *router);
-    if (router == NULL)
-        return NULL;
-    if (cfg == NULL)
-        return router;
+    int code;
+    PCRE2_SIZE offset;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                                   options | PCRE2_UTF, &code, &offset, NULL);
+    if (re != NULL)
+        (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* interpreted when JIT is missing */
+    return re;
+}
 
-    size_t n_routes = 0, n_entries = 0, n_hosts = 0, n_methods = 0;
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct sl_route *r = &cfg->routes[i];
-        if (!routable(r))
-            continue;
-        n_routes++;
-        n_entries += r->n_paths > 0 ? r->n_paths : 1;
-        n_hosts += r->n_hosts;
-        n_methods += r->n_methods;
-    }
-    router->routes = calloc(n_routes ? n_routes : 1, sizeof *router->routes);
-    router->entries = calloc(n_entries ? n_entries : 1, sizeof *router->entries);
-    router->hosts = calloc(n_hosts ? n_hosts : 1, sizeof *router->hosts);
-    router->methods = calloc(n_methods ? n_methods : 1, sizeof *router->methods);
-    if (!router->routes || !router->entries || !router->hosts || !router->methods) {
-        sl_router_free(router);
-        return NULL;
-    }
+static uint64_t hash_step(uint64_t h, unsigned char c)
+{
+    return (h ^ c) * 1099511628211ULL; /* FNV-1a */
+}
+#define HASH_INIT 14695981039346656037ULL
 
+static bool build_routes(struct sl_router *router, const struct sl_config *cfg)
+{
     size_t ri = 0, hi = 0, mi = 0, ei = 0;
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct sl_route *r = &cfg->routes[i];
         if (!routable(r))
             continue;
         struct rt_route *rt = &router->routes[ri++];
+        router->n_routes = ri;
         rt->route = r;
 
         rt->methods = &router->methods[mi];
@@ -154,22 +220,153 @@ struct sl_router *sl_router_build(const struct sl_config *cfg)
             }
         }
 
-        unsigned weight = (r->n_methods > 0) + (r->n_hosts > 0) + (r->n_paths > 0);
+        if (r->n_headers > 0) {
+            rt->headers = calloc(r->n_headers, sizeof *rt->headers);
+            if (rt->headers == NULL)
+                return false;
+            rt->n_headers = r->n_headers;
+            for (size_t h = 0; h < r->n_headers; h++) {
+                struct rt_header *out = &rt->headers[h];
+                out->name = r->headers[h].name;
+                out->name_len = strlen(out->name);
+                out->values = calloc(r->headers[h].n_values, sizeof *out->values);
+                if (out->values == NULL)
+                    return false;
+                out->n_values = r->headers[h].n_values;
+                for (size_t v = 0; v < out->n_values; v++) {
+                    const char *text = r->headers[h].values[v];
+                    if (strncmp(text, "~*", 2) == 0) {
+                        if ((out->values[v].re = compile(text + 2, PCRE2_CASELESS)) == NULL)
+                            return false;
+                    } else {
+                        out->values[v].text = text;
+                        out->values[v].len = strlen(text);
+                    }
+                }
+            }
+        }
+
+        unsigned weight = (r->n_methods > 0) + (r->n_hosts > 0) + (r->n_paths > 0) +
+                          (r->n_headers > 0) + (r->n_snis > 0);
         size_t n_paths = r->n_paths > 0 ? r->n_paths : 1;
         for (size_t p = 0; p < n_paths; p++) {
             struct rt_entry *e = &router->entries[ei++];
+            router->n_entries = ei;
             e->rt = rt;
             e->weight = weight;
             e->plain_hosts = plain;
+            e->regex_priority = r->regex_priority;
             e->order = ei; /* routes and their paths in config order */
-            if (r->n_paths > 0) {
-                e->path = r->paths[p];
-                e->path_len = strlen(e->path);
+            if (r->n_paths == 0)
+                continue;
+            const char *path = r->paths[p];
+            if (path[0] == '~') {
+                /* Kong anchors path regexes at the start only */
+                if ((e->re = compile(path + 1, PCRE2_ANCHORED)) == NULL)
+                    return false;
+            } else {
+                e->path = path;
+                e->path_len = strlen(path);
             }
         }
     }
-    router->n_entries = ei;
+    return true;
+}
+
+static bool build_index(struct sl_router *router)
+{
+    size_t n_prefixed = 0;
+    for (size_t i = 0; i < router->n_entries; i++)
+        n_prefixed += router->entries[i].path != NULL;
+    router->n_buckets = 16;
+    while (router->n_buckets < 2 * n_prefixed)
+        router->n_buckets *= 2;
+    router->buckets = calloc(router->n_buckets, sizeof *router->buckets);
+    router->bucket_entries = calloc(n_prefixed ? n_prefixed : 1, sizeof *router->bucket_entries);
+    router->others = calloc(router->n_entries ? router->n_entries : 1, sizeof *router->others);
+    if (!router->buckets || !router->bucket_entries || !router->others)
+        return false;
+    /* count per distinct prefix, then place in rank order */
+    size_t mask = router->n_buckets - 1;
+    for (size_t i = 0; i < router->n_entries; i++) {
+        const struct rt_entry *e = &router->entries[i];
+        if (e->path == NULL) {
+            router->others[router->n_others++] = e;
+            continue;
+        }
+        if (e->path_len > router->max_prefix_len)
+            router->max_prefix_len = e->path_len;
+        uint64_t hash = HASH_INIT;
+        for (size_t k = 0; k < e->path_len; k++)
+            hash = hash_step(hash, (unsigned char)e->path[k]);
+        size_t slot = hash & mask;
+        while (router->buckets[slot].prefix != NULL &&
+               !(router->buckets[slot].len == e->path_len &&
+                 memcmp(router->buckets[slot].prefix, e->path, e->path_len) == 0))
+            slot = (slot + 1) & mask;
+        struct prefix_bucket *b = &router->buckets[slot];
+        b->prefix = e->path;
+        b->len = e->path_len;
+        b->hash = hash;
+        b->count++;
+    }
+    size_t next = 0;
+    for (size_t s = 0; s < router->n_buckets; s++) {
+        router->buckets[s].first = next;
+        next += router->buckets[s].count;
+        router->buckets[s].count = 0;
+    }
+    for (size_t i = 0; i < router->n_entries; i++) { /* entries are in rank order */
+        const struct rt_entry *e = &router->entries[i];
+        if (e->path == NULL)
+            continue;
+        uint64_t hash = HASH_INIT;
+        for (size_t k = 0; k < e->path_len; k++)
+            hash = hash_step(hash, (unsigned char)e->path[k]);
+        size_t slot = hash & mask;
+        while (!(router->buckets[slot].len == e->path_len &&
+                 memcmp(router->buckets[slot].prefix, e->path, e->path_len) == 0))
+            slot = (slot + 1) & mask;
+        struct prefix_bucket *b = &router->buckets[slot];
+        router->bucket_entries[b->first + b->count++] = e;
+    }
+    return true;
+}
+
+struct sl_router *sl_router_build(const struct sl_config *cfg)
+{
+    struct sl_router *router = calloc(1, sizeof *router);
+    if (router == NULL)
+        return NULL;
+    if (cfg == NULL)
+        return router;
+
+    size_t n_routes = 0, n_entries = 0, n_hosts = 0, n_methods = 0;
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct sl_route *r = &cfg->routes[i];
+        if (!routable(r))
+            continue;
+        n_routes++;
+        n_entries += r->n_paths > 0 ? r->n_paths : 1;
+        n_hosts += r->n_hosts;
+        n_methods += r->n_methods;
+    }
+    router->routes = calloc(n_routes ? n_routes : 1, sizeof *router->routes);
+    router->entries = calloc(n_entries ? n_entries : 1, sizeof *router->entries);
+    router->hosts = calloc(n_hosts ? n_hosts : 1, sizeof *router->hosts);
+    router->methods = calloc(n_methods ? n_methods : 1, sizeof *router->methods);
+    if (!router->routes || !router->entries || !router->hosts || !router->methods ||
+        !build_routes(router, cfg)) {
+        sl_router_free(router);
+        return NULL;
+    }
     qsort(router->entries, router->n_entries, sizeof *router->entries, entry_cmp);
+    for (size_t i = 0; i < router->n_entries; i++)
+        router->entries[i].rank = i;
+    if (!build_index(router)) {
+        sl_router_free(router);
+        return NULL;
+    }
     return router;
 }
 
@@ -184,6 +381,71 @@ static bool host_matches(const struct rt_host *h, const char *host, size_t len)
         return len > h->len && strncasecmp(host, h->text, h->len) == 0;
     }
     return false;
+}
+
+/* sni: exact, or Kong's wildcards as for hosts */
+static bool sni_matches(const char *pattern, const char *sni, size_t len)
+{
+    size_t n = strlen(pattern);
+    if (n >= 2 && pattern[0] == '*')
+        return len > n - 1 && strncasecmp(sni + len - (n - 1), pattern + 1, n - 1) == 0;
+    if (n >= 2 && pattern[n - 1] == '*')
+        return len > n - 1 && strncasecmp(sni, pattern, n - 1) == 0;
+    return len == n && strncasecmp(sni, pattern, n) == 0;
+}
+
+/* One match block per thread, created on first use, freed at thread exit. */
+static pthread_key_t match_key;
+static pthread_once_t match_once = PTHREAD_ONCE_INIT;
+static void match_data_free(void *p)
+{
+    pcre2_match_data_free(p);
+}
+static void match_key_init(void)
+{
+    (void)pthread_key_create(&match_key, match_data_free);
+}
+static pcre2_match_data *thread_match_data(void)
+{
+    pthread_once(&match_once, match_key_init);
+    pcre2_match_data *md = pthread_getspecific(match_key);
+    if (md == NULL) {
+        md = pcre2_match_data_create(SL_ROUTER_MAX_CAPTURES + 1, NULL);
+        if (md != NULL && pthread_setspecific(match_key, md) != 0) {
+            pcre2_match_data_free(md);
+            md = NULL;
+        }
+    }
+    return md;
+}
+
+static bool regex_matches(const pcre2_code *re, const char *s, size_t len)
+{
+    pcre2_match_data *md = thread_match_data();
+    return md != NULL && pcre2_match(re, (PCRE2_SPTR)s, len, 0, 0, md, NULL) >= 0;
+}
+
+static bool headers_match(const struct rt_route *rt, const struct sl_router_request *req)
+{
+    for (size_t h = 0; h < rt->n_headers; h++) {
+        const struct rt_header *want = &rt->headers[h];
+        bool ok = false;
+        for (size_t i = 0; i < req->n_headers && !ok; i++) {
+            const struct sl_http_header *got = &req->headers[i];
+            if (got->name_len != want->name_len ||
+                strncasecmp(got->name, want->name, want->name_len) != 0)
+                continue;
+            for (size_t v = 0; v < want->n_values && !ok; v++) {
+                const struct rt_header_value *val = &want->values[v];
+                ok = val->re ? regex_matches(val->re, got->value, got->value_len)
+                             : (val->len == got->value_len &&
+                                strncasecmp(val->text, got->value, val->len) == 0);
+            }
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
 }
 
 static bool route_matches(const struct rt_route *rt, const struct sl_router_request *req,
@@ -206,6 +468,45 @@ static bool route_matches(const struct rt_route *rt, const struct sl_router_requ
         if (!ok)
             return false;
     }
+    const struct sl_route *r = rt->route;
+    if (r->n_snis > 0) {
+        if (req->sni == NULL || req->sni_len == 0)
+            return false;
+        bool ok = false;
+        for (size_t i = 0; i < r->n_snis && !ok; i++)
+            ok = sni_matches(r->snis[i], req->sni, req->sni_len);
+        if (!ok)
+            return false;
+    }
+    return rt->n_headers == 0 || headers_match(rt, req);
+}
+
+/* Does entry e match? For a regex path, fill the captures of m. */
+static bool entry_matches(const struct rt_entry *e, const struct sl_router_request *req,
+                          const char *path, size_t path_len, const char *host, size_t host_len,
+                          struct sl_router_match *m)
+{
+    if (!route_matches(e->rt, req, host, host_len))
+        return false;
+    if (e->re == NULL)
+        return true;
+    pcre2_match_data *md = thread_match_data();
+    if (md == NULL)
+        return false;
+    int rc = pcre2_match(e->re, (PCRE2_SPTR)path, path_len, 0, 0, md, NULL);
+    if (rc < 0)
+        return false;
+    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+    uint32_t n = pcre2_get_ovector_count(md);
+    if (n > SL_ROUTER_MAX_CAPTURES + 1)
+        n = SL_ROUTER_MAX_CAPTURES + 1;
+    m->n_captures = 0;
+    for (uint32_t i = 1; i < n && i < (uint32_t)rc; i++) {
+        m->captures[i - 1].start = ov[2 * i] == PCRE2_UNSET ? SIZE_MAX : ov[2 * i];
+        m->captures[i - 1].len = ov[2 * i] == PCRE2_UNSET ? 0 : ov[2 * i + 1] - ov[2 * i];
+        m->n_captures = i;
+    }
+    m->matched_prefix_len = ov[1]; /* Kong strips the whole match */
     return true;
 }
 
@@ -222,21 +523,72 @@ bool sl_router_find(const struct sl_router *router, const struct sl_router_reque
     if (host != NULL && host_len > 1 && host[host_len - 1] == '.')
         host_len--;
 
-    for (size_t i = 0; i < router->n_entries; i++) {
-        const struct rt_entry *e = &router->entries[i];
-        /* Raw prefix, as Kong: "/foo" matches "/foobar". */
-        if (e->path != NULL && (path_len < e->path_len || memcmp(path, e->path, e->path_len) != 0))
-            continue;
-        if (!route_matches(e->rt, req, host, host_len))
-            continue;
-        if (match != NULL) {
-            match->route = e->rt->route;
-            match->service = e->rt->route->service;
-            match->matched_prefix_len = e->path_len;
+    struct sl_router_match tmp, best;
+    const struct rt_entry *winner = NULL;
+    memset(&best, 0, sizeof best);
+
+    /* plain prefixes: one bucket per prefix length of the request path */
+    size_t max = path_len < router->max_prefix_len ? path_len : router->max_prefix_len;
+    uint64_t hash = HASH_INIT;
+    size_t mask = router->n_buckets - 1;
+    for (size_t len = 1; len <= max && router->n_buckets > 0; len++) {
+        hash = hash_step(hash, (unsigned char)path[len - 1]);
+        size_t slot = hash & mask;
+        const struct prefix_bucket *b = NULL;
+        while (router->buckets[slot].prefix != NULL) {
+            const struct prefix_bucket *c = &router->buckets[slot];
+            if (c->hash == hash && c->len == len && memcmp(c->prefix, path, len) == 0) {
+                b = c;
+                break;
+            }
+            slot = (slot + 1) & mask;
         }
-        return true;
+        if (b == NULL)
+            continue;
+        for (size_t k = 0; k < b->count; k++) {
+            const struct rt_entry *e = router->bucket_entries[b->first + k];
+            if (winner != NULL && e->rank >= winner->rank)
+                break; /* the rest of this bucket ranks lower still */
+            memset(&tmp, 0, sizeof tmp);
+            if (entry_matches(e, req, path, path_len, host, host_len, &tmp)) {
+                winner = e;
+                tmp.matched_prefix_len = e->path_len;
+                best = tmp;
+                break;
+            }
+        }
     }
-    return false;
+    /* regex paths and routes without paths */
+    for (size_t k = 0; k < router->n_others; k++) {
+        const struct rt_entry *e = router->others[k];
+        if (winner != NULL && e->rank >= winner->rank)
+            break;
+        memset(&tmp, 0, sizeof tmp);
+        if (entry_matches(e, req, path, path_len, host, host_len, &tmp)) {
+            winner = e;
+            best = tmp;
+            break;
+        }
+    }
+    if (winner == NULL)
+        return false;
+    if (match != NULL) {
+        *match = best;
+        match->route = winner->rt->route;
+        match->service = winner->rt->route->service;
+        match->regex = winner->re;
+    }
+    return true;
+}
+
+long sl_router_capture_by_name(const struct sl_router_match *match, const char *name)
+{
+    if (match == NULL || match->regex == NULL)
+        return -1;
+    int n = pcre2_substring_number_from_name((const pcre2_code *)match->regex, (PCRE2_SPTR)name);
+    if (n <= 0 || (size_t)n > match->n_captures)
+        return -1;
+    return n - 1;
 }
 
 struct out_buf {

@@ -13,6 +13,10 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "http1.h"
+
+/* Capture groups of a regex path reported in a match (beyond: ignored). */
+#define SL_ROUTER_MAX_CAPTURES 16
 
 struct sl_router;
 
@@ -23,14 +27,33 @@ struct sl_router_request {
     size_t host_len;
     const char *path; /* path only, no query string */
     size_t path_len;
+    /* the request's headers (routes with `headers`); NULL/0: none */
+    const struct sl_http_header *headers;
+    size_t n_headers;
+    /* the TLS server name of the connection (routes with `snis`); NULL: none */
+    const char *sni;
+    size_t sni_len;
+};
+
+struct sl_router_capture {
+    size_t start; /* offset into the request path; SIZE_MAX: the group did not take part */
+    size_t len;
 };
 
 struct sl_router_match {
     const struct sl_route *route;
     const struct sl_service *service;
-    /* the matched plain prefix (for strip_path and X-Forwarded-Prefix) */
+    /* the matched plain prefix, or the length of a regex path's whole
+     * match (Kong strips either with strip_path; X-Forwarded-Prefix) */
     size_t matched_prefix_len;
+    /* a regex path: its groups 1..n as captures[0..n-1] */
+    const void *regex; /* the compiled pattern (sl_router_capture_by_name); NULL: a prefix */
+    struct sl_router_capture captures[SL_ROUTER_MAX_CAPTURES];
+    size_t n_captures;
 };
+
+/* Index into match->captures of the named group, or -1. */
+long sl_router_capture_by_name(const struct sl_router_match *match, const char *name);
 
 /*
  * Normalise a request path before routing (Kong's rule, RFC 3986): percent
