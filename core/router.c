@@ -85,7 +85,7 @@ struct rt_entry {
     const struct rt_route *rt;
     const char *path; /* plain prefix; NULL for a regex or no path */
     size_t path_len;
-    pcre2_code *re; /* regex path */
+    pcre2_code *re;   /* regex path */
     unsigned weight;  /* number of fields set */
     bool plain_hosts; /* has hosts, none with a wildcard */
     int regex_priority;
@@ -173,8 +173,8 @@ static pcre2_code *compile(const char *pattern, uint32_t options)
 {
     int code;
     PCRE2_SIZE offset;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-                                   options | PCRE2_UTF, &code, &offset, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options | PCRE2_UTF,
+                                   &code, &offset, NULL);
     if (re != NULL)
         (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* interpreted when JIT is missing */
     return re;
@@ -497,15 +497,17 @@ static bool entry_matches(const struct rt_entry *e, const struct sl_router_reque
     if (rc < 0)
         return false;
     const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-    uint32_t n = pcre2_get_ovector_count(md);
-    if (n > SL_ROUTER_MAX_CAPTURES + 1)
-        n = SL_ROUTER_MAX_CAPTURES + 1;
-    m->n_captures = 0;
-    for (uint32_t i = 1; i < n && i < (uint32_t)rc; i++) {
-        m->captures[i - 1].start = ov[2 * i] == PCRE2_UNSET ? SIZE_MAX : ov[2 * i];
-        m->captures[i - 1].len = ov[2 * i] == PCRE2_UNSET ? 0 : ov[2 * i + 1] - ov[2 * i];
-        m->n_captures = i;
+    uint32_t groups = 0;
+    (void)pcre2_pattern_info(e->re, PCRE2_INFO_CAPTURECOUNT, &groups);
+    if (groups > SL_ROUTER_MAX_CAPTURES)
+        groups = SL_ROUTER_MAX_CAPTURES;
+    /* groups past rc - 1, and those that did not take part, are unset */
+    for (uint32_t i = 1; i <= groups; i++) {
+        bool set = i < (uint32_t)rc && ov[2 * i] != PCRE2_UNSET;
+        m->captures[i - 1].start = set ? ov[2 * i] : SIZE_MAX;
+        m->captures[i - 1].len = set ? ov[2 * i + 1] - ov[2 * i] : 0;
     }
+    m->n_captures = groups;
     m->matched_prefix_len = ov[1]; /* Kong strips the whole match */
     return true;
 }
@@ -579,6 +581,37 @@ bool sl_router_find(const struct sl_router *router, const struct sl_router_reque
         match->regex = winner->re;
     }
     return true;
+}
+
+bool sl_router_find_linear(const struct sl_router *router, const struct sl_router_request *req,
+                           struct sl_router_match *match)
+{
+    if (router == NULL || req == NULL)
+        return false;
+    const char *path = req->path != NULL ? req->path : "";
+    size_t path_len = req->path != NULL ? req->path_len : 0;
+    const char *host = req->host;
+    size_t host_len = req->host != NULL ? req->host_len : 0;
+    if (host != NULL && host_len > 1 && host[host_len - 1] == '.')
+        host_len--;
+    for (size_t i = 0; i < router->n_entries; i++) {
+        const struct rt_entry *e = &router->entries[i];
+        if (e->path != NULL && (path_len < e->path_len || memcmp(path, e->path, e->path_len) != 0))
+            continue;
+        struct sl_router_match m;
+        memset(&m, 0, sizeof m);
+        if (!entry_matches(e, req, path, path_len, host, host_len, &m))
+            continue;
+        if (e->path != NULL)
+            m.matched_prefix_len = e->path_len;
+        m.route = e->rt->route;
+        m.service = e->rt->route->service;
+        m.regex = e->re;
+        if (match != NULL)
+            *match = m;
+        return true;
+    }
+    return false;
 }
 
 long sl_router_capture_by_name(const struct sl_router_match *match, const char *name)

@@ -52,6 +52,11 @@ struct sl_router_match {
     size_t n_captures;
 };
 
+/* The same answer as sl_router_find() by a plain scan of every route in
+ * priority order, without the index (tests check the index against it). */
+bool sl_router_find_linear(const struct sl_router *router, const struct sl_router_request *req,
+                           struct sl_router_match *match);
+
 /* Index into match->captures of the named group, or -1. */
 long sl_router_capture_by_name(const struct sl_router_match *match, const char *name);
 

@@ -385,6 +385,195 @@ START_TEST(test_demo_flow)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Kong's full priority, headers, snis, regex paths and captures              */
+/* ------------------------------------------------------------------------ */
+
+static const char *find_full(const struct sl_router *rt, const char *method, const char *host,
+                             const char *path, const struct sl_http_header *hs, size_t n_hs,
+                             const char *sni, struct sl_router_match *out)
+{
+    struct sl_router_request req = {.method = method,
+                                    .method_len = strlen(method),
+                                    .host = host,
+                                    .host_len = host ? strlen(host) : 0,
+                                    .path = path,
+                                    .path_len = strlen(path),
+                                    .headers = hs,
+                                    .n_headers = n_hs,
+                                    .sni = sni,
+                                    .sni_len = sni ? strlen(sni) : 0};
+    struct sl_router_match m, lin;
+    bool found = sl_router_find(rt, &req, &m);
+    bool found_lin = sl_router_find_linear(rt, &req, &lin);
+    ck_assert_int_eq(found, found_lin);
+    if (!found)
+        return NULL;
+    ck_assert_ptr_eq(m.route, lin.route);
+    if (out)
+        *out = m;
+    return m.route->name;
+}
+
+#define HDR(n, v)                                                                                  \
+    {                                                                                              \
+        n, sizeof n - 1, v, sizeof v - 1, 0                                                        \
+    }
+
+START_TEST(test_kong_priority_fields)
+{
+    struct sl_config *cfg =
+        load("_format_version: \"3.0\"\n"
+             "services:\n  - name: s\n    url: http://127.0.0.1:1\n    routes:\n"
+             "      - {name: prefix, paths: [/users]}\n"
+             "      - {name: re-low, paths: [\"~/users/\\\\d+$\"], regex_priority: 1}\n"
+             "      - {name: re-high, paths: [\"~/users/(?<id>\\\\d+)(?<rest>/.*)?$\"], "
+             "regex_priority: 9}\n"
+             "      - {name: h1, paths: [/h], headers: {x-a: [\"1\"]}}\n"
+             "      - {name: h2, paths: [/h], headers: {x-a: [\"1\"], x-b: [\"~*^b\\\\d$\"]}}\n"
+             "      - {name: hm, paths: [/h], headers: {x-a: [\"1\"]}, methods: [PUT]}\n"
+             "      - {name: sni, paths: [/s], snis: [\"*.example.com\"]}\n"
+             "      - {name: s-plain, paths: [/s]}\n");
+    struct sl_router *rt = sl_router_build(cfg);
+    ck_assert_ptr_nonnull(rt);
+    struct sl_router_match m;
+    /* regex beats prefix; then regex_priority */
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/users/42/orders", NULL, 0, NULL, &m), "re-high");
+    ck_assert_uint_eq(m.n_captures, 2);
+    ck_assert_uint_eq(m.captures[0].start, 7);
+    ck_assert_uint_eq(m.captures[0].len, 2);
+    ck_assert_uint_eq(m.captures[1].start, 9);
+    ck_assert_uint_eq(m.captures[1].len, 7);
+    ck_assert_int_eq(sl_router_capture_by_name(&m, "id"), 0);
+    ck_assert_int_eq(sl_router_capture_by_name(&m, "rest"), 1);
+    ck_assert_int_eq(sl_router_capture_by_name(&m, "nope"), -1);
+    ck_assert_uint_eq(m.matched_prefix_len, 16); /* the whole match is stripped */
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/users/42", NULL, 0, NULL, &m), "re-high");
+    ck_assert_uint_eq(m.captures[1].start, SIZE_MAX); /* (?<rest>...) did not take part */
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/users/x", NULL, 0, NULL, &m), "prefix");
+    ck_assert_ptr_null(m.regex);
+    ck_assert_uint_eq(m.n_captures, 0);
+    /* more headers first; a ~* value is a case-insensitive regex */
+    struct sl_http_header both[] = {HDR("X-A", "1"), HDR("X-B", "B7")};
+    struct sl_http_header wrong[] = {HDR("X-A", "1"), HDR("X-B", "xb7")};
+    struct sl_http_header one[] = {HDR("x-a", "1")};
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/h", both, 2, NULL, NULL), "h2");
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/h", wrong, 2, NULL, NULL), "h1");
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/h", one, 1, NULL, NULL), "h1");
+    ck_assert_ptr_null(find_full(rt, "GET", NULL, "/h", NULL, 0, NULL, NULL));
+    /* methods + headers + paths (3 fields) beat headers + paths (2) */
+    ck_assert_str_eq(find_full(rt, "PUT", NULL, "/h", both, 2, NULL, NULL), "hm");
+    /* snis: a route with snis needs the connection's SNI */
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/s", NULL, 0, NULL, NULL), "s-plain");
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/s", NULL, 0, "api.example.com", NULL), "sni");
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/s", NULL, 0, "example.com", NULL), "s-plain");
+    sl_router_free(rt);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_regex_strip_path)
+{
+    struct sl_config *cfg =
+        load("_format_version: \"3.0\"\n"
+             "services:\n  - name: s\n    url: http://127.0.0.1:1/base\n    routes:\n"
+             "      - {name: re, paths: [\"~/v\\\\d+/items\"]}\n");
+    struct sl_router *rt = sl_router_build(cfg);
+    struct sl_router_match m;
+    ck_assert_str_eq(find_full(rt, "GET", NULL, "/v12/items/7", NULL, 0, NULL, &m), "re");
+    char out[64];
+    ck_assert_int_gt(sl_router_upstream_path(&m, "/v12/items/7", 12, out, sizeof out), 0);
+    ck_assert_str_eq(out, "/base/7");
+    ck_assert_ptr_null(find_full(rt, "GET", NULL, "/x/v12/items", NULL, 0, NULL, NULL));
+    sl_router_free(rt);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* The index answers exactly as a scan of every entry in priority order. */
+START_TEST(test_index_equals_linear_scan)
+{
+    static const char *const segs[] = {"api", "v1", "v2", "users", "orders", "a", "ab", "abc"};
+    static const char *const hosts[] = {"a.example.com", "*.example.com", "example.*", "b.test"};
+    static const char *const methods[] = {"GET", "POST", "PUT"};
+    unsigned seed = 12345;
+#define RND(n) ((seed = seed * 1103515245u + 12345u) >> 16) % (n)
+    size_t cap = 1 << 20, len = 0;
+    char *yaml = malloc(cap);
+    ck_assert_ptr_nonnull(yaml);
+    len += (size_t)snprintf(yaml + len, cap - len,
+                            "_format_version: \"3.0\"\nservices:\n  - name: s\n"
+                            "    url: http://127.0.0.1:1\n    routes:\n");
+    for (int i = 0; i < 3000; i++) {
+        len += (size_t)snprintf(yaml + len, cap - len, "      - name: r%d\n", i);
+        int depth = 1 + (int)RND(3);
+        char path[128] = "";
+        size_t pl = 0;
+        for (int d = 0; d < depth; d++)
+            pl += (size_t)snprintf(path + pl, sizeof path - pl, "/%s", segs[RND(8)]);
+        bool pathless = false;
+        if (RND(10) == 0)
+            len += (size_t)snprintf(yaml + len, cap - len,
+                                    "        paths: [\"~%s/\\\\d+\"]\n"
+                                    "        regex_priority: %u\n",
+                                    path, RND(3));
+        else if (RND(15) != 0)
+            len += (size_t)snprintf(yaml + len, cap - len, "        paths: [\"%s\"]\n", path);
+        else
+            pathless = true;
+        if (RND(3) == 0)
+            len +=
+                (size_t)snprintf(yaml + len, cap - len, "        hosts: [\"%s\"]\n", hosts[RND(4)]);
+        if (pathless || RND(3) == 0)
+            len +=
+                (size_t)snprintf(yaml + len, cap - len, "        methods: [%s]\n", methods[RND(3)]);
+        if (RND(5) == 0)
+            len += (size_t)snprintf(yaml + len, cap - len, "        headers: {x-v: [\"%u\"]}\n",
+                                    RND(3));
+        ck_assert_uint_lt(len, cap - 512);
+    }
+    struct sl_config *cfg = load(yaml);
+    free(yaml);
+    struct sl_router *rt = sl_router_build(cfg);
+    ck_assert_ptr_nonnull(rt);
+    int found = 0;
+    for (int i = 0; i < 20000; i++) {
+        char path[160] = "";
+        size_t pl = 0;
+        int depth = 1 + (int)RND(4);
+        for (int d = 0; d < depth; d++)
+            pl += (size_t)snprintf(path + pl, sizeof path - pl, "/%s", segs[RND(8)]);
+        if (RND(3) == 0)
+            pl += (size_t)snprintf(path + pl, sizeof path - pl, "/%u", RND(100));
+        char v[2] = {(char)('0' + RND(3)), 0};
+        struct sl_http_header hs[] = {{"X-V", 3, v, 1, 0}};
+        const char *host = RND(4) == 0 ? NULL : RND(2) ? "a.example.com" : "example.org";
+        struct sl_router_request req = {.method = methods[RND(3)],
+                                        .method_len = 3,
+                                        .host = host,
+                                        .host_len = host ? strlen(host) : 0,
+                                        .path = path,
+                                        .path_len = pl,
+                                        .headers = hs,
+                                        .n_headers = RND(2)};
+        req.method_len = strlen(req.method);
+        struct sl_router_match a, b;
+        bool fa = sl_router_find(rt, &req, &a), fb = sl_router_find_linear(rt, &req, &b);
+        ck_assert_msg(fa == fb, "%s %s: index %d, scan %d", req.method, path, fa, fb);
+        if (fa) {
+            ck_assert_msg(a.route == b.route, "%s %s: index %s, scan %s", req.method, path,
+                          a.route->name, b.route->name);
+            ck_assert_uint_eq(a.matched_prefix_len, b.matched_prefix_len);
+            found++;
+        }
+    }
+    ck_assert_int_gt(found, 5000); /* the comparison covered many matches */
+    sl_router_free(rt);
+    sl_config_unref(cfg);
+#undef RND
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("router");
@@ -396,6 +585,9 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, test_upstream_path, 0, (int)(sizeof path_cases / sizeof path_cases[0]));
     tcase_add_test(tc, test_upstream_path_limits);
     tcase_add_test(tc, test_demo_flow);
+    tcase_add_test(tc, test_kong_priority_fields);
+    tcase_add_test(tc, test_regex_strip_path);
+    tcase_add_test(tc, test_index_equals_linear_scan);
     suite_add_tcase(s, tc);
     return s;
 }
