@@ -17,13 +17,14 @@
  *   7. order in the configuration (Kong orders by created_at; a file has
  *      no such time, so the file's order stands in), then path order.
  *
- * Lookups do not scan every entry: entries with a plain prefix sit in a
- * hash table keyed by the prefix, so a request probes one bucket per length
- * of its own path's prefixes; regex entries and entries without paths are
- * in one priority-ordered list. Each bucket is in priority order too, and
- * the winner is the matching entry with the lowest position in the global
- * order, so the result is exactly that of a scan of all entries in order
- * (check_router.c compares the two on thousands of generated routes).
+ * Lookups do not scan every entry: entries sit in a hash table keyed by
+ * their plain prefix, or for a regex by the literal text every match starts
+ * with ("/users/" for "/users/(\\d+)"), so a request probes one bucket per
+ * length of its own path's prefixes; only regexes without a literal start
+ * and entries without paths are in one priority-ordered list. Each bucket is in priority order too,
+ * and the winner is the matching entry with the lowest position in the global order, so the result
+ * is exactly that of a scan of all entries in order (check_router.c compares the two on thousands
+ * of generated routes).
  *
  * The router only points into the config snapshot, which outlives it, and
  * is immutable after build: every worker reads it without locks. The only
@@ -85,7 +86,11 @@ struct rt_entry {
     const struct rt_route *rt;
     const char *path; /* plain prefix; NULL for a regex or no path */
     size_t path_len;
-    pcre2_code *re;   /* regex path */
+    pcre2_code *re; /* regex path */
+    /* index key: the plain prefix, or the literal start every match of the
+     * regex has; empty: the entry is on the "others" list */
+    const char *key;
+    size_t key_len;
     unsigned weight;  /* number of fields set */
     bool plain_hosts; /* has hosts, none with a wildcard */
     int regex_priority;
@@ -180,6 +185,22 @@ static pcre2_code *compile(const char *pattern, uint32_t options)
     return re;
 }
 
+/*
+ * How many leading characters of an anchored pattern every match starts
+ * with: up to the first metacharacter, less the last literal when a
+ * quantifier follows it ("/ab?c" -> "/a"). Patterns starting with an
+ * option ("(?i)...") start with "(", so they get no key.
+ */
+static size_t literal_prefix_len(const char *pattern)
+{
+    size_t n = 0;
+    while (pattern[n] != '\0' && strchr("\\^$.|?*+()[]{}", pattern[n]) == NULL)
+        n++;
+    if (n > 0 && pattern[n] != '\0' && strchr("?*{", pattern[n]) != NULL)
+        n--;
+    return n;
+}
+
 static uint64_t hash_step(uint64_t h, unsigned char c)
 {
     return (h ^ c) * 1099511628211ULL; /* FNV-1a */
@@ -264,9 +285,13 @@ static bool build_routes(struct sl_router *router, const struct sl_config *cfg)
                 /* Kong anchors path regexes at the start only */
                 if ((e->re = compile(path + 1, PCRE2_ANCHORED)) == NULL)
                     return false;
+                e->key = path + 1;
+                e->key_len = literal_prefix_len(path + 1);
             } else {
                 e->path = path;
                 e->path_len = strlen(path);
+                e->key = e->path;
+                e->key_len = e->path_len;
             }
         }
     }
@@ -277,7 +302,7 @@ static bool build_index(struct sl_router *router)
 {
     size_t n_prefixed = 0;
     for (size_t i = 0; i < router->n_entries; i++)
-        n_prefixed += router->entries[i].path != NULL;
+        n_prefixed += router->entries[i].key_len > 0;
     router->n_buckets = 16;
     while (router->n_buckets < 2 * n_prefixed)
         router->n_buckets *= 2;
@@ -290,23 +315,23 @@ static bool build_index(struct sl_router *router)
     size_t mask = router->n_buckets - 1;
     for (size_t i = 0; i < router->n_entries; i++) {
         const struct rt_entry *e = &router->entries[i];
-        if (e->path == NULL) {
+        if (e->key_len == 0) {
             router->others[router->n_others++] = e;
             continue;
         }
-        if (e->path_len > router->max_prefix_len)
-            router->max_prefix_len = e->path_len;
+        if (e->key_len > router->max_prefix_len)
+            router->max_prefix_len = e->key_len;
         uint64_t hash = HASH_INIT;
-        for (size_t k = 0; k < e->path_len; k++)
-            hash = hash_step(hash, (unsigned char)e->path[k]);
+        for (size_t k = 0; k < e->key_len; k++)
+            hash = hash_step(hash, (unsigned char)e->key[k]);
         size_t slot = hash & mask;
         while (router->buckets[slot].prefix != NULL &&
-               !(router->buckets[slot].len == e->path_len &&
-                 memcmp(router->buckets[slot].prefix, e->path, e->path_len) == 0))
+               !(router->buckets[slot].len == e->key_len &&
+                 memcmp(router->buckets[slot].prefix, e->key, e->key_len) == 0))
             slot = (slot + 1) & mask;
         struct prefix_bucket *b = &router->buckets[slot];
-        b->prefix = e->path;
-        b->len = e->path_len;
+        b->prefix = e->key;
+        b->len = e->key_len;
         b->hash = hash;
         b->count++;
     }
@@ -318,14 +343,14 @@ static bool build_index(struct sl_router *router)
     }
     for (size_t i = 0; i < router->n_entries; i++) { /* entries are in rank order */
         const struct rt_entry *e = &router->entries[i];
-        if (e->path == NULL)
+        if (e->key_len == 0)
             continue;
         uint64_t hash = HASH_INIT;
-        for (size_t k = 0; k < e->path_len; k++)
-            hash = hash_step(hash, (unsigned char)e->path[k]);
+        for (size_t k = 0; k < e->key_len; k++)
+            hash = hash_step(hash, (unsigned char)e->key[k]);
         size_t slot = hash & mask;
-        while (!(router->buckets[slot].len == e->path_len &&
-                 memcmp(router->buckets[slot].prefix, e->path, e->path_len) == 0))
+        while (!(router->buckets[slot].len == e->key_len &&
+                 memcmp(router->buckets[slot].prefix, e->key, e->key_len) == 0))
             slot = (slot + 1) & mask;
         struct prefix_bucket *b = &router->buckets[slot];
         router->bucket_entries[b->first + b->count++] = e;
@@ -554,7 +579,8 @@ bool sl_router_find(const struct sl_router *router, const struct sl_router_reque
             memset(&tmp, 0, sizeof tmp);
             if (entry_matches(e, req, path, path_len, host, host_len, &tmp)) {
                 winner = e;
-                tmp.matched_prefix_len = e->path_len;
+                if (e->re == NULL)
+                    tmp.matched_prefix_len = e->path_len;
                 best = tmp;
                 break;
             }
