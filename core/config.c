@@ -7,11 +7,16 @@
  *      keep their line and column (aliases are refused, depth and node count
  *      are bounded, duplicate keys are refused);
  *   2. the top-level map is walked in file order; every entity (service,
- *      route, consumer, plugin) is read through a table of field descriptors
- *      (`service_fields`, ...), so adding a field is adding a row;
+ *      route, consumer, plugin, upstream, target, certificate, sni,
+ *      ca_certificate, jwt_secret) is read through a table of field
+ *      descriptors (`service_fields`, ...), so adding a field is adding a
+ *      row; PEM values are checked with OpenSSL and regexes with PCRE2 here,
+ *      so that nothing after the loader meets a value it cannot use;
  *   3. SLUICE_<KEY> environment variables override node keys;
- *   4. references (route -> service, plugin -> service/route/consumer) are
- *      resolved, cross-entity rules checked, and the snapshot is laid out.
+ *   4. references (route -> service, plugin -> service/route/consumer,
+ *      target -> upstream, sni -> certificate, jwt_secret -> consumer,
+ *      service -> ca_certificates) are resolved, cross-entity rules checked
+ *      (plugin scopes, duplicate targets), and the snapshot is laid out.
  *
  * Every byte of a snapshot (strings, arrays, the tree) lives in one arena
  * owned by it, so sl_config_unref() frees it in one sweep. The first error
@@ -38,6 +43,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <pcre2.h>
 #include <yaml.h>
 
@@ -264,6 +270,7 @@ struct route_rec {
 struct plugin_rec {
     struct sl_plugin_conf p;
     size_t service, route, consumer;
+    const struct sl_conf_value *consumer_at; /* the `consumer:` value; NULL when nested */
 };
 
 struct target_rec {
@@ -1446,6 +1453,8 @@ static bool read_plugins(struct loader *L, const struct sl_conf_value *seq, size
             return false;
         if (rec->p.name == NULL)
             return fail(L, e.node, "plugin needs a 'name'");
+        if (seen(&e, "consumer") != NULL)
+            rec->consumer_at = value_of(&e, "consumer");
         if (!unique(L, NS_PLUGIN_ID, "plugin id", rec->p.id, value_of(&e, "id"), index) ||
             !unique(L, NS_PLUGIN_INSTANCE_NAME, "plugin instance_name", rec->p.instance_name,
                     value_of(&e, "instance_name"), index))
@@ -1622,6 +1631,9 @@ static bool route_snis(struct loader *L, struct entity *e, const struct sl_conf_
         size_t name_len = leading || trailing ? n - 2 : n;
         if (!valid_hostname(name, name_len) || memchr(name, '*', name_len) != NULL)
             return fail(L, val->items[i], "invalid SNI '%s'", excerpt(q, h));
+        struct in_addr v4;
+        if (inet_pton(AF_INET, h, &v4) == 1) /* Kong's typedefs.sni; RFC 6066 section 3 */
+            return fail(L, val->items[i], "invalid SNI '%s': must not be an IP", excerpt(q, h));
     }
     return true;
 }
@@ -1834,14 +1846,17 @@ static bool read_routes(struct loader *L, const struct sl_conf_value *seq, size_
             return fail(L, value_of(&e, "snis"),
                         "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or "
                         "'tls_passthrough'");
+        /* Kong's http subschema (routes_subschemas.lua): with https among
+         * the protocols, snis count too (a plain-http request never matches
+         * a route that has snis: it carries no SNI) */
         if (r->n_paths == 0 && r->n_hosts == 0 && r->n_methods == 0 && r->n_headers == 0 &&
-            (r->n_snis == 0 || (r->protocols & SL_PROTO_HTTP)))
+            (r->n_snis == 0 || !(r->protocols & SL_PROTO_HTTPS)))
             return fail(L, e.node,
-                        (r->protocols & SL_PROTO_HTTP)
-                            ? "route needs at least one of 'methods', 'hosts', 'headers' or "
-                              "'paths'"
-                            : "route needs at least one of 'methods', 'hosts', 'headers', "
-                              "'paths' or 'snis'");
+                        (r->protocols & SL_PROTO_HTTPS)
+                            ? "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' "
+                              "when 'protocols' is 'https'"
+                            : "must set one of 'methods', 'hosts', 'headers', 'paths' when "
+                              "'protocols' is 'http'");
         if (!unique(L, NS_ROUTE_NAME, "route name", r->name, value_of(&e, "name"), index) ||
             !unique(L, NS_ROUTE_ID, "route id", r->id, value_of(&e, "id"), index))
             return false;
@@ -2553,6 +2568,33 @@ static bool upstream_cookie_path(struct loader *L, struct entity *e,
     return (((struct sl_upstream *)e->obj)->hash_on_cookie_path = lstrdup(L, s)) != NULL;
 }
 
+/* hash_on_cookie: RFC 6265 section 4.1.1, a cookie-name is a token. */
+static bool upstream_cookie_name(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    const char *s = NULL; /* set by read_string() */
+    char q[100];
+    if (!read_string(L, val, &s))
+        return false;
+    for (const char *c = s; *c; c++)
+        if (!is_tchar((unsigned char)*c))
+            return fail(L, val, "invalid cookie name '%s'", excerpt(q, s));
+    return (((struct sl_upstream *)e->obj)->hash_on_cookie = lstrdup(L, s)) != NULL;
+}
+
+/* use_srv_name: only Kong's default (false); true changes the SNI and Host
+ * sent to SRV-resolved targets, which sluice does not do. */
+static bool upstream_use_srv_name(struct loader *L, struct entity *e,
+                                  const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    bool b;
+    if (!read_bool(L, val, &b))
+        return false;
+    if (b)
+        return fail(L, key, "upstream field 'use_srv_name' is not supported yet");
+    return true;
+}
+
 static bool read_targets(struct loader *L, const struct sl_conf_value *seq, size_t upstream);
 
 static bool upstream_targets(struct loader *L, struct entity *e, const struct sl_conf_value *key,
@@ -2573,7 +2615,7 @@ static const struct field upstream_fields[] = {
     {"hash_fallback", FK_CUSTOM, 0, 0, 0, upstream_hash_fallback},
     {"hash_on_header", FK_CUSTOM, 0, 0, 0, upstream_header_name},
     {"hash_fallback_header", FK_CUSTOM, 0, 0, 0, upstream_header_name},
-    UPSTREAM_FIELD("hash_on_cookie", FK_STRING, hash_on_cookie),
+    {"hash_on_cookie", FK_CUSTOM, 0, 0, 0, upstream_cookie_name},
     {"hash_on_cookie_path", FK_CUSTOM, 0, 0, 0, upstream_cookie_path},
     UPSTREAM_FIELD("hash_on_query_arg", FK_STRING, hash_on_query_arg),
     UPSTREAM_FIELD("hash_fallback_query_arg", FK_STRING, hash_fallback_query_arg),
@@ -2585,7 +2627,7 @@ static const struct field upstream_fields[] = {
     {"tags", FK_TAGS, NONE, 0, 0, NULL},
     {"targets", FK_CUSTOM, 0, 0, 0, upstream_targets},
     {"client_certificate", FK_UNSUPPORTED, NONE, 0, 0, NULL},
-    {"use_srv_name", FK_BOOL, NONE, 0, 0, NULL},
+    {"use_srv_name", FK_CUSTOM, 0, 0, 0, upstream_use_srv_name},
     {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
     {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
 };
@@ -2617,8 +2659,6 @@ static bool check_upstream_hashing(struct loader *L, const struct entity *e,
     if ((u->hash_on == SL_HASH_NONE || u->hash_on == SL_HASH_COOKIE) &&
         u->hash_fallback != SL_HASH_NONE)
         return fail(L, fb, "hash_fallback must be 'none' when hash_on is '%s'", names[u->hash_on]);
-    if (u->hash_fallback == SL_HASH_COOKIE)
-        return fail(L, fb, "hash_fallback cannot be 'cookie'");
     if (u->hash_fallback != SL_HASH_NONE && u->hash_fallback == u->hash_on) {
         /* the same kind twice is fine only with different names */
         bool differ = (u->hash_on == SL_HASH_HEADER &&
@@ -2670,6 +2710,10 @@ static bool read_upstreams(struct loader *L, const struct sl_conf_value *seq)
                         "invalid upstream name '%s': it must be a valid hostname (services "
                         "refer to it by their host)",
                         excerpt(q, u->name));
+        struct in_addr v4;
+        if (inet_pton(AF_INET, u->name, &v4) == 1) /* Kong's validate_name */
+            return fail(L, value_of(&e, "name"),
+                        "invalid upstream name '%s': no ip addresses allowed", excerpt(q, u->name));
         if (u->hash_on_cookie_path == NULL && (u->hash_on_cookie_path = lstrdup(L, "/")) == NULL)
             return false;
         if (!check_upstream_hashing(L, &e, u))
@@ -3041,8 +3085,19 @@ static bool read_ca_certificates(struct loader *L, const struct sl_conf_value *s
             return false;
         if (c->cert == NULL)
             return fail(L, e.node, "ca_certificate needs a 'cert'");
-        if (pem_key_type(c->cert, true, false, NULL) < 0)
+        int is_ca = -1;
+        BIO *bio = BIO_new_mem_buf(c->cert, -1);
+        X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+        if (x != NULL)
+            is_ca = X509_check_ca(x) >= 1;
+        X509_free(x);
+        BIO_free(bio);
+        if (is_ca < 0)
             return fail(L, value_of(&e, "cert"), "cert: not a PEM certificate");
+        if (!is_ca) /* Kong's ca_certificates schema, same words */
+            return fail(L, value_of(&e, "cert"),
+                        "cert: certificate does not appear to be a CA because it is missing the "
+                        "\"CA\" basic constraint");
         if (!unique(L, NS_CA_ID, "ca_certificate id", c->id, value_of(&e, "id"), index))
             return false;
     }
@@ -3054,6 +3109,8 @@ static bool jwt_algorithm(struct loader *L, struct entity *e, const struct sl_co
 {
     static const char *const names[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
                                         "RS512", "ES256", "ES384", "ES512"};
+    /* Kong 3 knows these too; the jwt plugin here does not verify them */
+    static const char *const later[] = {"PS256", "PS384", "PS512", "EdDSA"};
     const char *s = NULL; /* set by read_string() */
     char q[100];
     if (!read_string(L, val, &s))
@@ -3061,6 +3118,9 @@ static bool jwt_algorithm(struct loader *L, struct entity *e, const struct sl_co
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(s, names[i]) == 0)
             return (((struct sl_jwt_secret *)e->obj)->algorithm = lstrdup(L, s)) != NULL;
+    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
+        if (strcmp(s, later[i]) == 0)
+            return fail(L, val, "algorithm '%s' is not supported yet", s);
     return fail(L, val,
                 "invalid algorithm '%s': expected one of HS256, HS384, HS512, RS256, RS384, "
                 "RS512, ES256, ES384, ES512",
@@ -3144,14 +3204,30 @@ static bool read_jwt_secrets(struct loader *L, const struct sl_conf_value *seq, 
                 return fail(L, e.node, "jwt_secret with algorithm %s needs 'rsa_public_key'",
                             j->algorithm);
             int want = j->algorithm[0] == 'R' ? EVP_PKEY_RSA : EVP_PKEY_EC;
-            int type = pem_key_type(j->rsa_public_key, false, false, NULL);
+            EVP_PKEY *pub = NULL;
+            int type = pem_key_type(j->rsa_public_key, false, false, &pub);
             if (type < 0)
                 return fail(L, value_of(&e, "rsa_public_key"),
                             "rsa_public_key: not a PEM public key");
+            /* RFC 7518 section 3.4: ES256 is P-256, ES384 P-384, ES512 P-521;
+             * a key on another curve could never verify a token */
+            const char *curve = strcmp(j->algorithm, "ES256") == 0   ? "prime256v1"
+                                : strcmp(j->algorithm, "ES384") == 0 ? "secp384r1"
+                                                                     : "secp521r1";
+            char group[64] = "";
+            size_t group_len = 0;
+            if (type == EVP_PKEY_EC &&
+                EVP_PKEY_get_group_name(pub, group, sizeof group, &group_len) != 1)
+                group[0] = '\0';
+            EVP_PKEY_free(pub);
             if (type != want)
                 return fail(L, value_of(&e, "rsa_public_key"),
                             "rsa_public_key: a %s key cannot verify %s", key_type_name(type),
                             j->algorithm);
+            if (want == EVP_PKEY_EC && strcmp(group, curve) != 0)
+                return fail(L, value_of(&e, "rsa_public_key"),
+                            "rsa_public_key: %s needs a key on curve %s, got %s", j->algorithm,
+                            curve, group[0] ? group : "an unknown curve");
         }
         if (!unique(L, NS_JWT_KEY, "jwt_secret key", j->key, value_of(&e, "key"), index) ||
             !unique(L, NS_JWT_ID, "jwt_secret id", j->id, value_of(&e, "id"), index))
@@ -4079,15 +4155,30 @@ static bool resolve_refs(struct loader *L)
     return true;
 }
 
+/* Kong plugins whose schema says `consumer = typedefs.no_consumer`: the
+ * ones that find the consumer (authentication) or run before it is known. */
+static bool no_consumer_plugin(const char *name)
+{
+    static const char *const names[] = {"jwt",    "key-auth",  "basic-auth", "hmac-auth",
+                                        "oauth2", "ldap-auth", "acl",        "cors"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Kong keeps one plugin of a name per scope (its cache key). */
 static bool check_plugin_scopes(struct loader *L)
 {
     for (size_t i = 0; i < L->plugins.n; i++) {
         const struct plugin_rec *p = vec_at(&L->plugins, i);
-        if (p->consumer != NONE && strcmp(p->p.name, "jwt") == 0) {
-            /* Kong's jwt schema: consumer = typedefs.no_consumer */
-            struct sl_conf_value at = {.line = p->p.line, .column = p->p.column};
-            return fail(L, &at, "plugin 'jwt' cannot be configured on a consumer");
+        if (p->consumer != NONE && no_consumer_plugin(p->p.name)) {
+            /* at the `consumer:` reference, or at the plugin nested under one */
+            struct sl_conf_value nested = {.line = p->p.line, .column = p->p.column};
+            return fail(L, p->consumer_at != NULL ? p->consumer_at : &nested,
+                        "plugin '%s' cannot be configured on a consumer (Kong: 'consumer: "
+                        "value must be null')",
+                        p->p.name);
         }
         char key[160];
         snprintf(key, sizeof key, "%s|%zu|%zu|%zu", p->p.name, p->service, p->route, p->consumer);
@@ -4118,39 +4209,42 @@ static bool layout_upstreams(struct loader *L)
     cfg->n_upstreams = L->upstreams.n;
     if ((cfg->upstreams = lalloc(L, (cfg->n_upstreams + 1) * sizeof *cfg->upstreams)) == NULL)
         return false;
+    /* count, allocate, then fill in one pass over the targets (file order
+     * kept within each upstream): linear in upstreams + targets */
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        cfg->upstreams[i] = *(struct sl_upstream *)vec_at(&L->upstreams, i);
+        cfg->upstreams[i].n_targets = 0;
+    }
+    for (size_t t = 0; t < L->targets.n; t++)
+        cfg->upstreams[((struct target_rec *)vec_at(&L->targets, t))->upstream].n_targets++;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         struct sl_upstream *u = &cfg->upstreams[i];
-        *u = *(struct sl_upstream *)vec_at(&L->upstreams, i);
-        size_t n = 0;
-        for (size_t t = 0; t < L->targets.n; t++)
-            n += ((struct target_rec *)vec_at(&L->targets, t))->upstream == i;
-        if ((u->targets = lalloc(L, (n + 1) * sizeof *u->targets)) == NULL)
+        if ((u->targets = lalloc(L, (u->n_targets + 1) * sizeof *u->targets)) == NULL)
             return false;
         u->n_targets = 0;
-        for (size_t t = 0; t < L->targets.n; t++) {
-            const struct target_rec *rec = vec_at(&L->targets, t);
-            if (rec->upstream != i)
-                continue;
-            /* Kong: one target per host:port in an upstream */
-            char key[320];
-            snprintf(key, sizeof key, "%zu|%s|%u", i, rec->t.host, rec->t.port);
-            char *k = lstrdup(L, key);
-            if (k == NULL)
-                return false;
-            bool oom = false;
-            const struct strmap_entry *dup =
-                strmap_put(&L->names, NS_TARGET, k, rec->target_node, t, &oom);
-            if (oom)
-                return fail_oom(L);
-            if (dup != NULL)
-                return fail(L, rec->target_node,
-                            "target '%s:%u' is already in upstream '%s' (line %d)", rec->t.host,
-                            rec->t.port, u->name, dup->node->line);
-            struct sl_target *out = &u->targets[u->n_targets];
-            *out = rec->t;
-            out->upstream = u;
-            out->index = u->n_targets++;
-        }
+    }
+    for (size_t t = 0; t < L->targets.n; t++) {
+        const struct target_rec *rec = vec_at(&L->targets, t);
+        size_t i = rec->upstream;
+        struct sl_upstream *u = &cfg->upstreams[i];
+        /* Kong: one target per host:port in an upstream */
+        char key[320];
+        snprintf(key, sizeof key, "%zu|%s|%u", i, rec->t.host, rec->t.port);
+        char *k = lstrdup(L, key);
+        if (k == NULL)
+            return false;
+        bool oom = false;
+        const struct strmap_entry *dup =
+            strmap_put(&L->names, NS_TARGET, k, rec->target_node, t, &oom);
+        if (oom)
+            return fail_oom(L);
+        if (dup != NULL)
+            return fail(L, rec->target_node, "target '%s:%u' is already in upstream '%s' (line %d)",
+                        rec->t.host, rec->t.port, u->name, dup->node->line);
+        struct sl_target *out = &u->targets[u->n_targets];
+        *out = rec->t;
+        out->upstream = u;
+        out->index = u->n_targets++;
     }
     for (size_t i = 0; i < cfg->n_services; i++) {
         const struct strmap_entry *hit =

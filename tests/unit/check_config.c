@@ -71,6 +71,7 @@ static void clear_env(void)
     static const char *const vars[] = {
         "SLUICE_PROXY_LISTEN",
         "SLUICE_STATUS_LISTEN",
+        "SLUICE_ADMIN_LISTEN",
         "SLUICE_WORKER_PROCESSES",
         "SLUICE_TRUSTED_IPS",
         "SLUICE_CLIENT_HEADER_TIMEOUT",
@@ -213,13 +214,19 @@ static const struct bad_case {
     {V3 "services:\n  - host: h\n    routes:\n      - paths: /a\n",
      "t.yml:5:16: expected a sequence, got a string"},
     {V3 "services:\n  - host: h\n    routes:\n      - name: r\n",
-     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers' or 'paths'"},
-    {V3 "services:\n  - host: h\n    routes:\n      - paths: []\n        hosts: []\n",
-     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers' or 'paths'"},
+     "t.yml:5:9: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when "
+     "'protocols' is 'https'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: []\n        hosts: []\n"
+        "        protocols: [http]\n",
+     "t.yml:5:9: must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is "
+     "'http'"},
     {V3 "services:\n  - host: h\n    routes:\n      - protocols: [https]\n",
-     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers', 'paths' or 'snis'"},
-    {V3 "services:\n  - host: h\n    routes:\n      - snis: [a.com]\n",
-     "t.yml:5:9: route needs at least one of 'methods', 'hosts', 'headers' or 'paths'"},
+     "t.yml:5:9: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when "
+     "'protocols' is 'https'"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        snis: [10.0.0.1]\n",
+     "t.yml:6:16: invalid SNI '10.0.0.1': must not be an IP"},
+    {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        snis: [\"a.com:443\"]\n",
+     "t.yml:6:16: invalid SNI 'a.com:443'"},
     {V3 "services:\n  - host: h\n    routes:\n      - paths: [/]\n        protocols: [http]\n"
         "        snis: [a.com]\n",
      "t.yml:7:15: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or "
@@ -1236,6 +1243,26 @@ START_TEST(test_route_matching_fields)
     ck_assert_str_eq(cfg->routes[0].paths[0], "~/users/\\d+");
     ck_assert_str_eq(cfg->routes[0].paths[1], "/plain");
     sl_config_unref(cfg);
+
+    /* a 3.0 file keeps such a path plain, and an explicit "~" in a 1.1
+     * file is not doubled */
+    cfg = load_ok(V3 "services:\n  - host: h\n    routes:\n      - paths: [\"/a(b)\"]\n");
+    ck_assert_str_eq(cfg->routes[0].paths[0], "/a(b)");
+    sl_config_unref(cfg);
+    cfg = load_ok("_format_version: \"1.1\"\nservices:\n  - host: h\n    routes:\n"
+                  "      - paths: [\"~/v(\\\\d)\"]\n");
+    ck_assert_str_eq(cfg->routes[0].paths[0], "~/v(\\d)");
+    sl_config_unref(cfg);
+
+    /* Kong: with https among the protocols, snis alone are enough */
+    cfg = load_ok(V3 "services:\n  - host: h\n    routes:\n      - snis: [a.com]\n"
+                     "      - snis: [b.com]\n        protocols: [https]\n");
+    ck_assert_uint_eq(cfg->routes[0].protocols, SL_PROTO_HTTP | SL_PROTO_HTTPS);
+    ck_assert_uint_eq(cfg->routes[0].n_snis, 1);
+    ck_assert_uint_eq(cfg->routes[1].protocols, SL_PROTO_HTTPS);
+    ck_assert_int_eq(cfg->routes[0].regex_priority, 0); /* Kong's default */
+    ck_assert_uint_eq(cfg->routes[0].n_headers, 0);
+    sl_config_unref(cfg);
 }
 END_TEST
 
@@ -1263,7 +1290,7 @@ START_TEST(test_certificates_and_snis)
     add_pem(yaml, sizeof yaml, "key", "rsa.key", 4);
     add_pem(yaml, sizeof yaml, "cert_alt", "ec.crt", 4);
     add_pem(yaml, sizeof yaml, "key_alt", "ec.key", 4);
-    strcat(yaml, "    snis: [API.example.com, {name: \"*.example.org\"}]\n"
+    strcat(yaml, "    snis: [API.example.com, {name: \"*.example.org\"}, \"mail.example.*\"]\n"
                  "snis:\n  - name: other.example.net\n"
                  "    certificate: {id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01}\n"
                  "ca_certificates:\n  - id: 6f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n");
@@ -1274,11 +1301,16 @@ START_TEST(test_certificates_and_snis)
     struct sl_config *cfg = load_ok(yaml);
     ck_assert_uint_eq(cfg->n_certificates, 1);
     ck_assert_ptr_nonnull(cfg->certificates[0].cert_alt);
-    ck_assert_uint_eq(cfg->n_snis, 3);
+    ck_assert_uint_eq(cfg->n_snis, 4);
     ck_assert_str_eq(cfg->snis[0].name, "api.example.com");
     ck_assert_str_eq(cfg->snis[1].name, "*.example.org");
-    ck_assert_str_eq(cfg->snis[2].name, "other.example.net");
-    for (size_t i = 0; i < 3; i++)
+    ck_assert_str_eq(cfg->snis[2].name, "mail.example.*");
+    ck_assert_str_eq(cfg->snis[3].name, "other.example.net");
+    ck_assert_str_eq(cfg->certificates[0].id, "5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01");
+    ck_assert_ptr_nonnull(strstr(cfg->certificates[0].key, "PRIVATE KEY"));
+    ck_assert_str_eq(cfg->ca_certificates[0].id, "6f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01");
+    ck_assert_str_eq(cfg->services[0].ca_certificates[0], "6f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01");
+    for (size_t i = 0; i < 4; i++)
         ck_assert_ptr_eq(cfg->snis[i].certificate, &cfg->certificates[0]);
     ck_assert_uint_eq(cfg->n_ca_certificates, 1);
     ck_assert(cfg->services[0].tls_verify);
@@ -1338,6 +1370,40 @@ START_TEST(test_certificate_errors)
     expect_refusal(V3 "snis:\n  - name: a.com\n", "t.yml:3:5: sni needs a 'certificate'");
     expect_refusal(V3 "ca_certificates:\n  - cert: nope\n",
                    "t.yml:3:11: cert: not a PEM certificate");
+    snprintf(yaml, sizeof yaml, V3 "ca_certificates:\n  -\n");
+    add_pem(yaml, sizeof yaml, "cert", "leaf.crt", 4);
+    expect_refusal(yaml, "t.yml:4:11: cert: certificate does not appear to be a CA because it is "
+                         "missing the \"CA\" basic constraint");
+    expect_refusal(V3 "ca_certificates:\n  - id: x\n",
+                   "t.yml:3:9: invalid id 'x': expected a UUID");
+    /* a service refers to CA certificates by id only */
+    snprintf(yaml, sizeof yaml,
+             V3 "ca_certificates:\n  - id: 6f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n");
+    add_pem(yaml, sizeof yaml, "cert", "ec.crt", 4);
+    strcat(yaml, "services:\n  - host: h\n    tls_verify_depth: 65\n");
+    expect_refusal(yaml, "value 65 is out of range (0..64)");
+    /* an SNI given twice, nested and top level */
+    snprintf(yaml, sizeof yaml,
+             V3 "certificates:\n  - id: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n    snis: [a.com]\n");
+    add_pem(yaml, sizeof yaml, "cert", "ec.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "ec.key", 4);
+    strcat(yaml, "snis:\n  - name: A.com\n    certificate: 5f3c1f38-0b43-4c55-9d3a-6e1e1d2a9b01\n");
+    expect_refusal(yaml, "duplicate SNI 'a.com' (first at line 4)");
+    /* key_alt alone, and a cert_alt whose key is not its own */
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  -\n");
+    add_pem(yaml, sizeof yaml, "cert", "rsa.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "rsa.key", 4);
+    add_pem(yaml, sizeof yaml, "key_alt", "ec.key", 4);
+    expect_refusal(yaml, "'cert_alt' and 'key_alt' go together");
+    snprintf(yaml, sizeof yaml, V3 "certificates:\n  -\n");
+    add_pem(yaml, sizeof yaml, "cert", "rsa.crt", 4);
+    add_pem(yaml, sizeof yaml, "key", "rsa.key", 4);
+    add_pem(yaml, sizeof yaml, "cert_alt", "ec.crt", 4);
+    add_pem(yaml, sizeof yaml, "key_alt", "other-rsa.key", 4);
+    expect_refusal(yaml, "key_alt does not match cert_alt");
+    expect_refusal(V3 "snis:\n  - name: \"*.a.*\"\n    certificate: x\n",
+                   "t.yml:3:11: invalid SNI '*.a.*': the wildcard must be the leftmost or the "
+                   "rightmost label");
 }
 END_TEST
 
@@ -1398,8 +1464,154 @@ START_TEST(test_jwt_secrets)
     expect_refusal(V3 "jwt_secrets:\n  - key: k\n", "t.yml:3:5: jwt_secret needs a 'consumer'");
     expect_refusal(V3 "jwt_secrets:\n  - key: k\n    consumer: nobody\n",
                    "t.yml:4:15: jwt_secret refers to unknown consumer 'nobody'");
-    expect_refusal(V3 "consumers:\n  - username: a\n    plugins:\n      - name: jwt\n",
-                   "t.yml:5:9: plugin 'jwt' cannot be configured on a consumer");
+    /* RFC 7518 section 3.4: each ES algorithm has its curve */
+    snprintf(yaml, sizeof yaml,
+             V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: ES384\n");
+    add_pem(yaml, sizeof yaml, "rsa_public_key", "ec384.pub", 8);
+    cfg = load_ok(yaml);
+    ck_assert_str_eq(cfg->jwt_secrets[0].algorithm, "ES384");
+    ck_assert_ptr_null(cfg->jwt_secrets[0].secret); /* only HS* get a made-up secret */
+    sl_config_unref(cfg);
+    snprintf(yaml, sizeof yaml,
+             V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: ES512\n");
+    add_pem(yaml, sizeof yaml, "rsa_public_key", "ec.pub", 8);
+    expect_refusal(yaml, "t.yml:6:25: rsa_public_key: ES512 needs a key on curve secp521r1, got "
+                         "prime256v1");
+    snprintf(yaml, sizeof yaml,
+             V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: RS512\n");
+    add_pem(yaml, sizeof yaml, "rsa_public_key", "ec.pub", 8);
+    expect_refusal(yaml, "t.yml:6:25: rsa_public_key: a ECDSA key cannot verify RS512");
+    /* the secret and key are random: two loads differ */
+    const char *gen = V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - {}\n";
+    struct sl_config *c1 = load_ok(gen), *c2 = load_ok(gen);
+    ck_assert_str_ne(c1->jwt_secrets[0].key, c2->jwt_secrets[0].key);
+    ck_assert_str_ne(c1->jwt_secrets[0].secret, c2->jwt_secrets[0].secret);
+    ck_assert_uint_eq(strspn(c1->jwt_secrets[0].secret, "0123456789abcdef"), 32);
+    sl_config_unref(c1);
+    sl_config_unref(c2);
+    /* top-level jwt_secrets refer to a consumer by username or id */
+    cfg = load_ok(V3 "consumers:\n  - custom_id: c1\n    id: 0b9e7a0e-4c9a-4d0e-8c43-2b8b8f6f0a11\n"
+                     "jwt_secrets:\n  - key: k\n    secret: s\n    algorithm: HS384\n"
+                     "    consumer: {id: 0b9e7a0e-4c9a-4d0e-8c43-2b8b8f6f0a11}\n    tags: [t]\n");
+    ck_assert_ptr_eq(cfg->jwt_secrets[0].consumer, &cfg->consumers[0]);
+    ck_assert_str_eq(cfg->jwt_secrets[0].algorithm, "HS384");
+    sl_config_unref(cfg);
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: PS256\n",
+                   "t.yml:5:20: algorithm 'PS256' is not supported yet");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - key: k\n"
+                      "        consumer: a\n",
+                   "t.yml:6:9: conflicting values: this jwt_secret is nested under a consumer "
+                   "already");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - key: k\n"
+                      "        colour: red\n",
+                   "t.yml:6:9: unknown field 'colour'");
+    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - key: k\n"
+                      "  - username: b\njwt_secrets:\n  - key: k\n    consumer: b\n",
+                   "t.yml:8:10: duplicate jwt_secret key 'k' (first at line 5)");
+}
+END_TEST
+
+/* Plugins: every nesting and reference gives the right scope; Kong's
+ * unique (name, route, service, consumer) and its no_consumer plugins. */
+START_TEST(test_plugin_scopes)
+{
+    struct sl_config *cfg =
+        load_ok(V3 "services:\n"
+                   "  - name: s\n"
+                   "    host: h\n"
+                   "    plugins:\n"
+                   "      - name: cors\n" /* 0: service */
+                   "    routes:\n"
+                   "      - name: r\n"
+                   "        paths: [/]\n"
+                   "        plugins:\n"
+                   "          - name: cors\n" /* 1: route only (Kong) */
+                   "consumers:\n"
+                   "  - username: u\n"
+                   "    plugins:\n"
+                   "      - name: rate-limiting\n"       /* 2: consumer */
+                   "      - name: request-transformer\n" /* 3: consumer + route */
+                   "        route: r\n"
+                   "plugins:\n"
+                   "  - name: rate-limiting\n" /* 4: route + service + consumer */
+                   "    route: {name: r}\n"
+                   "    service: s\n"
+                   "    consumer: u\n"
+                   "  - name: rate-limiting\n" /* 5: global */
+                   "  - name: rate-limiting\n" /* 6: service */
+                   "    service: s\n");
+    const struct sl_plugin_conf *p = cfg->plugins;
+    const struct sl_service *s = &cfg->services[0];
+    const struct sl_route *r = &cfg->routes[0];
+    const struct sl_consumer *u = &cfg->consumers[0];
+    ck_assert_uint_eq(cfg->n_plugins, 7);
+    ck_assert(p[0].service == s && p[0].route == NULL && p[0].consumer == NULL);
+    ck_assert(p[1].service == NULL && p[1].route == r && p[1].consumer == NULL);
+    ck_assert(p[2].service == NULL && p[2].route == NULL && p[2].consumer == u);
+    ck_assert(p[3].service == NULL && p[3].route == r && p[3].consumer == u);
+    ck_assert(p[4].service == s && p[4].route == r && p[4].consumer == u);
+    ck_assert(p[5].service == NULL && p[5].route == NULL && p[5].consumer == NULL);
+    ck_assert(p[6].service == s && p[6].route == NULL && p[6].consumer == NULL);
+    sl_config_unref(cfg);
+
+    /* the same scope reached by nesting and by a top-level reference */
+    expect_refusal(V3 "services:\n  - name: s\n    host: h\n    routes:\n      - name: r\n"
+                      "        paths: [/]\n        plugins:\n          - name: cors\n"
+                      "plugins:\n  - name: cors\n    route: r\n",
+                   "t.yml:11:5: plugin 'cors' is configured twice for the same scope (first at "
+                   "line 9)");
+    expect_refusal(V3 "consumers:\n  - username: u\n    plugins:\n      - name: rate-limiting\n"
+                      "plugins:\n  - name: rate-limiting\n    consumer: u\n",
+                   "t.yml:7:5: plugin 'rate-limiting' is configured twice for the same scope "
+                   "(first at line 5)");
+    /* Kong's no_consumer plugins: at the reference, or at the nested plugin */
+    expect_refusal(V3 "consumers:\n  - username: u\nplugins:\n  - name: jwt\n    consumer: u\n",
+                   "t.yml:6:15: plugin 'jwt' cannot be configured on a consumer (Kong: "
+                   "'consumer: value must be null')");
+    expect_refusal(V3 "consumers:\n  - username: u\n    plugins:\n      - name: key-auth\n",
+                   "t.yml:5:9: plugin 'key-auth' cannot be configured on a consumer");
+    expect_refusal(V3 "consumers:\n  - username: u\n    plugins:\n      - name: jwt\n"
+                      "        consumer: u\n",
+                   "t.yml:6:9: conflicting values: this plugin is nested under a consumer "
+                   "already");
+    expect_refusal(V3 "plugins:\n  - name: cors\n    consumer: nobody\n",
+                   "t.yml:4:15: plugin refers to unknown consumer 'nobody'");
+}
+END_TEST
+
+/* admin_listen: off by default, one address, checked against the others. */
+START_TEST(test_admin_listen)
+{
+    clear_env();
+    struct sl_config *cfg = load_ok(V3);
+    ck_assert_uint_eq(cfg->node.admin_listen.port, 0);
+    sl_config_unref(cfg);
+    cfg = load_ok(V3 "gateway:\n  admin_listen: 127.0.0.1:8001\n");
+    ck_assert_str_eq(cfg->node.admin_listen.host, "127.0.0.1");
+    ck_assert_uint_eq(cfg->node.admin_listen.port, 8001);
+    sl_config_unref(cfg);
+    cfg = load_ok(V3 "gateway:\n  admin_listen: \"[::1]:8444\"\n");
+    ck_assert_str_eq(cfg->node.admin_listen.host, "::1");
+    ck_assert_uint_eq(cfg->node.admin_listen.port, 8444);
+    sl_config_unref(cfg);
+    cfg = load_ok(V3 "gateway:\n  admin_listen: \"off\"\n");
+    ck_assert_uint_eq(cfg->node.admin_listen.port, 0);
+    sl_config_unref(cfg);
+    /* SLUICE_ADMIN_LISTEN wins over the file */
+    setenv("SLUICE_ADMIN_LISTEN", "127.0.0.1:9001", 1);
+    cfg = load_ok(V3 "gateway:\n  admin_listen: \"off\"\n");
+    ck_assert_uint_eq(cfg->node.admin_listen.port, 9001);
+    sl_config_unref(cfg);
+    setenv("SLUICE_ADMIN_LISTEN", "127.0.0.1:8000", 1);
+    struct sl_config_error err;
+    ck_assert_ptr_null(load(V3, &err));
+    ck_assert_str_eq(err.text, "env:SLUICE_ADMIN_LISTEN: address 127.0.0.1:8000 "
+                               "overlaps 0.0.0.0:8000");
+    unsetenv("SLUICE_ADMIN_LISTEN");
+    expect_refusal(V3 "gateway:\n  proxy_listen: \"[::]:8001\"\n  admin_listen: \"[::1]:8001\"\n",
+                   "t.yml:4:17: admin_listen: address [::1]:8001 overlaps [::]:8001");
+    expect_refusal(V3 "gateway:\n  admin_listen: [127.0.0.1:1, 127.0.0.1:2]\n",
+                   "t.yml:3:17: admin_listen: ");
 }
 END_TEST
 
@@ -1409,6 +1621,31 @@ START_TEST(test_upstream_errors)
                    "t.yml:3:5: upstream needs a 'name'");
     expect_refusal(V3 "upstreams:\n  - name: \"a b\"\n",
                    "t.yml:3:11: invalid upstream name 'a b': it must be a valid hostname");
+    expect_refusal(V3 "upstreams:\n  - name: 10.0.0.1\n",
+                   "t.yml:3:11: invalid upstream name '10.0.0.1': no ip addresses allowed");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    use_srv_name: true\n",
+                   "t.yml:4:5: upstream field 'use_srv_name' is not supported yet");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: cookie\n    hash_on_cookie: \"a;b\"\n",
+                   "t.yml:5:21: invalid cookie name 'a;b'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: ip\n    hash_fallback: cookie\n",
+                   "t.yml:4:14: hashing on a cookie needs 'hash_on_cookie'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: none\n    hash_fallback: ip\n",
+                   "t.yml:5:20: hash_fallback must be 'none' when hash_on is 'none'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: query_arg\n",
+                   "t.yml:4:14: hash_on 'query_arg' needs 'hash_on_query_arg'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: ip\n    hash_fallback: uri_capture\n",
+                   "t.yml:5:20: hash_fallback 'uri_capture' needs 'hash_fallback_uri_capture'");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    hash_on: header\n    hash_on_header: x\n"
+                      "    hash_fallback: header\n    hash_fallback_header: X\n",
+                   "t.yml:6:20: hash_fallback must differ from hash_on");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      active:\n"
+                      "        timeout: 70000\n",
+                   "t.yml:6:18: value 70000 is out of range (0..65535 seconds)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      passive:\n"
+                      "        unhealthy: {tcp_failures: 256}\n",
+                   "t.yml:6:35: value 256 is out of range (0..255)");
+    expect_refusal(V3 "upstreams:\n  - name: u\n    healthchecks:\n      threshold: 101\n",
+                   "t.yml:5:18: expected a percentage between 0 and 100");
     expect_refusal(V3 "upstreams:\n  - name: u\n  - name: u\n",
                    "t.yml:4:11: duplicate upstream name 'u' (first at line 3)");
     expect_refusal(V3 "upstreams:\n  - name: u\n    algorithm: random\n",
@@ -1458,6 +1695,55 @@ START_TEST(test_upstream_errors)
                       "        upstream: u\n",
                    "t.yml:6:9: conflicting values: this target is nested under an upstream "
                    "already");
+}
+END_TEST
+
+/* Kong's hash_on / hash_fallback pairs that are allowed, and their companions. */
+START_TEST(test_upstream_hashing)
+{
+    struct sl_config *cfg = load_ok(V3 "upstreams:\n"
+                                       "  - name: a\n"
+                                       "    hash_on: consumer\n"
+                                       "    hash_fallback: cookie\n"
+                                       "    hash_on_cookie: sid\n"
+                                       "    hash_on_cookie_path: /app\n"
+                                       "  - name: b\n"
+                                       "    hash_on: query_arg\n"
+                                       "    hash_on_query_arg: user\n"
+                                       "    hash_fallback: query_arg\n"
+                                       "    hash_fallback_query_arg: session\n"
+                                       "  - name: c\n"
+                                       "    hash_on: uri_capture\n"
+                                       "    hash_on_uri_capture: id\n"
+                                       "    hash_fallback: uri_capture\n"
+                                       "    hash_fallback_uri_capture: name\n"
+                                       "  - name: d\n"
+                                       "    hash_on: header\n"
+                                       "    hash_on_header: X-A\n"
+                                       "    hash_fallback: header\n"
+                                       "    hash_fallback_header: X-B\n"
+                                       "    use_srv_name: false\n"
+                                       "  - name: e\n"
+                                       "    hash_on: path\n"
+                                       "    hash_fallback: ip\n");
+    const struct sl_upstream *u = cfg->upstreams;
+    ck_assert_int_eq(u[0].hash_on, SL_HASH_CONSUMER);
+    ck_assert_int_eq(u[0].hash_fallback, SL_HASH_COOKIE);
+    ck_assert_str_eq(u[0].hash_on_cookie, "sid");
+    ck_assert_str_eq(u[0].hash_on_cookie_path, "/app");
+    ck_assert_int_eq(u[1].hash_on, SL_HASH_QUERY_ARG);
+    ck_assert_str_eq(u[1].hash_on_query_arg, "user");
+    ck_assert_int_eq(u[1].hash_fallback, SL_HASH_QUERY_ARG);
+    ck_assert_str_eq(u[1].hash_fallback_query_arg, "session");
+    ck_assert_int_eq(u[2].hash_on, SL_HASH_URI_CAPTURE);
+    ck_assert_str_eq(u[2].hash_on_uri_capture, "id");
+    ck_assert_str_eq(u[2].hash_fallback_uri_capture, "name");
+    ck_assert_str_eq(u[3].hash_on_header, "x-a");
+    ck_assert_str_eq(u[3].hash_fallback_header, "x-b");
+    ck_assert_int_eq(u[4].hash_on, SL_HASH_PATH);
+    ck_assert_int_eq(u[4].hash_fallback, SL_HASH_IP);
+    ck_assert_int_eq(u[4].algorithm, SL_LB_ROUND_ROBIN);
+    sl_config_unref(cfg);
 }
 END_TEST
 
@@ -1517,6 +1803,9 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_certificate_errors);
     tcase_add_test(tc, test_jwt_secrets);
     tcase_add_test(tc, test_upstream_errors);
+    tcase_add_test(tc, test_upstream_hashing);
+    tcase_add_test(tc, test_plugin_scopes);
+    tcase_add_test(tc, test_admin_listen);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -8,3 +8,5 @@ EXTRA_DIST += tests/unit/data/tls/ec.key
 EXTRA_DIST += tests/unit/data/tls/other-rsa.key
 EXTRA_DIST += tests/unit/data/tls/rsa.pub
 EXTRA_DIST += tests/unit/data/tls/ec.pub
+EXTRA_DIST += tests/unit/data/tls/ec384.pub
+EXTRA_DIST += tests/unit/data/tls/leaf.crt
