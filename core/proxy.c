@@ -31,6 +31,7 @@
 #include "balancer.h"
 #include "http1.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin_runtime.h"
 #include "reader.h"
 #include "router.h"
@@ -1522,13 +1523,21 @@ static void access_log(struct sl_request *r)
         sl_worker_access_log(c->w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
-/* The log phase of the plugins and the access log: once per request. */
+/* The log phase of the plugins, the metrics and the access log: once per
+ * request. */
 static void request_log(struct sl_request *r)
 {
     if (r->plugins) {
         r->plugins->resp_status = r->status;
         sl_plugins_log(r->plugins);
     }
+    const struct sl_service *svc = r->match.service;
+    const struct sl_route *route = r->match.route;
+    uint64_t total_us = sl_now_us() - r->start_us;
+    uint64_t upstream_us = r->upstream_head_us ? r->upstream_head_us - r->upstream_start_us : 0;
+    sl_metrics_observe(r->client->w->metrics, svc ? (svc->name ? svc->name : svc->host) : NULL,
+                       route ? (route->name ? route->name : route->id) : NULL, r->status,
+                       r->bytes_in, r->bytes_out, total_us, upstream_us);
     access_log(r);
 }
 

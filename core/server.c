@@ -20,6 +20,7 @@
 #include "balancer.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "plugin_runtime.h"
 #include "status.h"
@@ -413,6 +414,7 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         return SL_ERR;
     w->pool = sl_upstream_pool_new(w->base, w->dns);
     w->plugin_data = sl_plugins_new_worker_data();
+    w->metrics = sl_metrics_new();
     w->access_log = evbuffer_new();
     w->drain_timer = evtimer_new(w->base, drain_expired, w);
     w->access_log_timer = evtimer_new(w->base, access_log_tick, w);
@@ -507,6 +509,8 @@ static void worker_free(struct sl_worker *w)
     free(w->accept_ctx);
     sl_plugins_free_worker_data(w->plugin_data);
     w->plugin_data = NULL;
+    sl_metrics_free(w->metrics);
+    w->metrics = NULL;
     if (w->pool)
         sl_upstream_pool_free(w->pool);
     if (w->dns)

@@ -28,6 +28,7 @@ struct event;
 struct evdns_base;
 struct evbuffer;
 struct sl_upstream_pool;
+struct sl_metrics;
 struct sl_balancer;
 struct sl_client;
 struct accept_ctx;
@@ -98,6 +99,8 @@ struct sl_worker {
 
     /* per-worker data of each plugin (plugin.h), by registry index */
     void **plugin_data;
+    /* request metrics, written by this worker only (metrics.h) */
+    struct sl_metrics *metrics;
 };
 
 struct sl_server {

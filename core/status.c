@@ -20,6 +20,7 @@
 
 #include "http1.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 #define STATUS_MAX_HEAD 8192
@@ -112,6 +113,29 @@ static void answer(struct status_conn *sc, const struct sl_http_request *req)
                  (double)snap->loaded_at_unix_ms / 1000.0, srv->n_workers,
                  atomic_load(&srv->ready) ? "true" : "false");
         respond(sc, 200, body, head);
+        return;
+    }
+    if (path_len == 8 && memcmp(req->target, "/metrics", 8) == 0) {
+        struct evbuffer *text = evbuffer_new();
+        if (text == NULL) {
+            respond(sc, 500, "{\"message\":\"An unexpected error occurred\"}", head);
+            return;
+        }
+        sl_metrics_render(srv, sc->w->snapshot, text);
+        struct evbuffer *out = bufferevent_get_output(sc->bev);
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 200 OK\r\n"
+                            "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                            "Content-Length: %zu\r\n"
+                            "Cache-Control: no-store\r\n"
+                            "Server: sluice\r\n"
+                            "Connection: close\r\n\r\n",
+                            evbuffer_get_length(text));
+        if (!head)
+            evbuffer_add_buffer(out, text);
+        evbuffer_free(text);
+        sc->answered = true;
+        bufferevent_disable(sc->bev, EV_READ);
         return;
     }
     if (path_len == 13 && memcmp(req->target, "/status/ready", 13) == 0) {

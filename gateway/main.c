@@ -13,6 +13,7 @@
 #include "autoconfig.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin.h"
 #include "plugins.h"
 #include "server.h"
@@ -133,10 +134,13 @@ int main(int argc, char **argv)
             /* load and validate on this thread; workers only swap a pointer */
             struct sl_config *next = load(path);
             if (!next) {
+                sl_metrics_reload_result(false);
                 sl_error("SIGHUP: %s refused; the current configuration stays", path);
                 break;
             }
-            if (sl_server_reload(&srv, next, err, sizeof err) == 0)
+            bool ok = sl_server_reload(&srv, next, err, sizeof err) == 0;
+            sl_metrics_reload_result(ok);
+            if (ok)
                 sl_notice("SIGHUP: configuration reloaded from %s (%s)", path,
                           srv.snapshot->cfg->hash);
             else
