@@ -19,6 +19,7 @@
 
 #include "balancer.h"
 #include "health.h"
+#include "admin.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -549,6 +550,7 @@ static bool attach_plugins(struct sl_config *cfg, char *err, size_t err_size)
 
 int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
 {
+    pthread_mutex_init(&srv->reload_lock, NULL);
     if (!attach_plugins(cfg, err, err_size))
         return SL_ERR;
     srv->snapshot = sl_snapshot_new(cfg);
@@ -576,6 +578,19 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
             return SL_ERR;
         }
     }
+    int admin_fd = -1;
+    if (cfg->node.admin_listen.port != 0 &&
+        (admin_fd = open_listener(&cfg->node.admin_listen, true, err, err_size)) < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "admin_listen: %s", err);
+        snprintf(err, err_size, "%s", why);
+        for (int j = 0; j < n; j++)
+            worker_free(&srv->workers[j]);
+        free(srv->workers);
+        srv->workers = NULL;
+        srv->n_workers = 0;
+        return SL_ERR;
+    }
     for (int i = 0; i < n; i++) {
         atomic_fetch_add(&srv->workers_running, 1);
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
@@ -590,6 +605,8 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
             free(srv->workers);
             srv->workers = NULL;
             srv->n_workers = 0;
+            if (admin_fd >= 0)
+                close(admin_fd);
             return SL_ERR;
         }
         srv->workers[i].started = true;
@@ -599,6 +616,12 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
     char hc_err[256];
     if (sl_health_start(srv->snapshot, hc_err, sizeof hc_err) != SL_OK)
         sl_error("%s; active health checks are off", hc_err);
+    if (admin_fd >= 0) {
+        char admin_err[256];
+        srv->admin = sl_admin_start(srv, admin_fd, "gateway", admin_err, sizeof admin_err);
+        if (!srv->admin)
+            sl_error("%s; POST /config is off", admin_err);
+    }
     atomic_store(&srv->ready, true);
     return SL_OK;
 }
@@ -634,7 +657,19 @@ static bool same_listeners(const struct sl_node_config *a, const struct sl_node_
     return true;
 }
 
+static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err,
+                         size_t err_size);
+
 int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
+{
+    pthread_mutex_lock(&srv->reload_lock);
+    int rc = server_reload(srv, cfg, err, err_size);
+    pthread_mutex_unlock(&srv->reload_lock);
+    return rc;
+}
+
+static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err,
+                         size_t err_size)
 {
     if (!attach_plugins(cfg, err, err_size))
         return SL_ERR;
@@ -672,6 +707,8 @@ void sl_server_stop(struct sl_server *srv)
 
 void sl_server_join(struct sl_server *srv)
 {
+    sl_admin_stop(srv->admin); /* no reload may start from now on */
+    srv->admin = NULL;
     for (int i = 0; i < srv->n_workers; i++)
         if (srv->workers[i].started)
             pthread_join(srv->workers[i].thread, NULL);

@@ -103,8 +103,12 @@ struct sl_worker {
     struct sl_metrics *metrics;
 };
 
+struct sl_admin;
+
 struct sl_server {
-    struct sl_snapshot *snapshot; /* current; replaced only from the main thread */
+    struct sl_snapshot *snapshot; /* current; replaced under reload_lock */
+    pthread_mutex_t reload_lock;  /* SIGHUP and POST /config reload one at a time */
+    struct sl_admin *admin;       /* admin_listen's thread, when configured */
     struct sl_worker *workers;
     int n_workers;
     atomic_bool ready;
@@ -119,7 +123,8 @@ struct sl_server {
 int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
 
 /*
- * From the main thread: make cfg (validated already; its reference is
+ * From any thread (the main thread on SIGHUP, the admin thread on POST
+ * /config; serialised): make cfg (validated already; its reference is
  * taken) the configuration of every new request. Requests in flight finish
  * on the snapshot they started with. Listener changes need a restart.
  */

@@ -138,11 +138,12 @@ int main(int argc, char **argv)
                 sl_error("SIGHUP: %s refused; the current configuration stays", path);
                 break;
             }
+            char hash[sizeof next->hash];
+            memcpy(hash, next->hash, sizeof hash); /* next is the server's after the call */
             bool ok = sl_server_reload(&srv, next, err, sizeof err) == 0;
             sl_metrics_reload_result(ok);
             if (ok)
-                sl_notice("SIGHUP: configuration reloaded from %s (%s)", path,
-                          srv.snapshot->cfg->hash);
+                sl_notice("SIGHUP: configuration reloaded from %s (%s)", path, hash);
             else
                 sl_error("SIGHUP: reload failed: %s", err);
             break;
