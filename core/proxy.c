@@ -1509,16 +1509,29 @@ static void access_log(struct sl_request *r)
         r->upstream_head_us ? (double)(r->upstream_head_us - r->upstream_start_us) / 1000.0 : -1;
     const struct sl_service *svc = r->match.service;
     const struct sl_route *route = r->match.route;
+    /* the consumer, when an auth plugin found one: its username, else its
+     * custom_id, else its id */
+    char consumer[200] = "";
+    if (r->consumer) {
+        const char *who = r->consumer->username   ? r->consumer->username
+                          : r->consumer->custom_id ? r->consumer->custom_id
+                                                   : r->consumer->id;
+        char esc[160];
+        if (who && sl_json_escape(who, strlen(who), esc, sizeof esc) >= 0)
+            snprintf(consumer, sizeof consumer, ",\"consumer\":\"%s\"", esc);
+    }
+    double proxy_ms = upstream_ms >= 0 ? total_ms - upstream_ms : total_ms;
     char line[2048];
     int n = snprintf(line, sizeof line,
                      "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"client_ip\":\"%s\","
                      "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
-                     "\"bytes_out\":%llu,\"latency_ms\":{\"request\":%.3f,\"upstream\":%.3f},"
-                     "\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"}",
+                     "\"bytes_out\":%llu,\"latency_ms\":{\"request\":%.3f,\"upstream\":%.3f,"
+                     "\"proxy\":%.3f},\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"%s}",
                      when, ts.tv_nsec / 1000000, rid, c->peer_ip, method, path, r->status,
                      (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, total_ms,
-                     upstream_ms, svc && svc->name ? svc->name : "",
-                     route && route->name ? route->name : "", r->up ? r->up->addr_text : "");
+                     upstream_ms, proxy_ms, svc && svc->name ? svc->name : "",
+                     route && route->name ? route->name : "", r->up ? r->up->addr_text : "",
+                     consumer);
     if (n > 0)
         sl_worker_access_log(c->w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

@@ -175,6 +175,13 @@ def body(t):
         r = req("/b2")
         t.ok(r is not None and r.status == 200 and len(up.requests()) == 1,
              "disabled instance: the request is proxied", repr(r))
+        r = req("/b1/log-me", headers={"X-Test-Consumer": "bob"})
+        deadline = time.time() + 3
+        while time.time() < deadline and '"path":"/b1/log-me"' not in gw.stdout():
+            time.sleep(0.05)
+        lines = [ln for ln in gw.stdout().splitlines() if '"path":"/b1/log-me"' in ln]
+        t.ok(r is not None and len(lines) == 1 and '"consumer":"bob"' in lines[0],
+             "the access log names the consumer an auth plugin found", repr(lines))
         r = req("/a1", headers={"X-Test-Consumer": "mallory"})
         t.ok(r is not None and r.status == 401,
              "test-consumer (priority 1450) runs before request-termination (2)", repr(r))
