@@ -24,6 +24,7 @@
  * workers and the health thread report concurrently without a lock.
  */
 #include "balancer.h"
+#include "router.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -921,8 +922,8 @@ static bool value_query_arg(const struct sl_lb_hash_input *in, const char *name,
 }
 
 static bool value_to_hash(enum sl_hash_on on, const char *header, const char *cookie,
-                          const char *query_arg, const struct sl_lb_hash_input *in,
-                          struct value_buf *vb)
+                          const char *query_arg, const char *capture,
+                          const struct sl_lb_hash_input *in, struct value_buf *vb)
 {
     switch (on) {
     case SL_HASH_NONE:
@@ -960,8 +961,15 @@ static bool value_to_hash(enum sl_hash_on on, const char *header, const char *co
         return true;
     case SL_HASH_QUERY_ARG:
         return value_query_arg(in, query_arg, vb);
-    case SL_HASH_URI_CAPTURE:
-        return false; /* the router does not report captures yet */
+    case SL_HASH_URI_CAPTURE: {
+        /* a named group of the route's regex path (Kong: uri_captures) */
+        long i = in->match ? sl_router_capture_by_name(in->match, capture) : -1;
+        if (i < 0 || in->match->captures[i].start == SIZE_MAX ||
+            in->match->captures[i].start + in->match->captures[i].len > in->path_len)
+            return false;
+        vb_add(vb, in->path + in->match->captures[i].start, in->match->captures[i].len);
+        return true;
+    }
     }
     return false;
 }
@@ -976,11 +984,11 @@ bool sl_balancer_hash_request(const struct sl_upstream *up, const struct sl_lb_h
         return false;
     vb->len = 0;
     bool found = value_to_hash(up->hash_on, up->hash_on_header, up->hash_on_cookie,
-                               up->hash_on_query_arg, in, vb);
+                               up->hash_on_query_arg, up->hash_on_uri_capture, in, vb);
     if (!found) {
         vb->len = 0;
         found = value_to_hash(up->hash_fallback, up->hash_fallback_header, up->hash_on_cookie,
-                              up->hash_fallback_query_arg, in, vb);
+                              up->hash_fallback_query_arg, up->hash_fallback_uri_capture, in, vb);
     }
     if (found)
         *hash = sl_lb_hash_bytes(vb->data, vb->len);

@@ -33,6 +33,7 @@ struct sl_balancer;
 struct sl_lb_upstream;
 struct sl_lb_target;
 struct sl_snapshot;
+struct sl_router_match;
 
 /* Kong's internal health states; the two "mostly" ones are steps on the way. */
 enum sl_lb_health {
@@ -94,14 +95,16 @@ struct sl_lb_hash_input {
      * written here (16 hex digits, NUL terminated) so that the proxy can
      * set the cookie on the response, as Kong does; may be NULL */
     char *made_up_cookie;
+    /* the route match (regex captures, for hash_on uri_capture); may be NULL */
+    const struct sl_router_match *match;
 };
 
 /*
  * Kong's get_value_to_hash: the value named by hash_on, else the one named
  * by hash_fallback, hashed. False when the upstream does not hash or
  * neither value is present (the request then hashes as Kong's "": all such
- * requests go to one target). uri_capture is not available yet (the router
- * does not report captures): it counts as absent.
+ * requests go to one target). uri_capture reads a named group of the
+ * route's regex path from `match`.
  */
 bool sl_balancer_hash_request(const struct sl_upstream *up, const struct sl_lb_hash_input *in,
                               uint64_t *hash);

@@ -1056,6 +1056,7 @@ static void request_compute_lb_hash(struct sl_request *r, const struct sl_http_r
         .query = query && query_len > 0 ? query + 1 : NULL, /* without its '?' */
         .query_len = query && query_len > 0 ? query_len - 1 : 0,
         .made_up_cookie = r->lb_cookie,
+        .match = &r->match,
     };
     r->lb.hash_set = sl_balancer_hash_request(svc->upstream, &in, &r->lb.hash);
 }

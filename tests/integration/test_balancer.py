@@ -64,6 +64,9 @@ def body(t):
         balanced_service("ch", "ch-up", "/ch"),
         balanced_service("hh", "hh-up", "/hh"),
         balanced_service("ck", "ck-up", "/ck"),
+        dict(balanced_service("cap", "cap-up", "/cap"),
+             routes=[{"name": "cap-route", "paths": ["~/cap/(?<user>[a-z0-9]+)"],
+                      "strip_path": False}]),
     ], worker_processes=2)
     cfg["upstreams"] = [
         upstream_entity("rr-up", [(rr[0], 300), (rr[1], 200), (rr[2], 100)]),
@@ -73,6 +76,8 @@ def body(t):
         upstream_entity("ch-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
                         hash_on="header", hash_on_header="x-user"),
         upstream_entity("hh-up", [(rr[0], 100)], host_header="api.internal"),
+        upstream_entity("cap-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
+                        hash_on="uri_capture", hash_on_uri_capture="user"),
         upstream_entity("ck-up", [(u, 100) for u in ck], algorithm="consistent-hashing",
                         hash_on="cookie", hash_on_cookie="sid", hash_on_cookie_path="/ck"),
     ]
@@ -192,6 +197,21 @@ def body(t):
         t.ok(sorted(got) == [0, 0, 10], "every request with the cookie reaches one target",
              repr(got))
 
+    def t_hash_uri_capture():
+        placement, sticky = {}, True
+        for user in range(12):
+            seen = set()
+            for i in range(4):
+                before = counts(ch, "/cap/user%d/" % user)
+                h.get(port, "/cap/user%d/req-%d" % (user, i))
+                after = counts(ch, "/cap/user%d/" % user)
+                seen.add(tuple(a - b for a, b in zip(after, before)).index(1))
+            sticky = sticky and len(seen) == 1
+            placement[user] = seen.pop()
+        t.ok(sticky and len(set(placement.values())) >= 2,
+             "hash_on uri_capture: the regex route's (?<user>) group picks the target",
+             repr(placement))
+
     t.run(t_round_robin_weights)
     t.run(t_weight_zero)
     t.run(t_no_target_at_all)
@@ -199,6 +219,7 @@ def body(t):
     t.run(t_consistent_hashing)
     t.run(t_host_header)
     t.run(t_hash_cookie)
+    t.run(t_hash_uri_capture)
 
 
 if __name__ == "__main__":
