@@ -537,18 +537,27 @@ static bool entry_matches(const struct rt_entry *e, const struct sl_router_reque
     return true;
 }
 
+/* The path and host a lookup compares ("example.com." names the same host
+ * as "example.com"). */
+static void request_parts(const struct sl_router_request *req, const char **path, size_t *path_len,
+                          const char **host, size_t *host_len)
+{
+    *path = req->path != NULL ? req->path : "";
+    *path_len = req->path != NULL ? req->path_len : 0;
+    *host = req->host;
+    *host_len = req->host != NULL ? req->host_len : 0;
+    if (*host != NULL && *host_len > 1 && (*host)[*host_len - 1] == '.')
+        (*host_len)--;
+}
+
 bool sl_router_find(const struct sl_router *router, const struct sl_router_request *req,
                     struct sl_router_match *match)
 {
     if (router == NULL || req == NULL)
         return false;
-    const char *path = req->path != NULL ? req->path : "";
-    size_t path_len = req->path != NULL ? req->path_len : 0;
-    const char *host = req->host;
-    size_t host_len = req->host != NULL ? req->host_len : 0;
-    /* "example.com." names the same host as "example.com" */
-    if (host != NULL && host_len > 1 && host[host_len - 1] == '.')
-        host_len--;
+    const char *path, *host;
+    size_t path_len, host_len;
+    request_parts(req, &path, &path_len, &host, &host_len);
 
     struct sl_router_match tmp, best;
     const struct rt_entry *winner = NULL;
@@ -614,12 +623,9 @@ bool sl_router_find_linear(const struct sl_router *router, const struct sl_route
 {
     if (router == NULL || req == NULL)
         return false;
-    const char *path = req->path != NULL ? req->path : "";
-    size_t path_len = req->path != NULL ? req->path_len : 0;
-    const char *host = req->host;
-    size_t host_len = req->host != NULL ? req->host_len : 0;
-    if (host != NULL && host_len > 1 && host[host_len - 1] == '.')
-        host_len--;
+    const char *path, *host;
+    size_t path_len, host_len;
+    request_parts(req, &path, &path_len, &host, &host_len);
     for (size_t i = 0; i < router->n_entries; i++) {
         const struct rt_entry *e = &router->entries[i];
         if (e->path != NULL && (path_len < e->path_len || memcmp(path, e->path, e->path_len) != 0))
