@@ -1115,6 +1115,18 @@ struct entity {
     const struct sl_conf_value *seen[MAX_FIELDS]; /* key node of each field that was set */
 };
 
+/* An entity read from a map: its kind, object, index, field table and
+ * the parents it is nested under (NONE at the top level). */
+#define ENTITY(kind_, obj_, index_, fields_, service_, route_, consumer_)                          \
+    ((struct entity){.kind = (kind_),                                                              \
+                     .obj = (obj_),                                                                \
+                     .index = (index_),                                                            \
+                     .parent_service = (service_),                                                 \
+                     .parent_route = (route_),                                                     \
+                     .parent_consumer = (consumer_),                                               \
+                     .fields = (fields_),                                                          \
+                     .n_fields = sizeof(fields_) / sizeof(fields_)[0]})
+
 static const struct sl_conf_value *seen(const struct entity *e, const char *name)
 {
     for (size_t i = 0; i < e->n_fields; i++)
@@ -1226,6 +1238,22 @@ static bool read_entity(struct loader *L, struct entity *e, const struct sl_conf
             return false;
     }
     return true;
+}
+
+/*
+ * Read one entity's map into tmp, then copy tmp into its slot of v (index
+ * e->index). tmp, not the slot: entities nested in it are pushed to
+ * vectors meanwhile, and the slot's vector may be one of them and move.
+ * Returns the slot, or NULL when the map was refused (after the copy, so
+ * what was read is freed with the rest).
+ */
+static void *read_entity_into(struct loader *L, struct entity *e, const struct sl_conf_value *map,
+                              struct vec *v, const void *tmp, size_t size)
+{
+    bool ok = read_entity(L, e, map);
+    void *slot = vec_at(v, e->index);
+    memcpy(slot, tmp, size);
+    return ok ? slot : NULL;
 }
 
 /* Register a unique value (name, id, ...) of an entity; error on a duplicate. */
@@ -1441,14 +1469,7 @@ static bool read_plugins(struct loader *L, const struct sl_conf_value *seq, size
         rec->p.index = index;
         rec->p.line = seq->items[i]->line;
         rec->p.column = seq->items[i]->column;
-        struct entity e = {.kind = "plugin",
-                           .obj = &rec->p,
-                           .index = index,
-                           .parent_service = service,
-                           .parent_route = route,
-                           .parent_consumer = consumer,
-                           .fields = plugin_fields,
-                           .n_fields = sizeof plugin_fields / sizeof plugin_fields[0]};
+        struct entity e = ENTITY("plugin", &rec->p, index, plugin_fields, service, route, consumer);
         if (!read_entity(L, &e, seq->items[i]))
             return false;
         if (rec->p.name == NULL)
@@ -1819,14 +1840,7 @@ static bool read_routes(struct loader *L, const struct sl_conf_value *seq, size_
         r->index = index;
         r->line = seq->items[i]->line;
         r->column = seq->items[i]->column;
-        struct entity e = {.kind = "route",
-                           .obj = r,
-                           .index = index,
-                           .parent_service = service,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = route_fields,
-                           .n_fields = sizeof route_fields / sizeof route_fields[0]};
+        struct entity e = ENTITY("route", r, index, route_fields, service, NONE, NONE);
         /* Nested plugins refer to this route by index: the vector may move,
          * so read_entity() works on a stable copy that is written back. */
         struct sl_route tmp = *r;
@@ -2123,10 +2137,7 @@ static bool read_services(struct loader *L, const struct sl_conf_value *seq)
          * one, but keep the pattern uniform with routes. */
         struct service_rec tmp = *rec;
         e.obj = &tmp;
-        bool ok = read_entity(L, &e, seq->items[i]);
-        rec = vec_at(&L->services, index);
-        *rec = tmp;
-        if (!ok)
+        if ((rec = read_entity_into(L, &e, seq->items[i], &L->services, &tmp, sizeof tmp)) == NULL)
             return false;
         s = &rec->s;
 
@@ -2204,18 +2215,8 @@ static bool read_consumers(struct loader *L, const struct sl_conf_value *seq)
         size_t index = L->consumers.n - 1;
         struct sl_consumer tmp = {
             .index = index, .line = seq->items[i]->line, .column = seq->items[i]->column};
-        struct entity e = {.kind = "consumer",
-                           .obj = &tmp,
-                           .index = index,
-                           .parent_service = NONE,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = consumer_fields,
-                           .n_fields = sizeof consumer_fields / sizeof consumer_fields[0]};
-        bool ok = read_entity(L, &e, seq->items[i]);
-        c = vec_at(&L->consumers, index);
-        *c = tmp;
-        if (!ok)
+        struct entity e = ENTITY("consumer", &tmp, index, consumer_fields, NONE, NONE, NONE);
+        if ((c = read_entity_into(L, &e, seq->items[i], &L->consumers, &tmp, sizeof tmp)) == NULL)
             return false;
         if (c->username == NULL && c->custom_id == NULL)
             return fail(L, e.node, "consumer needs 'username' or 'custom_id'");
@@ -2688,19 +2689,9 @@ static bool read_upstreams(struct loader *L, const struct sl_conf_value *seq)
                                   .column = seq->items[i]->column};
         if (!healthcheck_defaults(L, &tmp.healthchecks))
             return false;
-        struct entity e = {.kind = "upstream",
-                           .obj = &tmp,
-                           .index = index,
-                           .parent_service = NONE,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = upstream_fields,
-                           .n_fields = sizeof upstream_fields / sizeof upstream_fields[0]};
+        struct entity e = ENTITY("upstream", &tmp, index, upstream_fields, NONE, NONE, NONE);
         /* nested targets refer to this upstream by index: read into a copy */
-        bool ok = read_entity(L, &e, seq->items[i]);
-        u = vec_at(&L->upstreams, index);
-        *u = tmp;
-        if (!ok)
+        if ((u = read_entity_into(L, &e, seq->items[i], &L->upstreams, &tmp, sizeof tmp)) == NULL)
             return false;
         char q[100];
         if (u->name == NULL)
@@ -2807,18 +2798,8 @@ static bool read_targets(struct loader *L, const struct sl_conf_value *seq, size
             .t = {.weight = 100, .line = seq->items[i]->line, .column = seq->items[i]->column},
             .upstream = upstream,
             .node = seq->items[i]};
-        struct entity e = {.kind = "target",
-                           .obj = &tmp.t,
-                           .index = index,
-                           .parent_service = upstream,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = target_fields,
-                           .n_fields = sizeof target_fields / sizeof target_fields[0]};
-        bool ok = read_entity(L, &e, seq->items[i]);
-        rec = vec_at(&L->targets, index);
-        *rec = tmp;
-        if (!ok)
+        struct entity e = ENTITY("target", &tmp.t, index, target_fields, upstream, NONE, NONE);
+        if ((rec = read_entity_into(L, &e, seq->items[i], &L->targets, &tmp, sizeof tmp)) == NULL)
             return false;
         if (rec->t.host == NULL)
             return fail(L, e.node, "target needs a 'target' (\"host:port\")");
@@ -2929,18 +2910,9 @@ static bool read_certificates(struct loader *L, const struct sl_conf_value *seq)
         size_t index = L->certificates.n - 1;
         struct sl_certificate tmp = {
             .index = index, .line = seq->items[i]->line, .column = seq->items[i]->column};
-        struct entity e = {.kind = "certificate",
-                           .obj = &tmp,
-                           .index = index,
-                           .parent_service = NONE,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = certificate_fields,
-                           .n_fields = sizeof certificate_fields / sizeof certificate_fields[0]};
-        bool ok = read_entity(L, &e, seq->items[i]);
-        c = vec_at(&L->certificates, index);
-        *c = tmp;
-        if (!ok)
+        struct entity e = ENTITY("certificate", &tmp, index, certificate_fields, NONE, NONE, NONE);
+        if ((c = read_entity_into(L, &e, seq->items[i], &L->certificates, &tmp, sizeof tmp)) ==
+            NULL)
             return false;
         if (c->cert == NULL || c->key == NULL)
             return fail(L, e.node, "certificate needs 'cert' and 'key'");
@@ -3023,14 +2995,7 @@ static bool read_snis(struct loader *L, const struct sl_conf_value *seq, size_t 
         const struct sl_conf_value *item = seq->items[i];
         struct sni_rec tmp = {.s = {.line = item->line, .column = item->column},
                               .certificate = certificate};
-        struct entity e = {.kind = "sni",
-                           .obj = &tmp.s,
-                           .index = index,
-                           .parent_service = certificate,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = sni_fields,
-                           .n_fields = sizeof sni_fields / sizeof sni_fields[0]};
+        struct entity e = ENTITY("sni", &tmp.s, index, sni_fields, certificate, NONE, NONE);
         bool ok;
         if (item->type == SL_CONF_STRING && certificate != NONE) /* snis: [a.example.com] */
             ok = sni_name(L, &e, item, item);
@@ -3070,18 +3035,9 @@ static bool read_ca_certificates(struct loader *L, const struct sl_conf_value *s
         size_t index = L->ca_certificates.n - 1;
         struct sl_ca_certificate tmp = {.line = seq->items[i]->line,
                                         .column = seq->items[i]->column};
-        struct entity e = {.kind = "ca_certificate",
-                           .obj = &tmp,
-                           .index = index,
-                           .parent_service = NONE,
-                           .parent_route = NONE,
-                           .parent_consumer = NONE,
-                           .fields = ca_fields,
-                           .n_fields = sizeof ca_fields / sizeof ca_fields[0]};
-        bool ok = read_entity(L, &e, seq->items[i]);
-        c = vec_at(&L->ca_certificates, index);
-        *c = tmp;
-        if (!ok)
+        struct entity e = ENTITY("ca_certificate", &tmp, index, ca_fields, NONE, NONE, NONE);
+        if ((c = read_entity_into(L, &e, seq->items[i], &L->ca_certificates, &tmp, sizeof tmp)) ==
+            NULL)
             return false;
         if (c->cert == NULL)
             return fail(L, e.node, "ca_certificate needs a 'cert'");
@@ -3175,18 +3131,9 @@ static bool read_jwt_secrets(struct loader *L, const struct sl_conf_value *seq, 
         struct jwt_rec tmp = {
             .j = {.index = index, .line = seq->items[i]->line, .column = seq->items[i]->column},
             .consumer = consumer};
-        struct entity e = {.kind = "jwt_secret",
-                           .obj = &tmp.j,
-                           .index = index,
-                           .parent_service = NONE,
-                           .parent_route = NONE,
-                           .parent_consumer = consumer,
-                           .fields = jwt_fields,
-                           .n_fields = sizeof jwt_fields / sizeof jwt_fields[0]};
-        bool ok = read_entity(L, &e, seq->items[i]);
-        rec = vec_at(&L->jwt_secrets, index);
-        *rec = tmp;
-        if (!ok)
+        struct entity e = ENTITY("jwt_secret", &tmp.j, index, jwt_fields, NONE, NONE, consumer);
+        if ((rec = read_entity_into(L, &e, seq->items[i], &L->jwt_secrets, &tmp, sizeof tmp)) ==
+            NULL)
             return false;
         struct sl_jwt_secret *j = &rec->j;
         if (consumer == NONE && seen(&e, "consumer") == NULL)
