@@ -574,6 +574,44 @@ START_TEST(test_index_equals_linear_scan)
 }
 END_TEST
 
+/* Normalisation (Kong's rule, RFC 3986): the path that is routed and sent. */
+static const struct norm_case {
+    const char *in, *out; /* out NULL: refused (-1) */
+} norm_cases[] = {
+    {"/", "/"},
+    {"/api/v1/users/../orders", "/api/v1/orders"},
+    {"/api/v1/users/%2e%2e/orders", "/api/v1/orders"},
+    {"/api/v1/users/%2E%2E/orders", "/api/v1/orders"},
+    {"//api//v1///orders", "/api/v1/orders"},
+    {"/a/./b/.", "/a/b/"},
+    {"/a/b/..", "/a/"},
+    {"/../../etc/passwd", "/etc/passwd"},
+    {"/a%2fb", "/a%2Fb"},   /* an encoded slash stays encoded (upper-cased) */
+    {"/%7euser", "/~user"}, /* unreserved: decoded */
+    {"/%41%42", "/AB"},
+    {"/a%20b", "/a%20b"},
+    {"/a%zz", NULL},
+    {"/a%4", NULL},
+    {"relative", NULL},
+};
+
+START_TEST(test_normalize)
+{
+    const struct norm_case *c = &norm_cases[_i];
+    char out[256];
+    long n = sl_router_normalize_path(c->in, strlen(c->in), out, sizeof out);
+    if (c->out == NULL) {
+        ck_assert_msg(n == -1, "%s: accepted as %s", c->in, n >= 0 ? out : "?");
+        return;
+    }
+    ck_assert_msg(n >= 0, "%s: refused (%ld)", c->in, n);
+    ck_assert_str_eq(out, c->out);
+    ck_assert_int_eq(n, (long)strlen(c->out));
+    /* too small an output buffer is said so, not overrun */
+    ck_assert_int_eq(sl_router_normalize_path(c->in, strlen(c->in), out, strlen(c->in)), -2);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("router");
@@ -588,6 +626,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_kong_priority_fields);
     tcase_add_test(tc, test_regex_strip_path);
     tcase_add_test(tc, test_index_equals_linear_scan);
+    tcase_add_loop_test(tc, test_normalize, 0, (int)(sizeof norm_cases / sizeof norm_cases[0]));
     suite_add_tcase(s, tc);
     return s;
 }
