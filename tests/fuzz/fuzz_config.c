@@ -42,7 +42,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     static const char *const paths[] = {"/", "/api/x", "/t", "/x/../y", "/%7e"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
-        struct sl_router_request req = {"GET", 3, "a.example.com", 13, paths[i], strlen(paths[i])};
+        struct sl_router_request req = {.method = "GET",
+                                        .method_len = 3,
+                                        .host = "a.example.com",
+                                        .host_len = 13,
+                                        .path = paths[i],
+                                        .path_len = strlen(paths[i])};
         struct sl_router_match match;
         if (sl_router_find(router, &req, &match)) {
             char out[512];
