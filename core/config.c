@@ -47,6 +47,7 @@
 #include <pcre2.h>
 #include <yaml.h>
 
+#include "http1.h"
 #include "log.h"
 
 #define SL_CONFIG_MAX_FILE_BYTES (16u * 1024u * 1024u)
@@ -1506,13 +1507,6 @@ static bool read_string_list(struct loader *L, const struct sl_conf_value *val, 
     return true;
 }
 
-/* RFC 9110 section 5.6.2: token characters. */
-static bool is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 /* A regular expression the router will compile (PCRE2): refuse it here,
  * at its position, when it does not compile. */
 static bool check_regex(struct loader *L, const struct sl_conf_value *at, const char *what,
@@ -1591,7 +1585,7 @@ static bool route_headers(struct loader *L, struct entity *e, const struct sl_co
         if (k->text_len == 0)
             return fail(L, k, "invalid header name ''");
         for (size_t j = 0; j < k->text_len; j++)
-            if (!is_tchar((unsigned char)k->text[j]))
+            if (!sl_http_is_tchar((unsigned char)k->text[j]))
                 return fail(L, k, "invalid header name '%s'", excerpt(q, k->text));
         if ((h->name = lstrdup(L, k->text)) == NULL)
             return false;
@@ -1731,7 +1725,7 @@ static bool route_methods(struct loader *L, struct entity *e, const struct sl_co
         char *m = r->methods[i];
         char q[100];
         for (char *c = m; *c; c++) {
-            if (!is_tchar((unsigned char)*c))
+            if (!sl_http_is_tchar((unsigned char)*c))
                 return fail(L, val->items[i], "invalid method '%s'", excerpt(q, m));
             if (*c >= 'a' && *c <= 'z')
                 *c = (char)(*c - 'a' + 'A');
@@ -2364,7 +2358,7 @@ static bool read_hc_headers(struct loader *L, const struct sl_conf_value *v,
         struct sl_route_header *h = &hc->active.headers[i];
         char q[100];
         for (size_t j = 0; j < v->keys[i]->text_len; j++)
-            if (!is_tchar((unsigned char)v->keys[i]->text[j]))
+            if (!sl_http_is_tchar((unsigned char)v->keys[i]->text[j]))
                 return fail(L, v->keys[i], "invalid header name '%s'",
                             excerpt(q, v->keys[i]->text));
         if ((h->name = lstrdup(L, v->keys[i]->text)) == NULL ||
@@ -2530,7 +2524,7 @@ static bool upstream_header_name(struct loader *L, struct entity *e,
     if (!read_string(L, val, &s))
         return false;
     for (const char *c = s; *c; c++)
-        if (!is_tchar((unsigned char)*c))
+        if (!sl_http_is_tchar((unsigned char)*c))
             return fail(L, val, "invalid header name '%s'", excerpt(q, s));
     char *copy = lstrdup(L, s);
     if (copy == NULL)
@@ -2578,7 +2572,7 @@ static bool upstream_cookie_name(struct loader *L, struct entity *e,
     if (!read_string(L, val, &s))
         return false;
     for (const char *c = s; *c; c++)
-        if (!is_tchar((unsigned char)*c))
+        if (!sl_http_is_tchar((unsigned char)*c))
             return fail(L, val, "invalid cookie name '%s'", excerpt(q, s));
     return (((struct sl_upstream *)e->obj)->hash_on_cookie = lstrdup(L, s)) != NULL;
 }

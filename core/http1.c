@@ -98,6 +98,11 @@ enum {
 #define R256(m) R64(m, 0), R64(m, 64), R64(m, 128), R64(m, 192)
 
 static const uint8_t cls[256] = {R256(CLS)};
+
+bool sl_http_is_tchar(unsigned char c)
+{
+    return (cls[c] & C_TCHAR) != 0;
+}
 static const uint8_t lower[256] = {R256(LC)};
 static const uint8_t hexval[256] = {R256(HEXV)};
 

@@ -220,4 +220,7 @@ uint64_t sl_chunked_data_ready(const struct sl_chunked_scanner *s);
 /* Static reason phrase for a status code ("OK", "Bad Request", ...). */
 const char *sl_http_reason(int status);
 
+/* A token character (RFC 9110 section 5.6.2): header names, methods. */
+bool sl_http_is_tchar(unsigned char c);
+
 #endif

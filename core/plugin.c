@@ -10,7 +10,6 @@
  */
 #include "plugin.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -577,7 +576,7 @@ static bool name_is_token(const char *name)
     if (*name == '\0')
         return false;
     for (const char *p = name; *p; p++)
-        if (!isalnum((unsigned char)*p) && strchr("!#$%&'*+-.^_`|~", *p) == NULL)
+        if (!sl_http_is_tchar((unsigned char)*p))
             return false;
     return true;
 }
