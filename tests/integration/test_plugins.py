@@ -216,6 +216,24 @@ def body(t):
         t.ok(r is not None and r.header("X-Test-Status") == "409",
              "header_filter runs on a plugin's own response too", repr(r and r.headers))
 
+    def t_suspend_pipelined():
+        # while the first request is suspended, the next ones wait in the
+        # input; they must come out in order, bodies intact
+        up.clear()
+        with h.Conn(port, timeout=10) as c:
+            c.send(h.build_request("GET", "/suspend/p1") +
+                   h.build_request("POST", "/suspend/p2", body=b"hello") +
+                   h.build_request("GET", "/suspend/p3"))
+            got = []
+            for _ in range(3):
+                r = c.read_response(timeout=10)
+                got.append(r.json().get("target") if r is not None and r.status == 200 else r)
+        recs = {rec.target: rec for rec in up.requests()}
+        t.eq(got, ["/p1", "/p2", "/p3"],
+             "pipelined requests behind a suspended one: answered in order")
+        t.ok("/p2" in recs and recs["/p2"].header("Content-Length") == "5",
+             "the pipelined POST's body went upstream intact", repr(recs.keys()))
+
     def t_suspend_concurrent():
         up.clear()
         results = []
@@ -276,6 +294,7 @@ def body(t):
     t.run(t_trigger)
     t.run(t_scoping)
     t.run(t_suspend)
+    t.run(t_suspend_pipelined)
     t.run(t_suspend_concurrent)
     t.run(t_cancel)
     t.run(t_reload)
