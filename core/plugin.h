@@ -157,6 +157,48 @@ bool sl_plugin_upstream_header_add(struct sl_plugin_ctx *ctx, const char *name, 
                                    size_t len);
 bool sl_plugin_upstream_header_remove(struct sl_plugin_ctx *ctx, const char *name);
 
+/*
+ * The request line sent upstream (rewrite/access). Each call replaces what
+ * the previous one set; reads above (sl_plugin_method/path/query) keep
+ * returning the client's original values.
+ *  - method: an HTTP token (tchar only, 1-32 bytes), e.g. "POST".
+ *  - path: the whole upstream path, sent as is instead of the route/service
+ *    mapping (Kong's kong.service.request.set_path); must start with '/',
+ *    at most 8 KiB, no byte <= 0x20, no 0x7f, '?' or '#'.
+ *  - query: the raw query string without '?' ("" = send none); at most
+ *    8 KiB, no byte <= 0x20, no 0x7f or '#'.
+ * A refused value returns false and changes nothing.
+ */
+bool sl_plugin_upstream_set_method(struct sl_plugin_ctx *ctx, const char *method);
+bool sl_plugin_upstream_set_path(struct sl_plugin_ctx *ctx, const char *path, size_t len);
+bool sl_plugin_upstream_set_query(struct sl_plugin_ctx *ctx, const char *query, size_t len);
+
+/* A regex capture of the matched route path (access and later): by group
+ * name, or by number ("0" is the whole match, "1" the first group). NULL
+ * when the route has no such group or it did not participate. */
+const char *sl_plugin_uri_capture(const struct sl_plugin_ctx *ctx, const char *name, size_t *len);
+
+/*
+ * The request body (access only). sl_plugin_read_body asks the engine to
+ * read the whole body from the client (de-chunked), up to max_bytes; the
+ * hook then returns SL_PLUGIN_SUSPEND. Later, from the worker's event loop,
+ * ready() runs once with:
+ *   - body/len: the whole body (len 0 when the request has none), valid
+ *     until ready() returns; or body NULL when it is larger than max_bytes
+ *     (the body then goes upstream untouched, streamed as usual).
+ * ready() may call sl_plugin_upstream_set_body() and must end by calling
+ * sl_plugin_resume(). If the client goes away first, the cancel callback
+ * runs instead (sl_plugin_on_cancel). Returns false (nothing started) when
+ * called outside access or twice for one request.
+ */
+typedef void (*sl_plugin_body_ready)(struct sl_plugin_ctx *ctx, const char *body, size_t len,
+                                     void *arg);
+bool sl_plugin_read_body(struct sl_plugin_ctx *ctx, size_t max_bytes, sl_plugin_body_ready ready,
+                         void *arg);
+/* Replace the body sent upstream (copied; sent with Content-Length, any
+ * Transfer-Encoding dropped). Only from a ready() callback. */
+bool sl_plugin_upstream_set_body(struct sl_plugin_ctx *ctx, const char *body, size_t len);
+
 /* ---- the response ------------------------------------------------------- */
 
 /*
