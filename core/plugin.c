@@ -11,6 +11,7 @@
 #include "plugin.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,9 @@
 #include "util.h"
 
 enum { PHASE_NONE, PHASE_REWRITE, PHASE_ACCESS, PHASE_DONE };
+
+/* A path or query a plugin sets: as long as the codec accepts a target. */
+#define SL_PLUGIN_MAX_TARGET_PART 8192
 
 /* ------------------------------------------------------------------------ */
 /* registry                                                                  */
@@ -599,6 +603,13 @@ static bool add_edit(struct sl_plugin_ctx *ctx, bool upstream, enum sl_header_ed
         return false;
     struct sl_header_edit **head = upstream ? &ctx->upstream_edits : &ctx->response_edits;
     struct sl_header_edit **tail = upstream ? &ctx->upstream_edits_tail : &ctx->response_edits_tail;
+    if (op != SL_EDIT_ADD)
+        /* set and remove undo what earlier edits of the name did: they stay
+         * in the list only as removals (which add nothing, and hide the
+         * client's copies) */
+        for (struct sl_header_edit *old = *head; old; old = old->next)
+            if (old->name_len == e->name_len && strcasecmp(old->name, e->name) == 0)
+                old->op = SL_EDIT_REMOVE;
     if (*tail)
         (*tail)->next = e;
     else
@@ -634,6 +645,129 @@ bool sl_plugin_response_header_add(struct sl_plugin_ctx *ctx, const char *name, 
 bool sl_plugin_response_header_remove(struct sl_plugin_ctx *ctx, const char *name)
 {
     return add_edit(ctx, false, SL_EDIT_REMOVE, name, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the upstream request line, captures, body                                */
+
+static bool in_request_phase(const struct sl_plugin_ctx *ctx)
+{
+    return ctx->phase == PHASE_REWRITE || ctx->phase == PHASE_ACCESS;
+}
+
+bool sl_plugin_upstream_set_method(struct sl_plugin_ctx *ctx, const char *method)
+{
+    size_t len = strlen(method);
+    if (!in_request_phase(ctx) || len == 0 || len > 31)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!sl_http_is_tchar((unsigned char)method[i]))
+            return false;
+    const char *copy = ctx_strdup(ctx, method, len);
+    if (copy == NULL)
+        return false;
+    ctx->up_method = copy;
+    return true;
+}
+
+/* Bytes that never go into a request target: controls, space, DEL, and
+ * the delimiters the caller names ('?' and '#', or just '#'). */
+static bool target_part_is_safe(const char *s, size_t len, const char *delimiters)
+{
+    if (len > SL_PLUGIN_MAX_TARGET_PART)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 0x20 || ch == 0x7f || strchr(delimiters, ch) != NULL)
+            return false;
+    }
+    return true;
+}
+
+bool sl_plugin_upstream_set_path(struct sl_plugin_ctx *ctx, const char *path, size_t len)
+{
+    if (!in_request_phase(ctx) || len == 0 || path[0] != '/' ||
+        !target_part_is_safe(path, len, "?#"))
+        return false;
+    const char *copy = ctx_strdup(ctx, path, len);
+    if (copy == NULL)
+        return false;
+    ctx->up_path = copy;
+    ctx->up_path_len = len;
+    return true;
+}
+
+bool sl_plugin_upstream_set_query(struct sl_plugin_ctx *ctx, const char *query, size_t len)
+{
+    if (!in_request_phase(ctx) || !target_part_is_safe(query, len, "#"))
+        return false;
+    const char *copy = ctx_strdup(ctx, query, len);
+    if (copy == NULL)
+        return false;
+    ctx->up_query = copy;
+    ctx->up_query_len = len;
+    return true;
+}
+
+const char *sl_plugin_uri_capture(const struct sl_plugin_ctx *ctx, const char *name, size_t *len)
+{
+    const struct sl_router_match *m = ctx->match;
+    if (m == NULL || m->regex == NULL || name == NULL || *name == '\0')
+        return NULL;
+    long index;
+    if (strspn(name, "0123456789") == strlen(name)) {
+        char *end;
+        unsigned long n = strtoul(name, &end, 10);
+        if (n == 0) {
+            *len = m->matched_prefix_len; /* the whole match starts the path */
+            return ctx->path;
+        }
+        if (n > m->n_captures)
+            return NULL;
+        index = (long)n - 1;
+    } else {
+        index = sl_router_capture_by_name(m, name);
+        if (index < 0)
+            return NULL;
+    }
+    const struct sl_router_capture *cap = &m->captures[index];
+    if (cap->start == SIZE_MAX || cap->start + cap->len > ctx->path_len)
+        return NULL;
+    *len = cap->len;
+    return ctx->path + cap->start;
+}
+
+bool sl_plugin_read_body(struct sl_plugin_ctx *ctx, size_t max_bytes, sl_plugin_body_ready ready,
+                         void *arg)
+{
+    if (ctx->phase != PHASE_ACCESS || ctx->body_requested || ready == NULL)
+        return false;
+    ctx->body_requested = true;
+    ctx->body_max = max_bytes;
+    ctx->body_ready = ready;
+    ctx->body_arg = arg;
+    return true;
+}
+
+void sl_plugin_body_collected(struct sl_plugin_ctx *ctx, const char *body, size_t len)
+{
+    ctx->body_in_ready = true;
+    ctx->body_ready(ctx, body, len, ctx->body_arg);
+    ctx->body_in_ready = false;
+}
+
+bool sl_plugin_upstream_set_body(struct sl_plugin_ctx *ctx, const char *body, size_t len)
+{
+    if (!ctx->body_in_ready)
+        return false;
+    char *copy = sl_plugin_alloc(ctx, len ? len : 1);
+    if (copy == NULL)
+        return false;
+    if (len)
+        memcpy(copy, body, len);
+    ctx->up_body = copy;
+    ctx->up_body_len = len;
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 
 #include "http1.h"
 #include "plugin.h"
+#include "router.h"
 
 #define SL_PLUGIN_MAX_PER_REQUEST 32
 
@@ -69,6 +70,25 @@ struct sl_plugin_ctx {
     struct sl_header_edit *upstream_edits, *upstream_edits_tail;
     struct sl_header_edit *response_edits, *response_edits_tail;
 
+    /* the upstream request line as plugins set it (NULL: the client's) */
+    const char *up_method;
+    const char *up_path; /* replaces the route/service mapping */
+    size_t up_path_len;
+    const char *up_query; /* without '?'; "" = none */
+    size_t up_query_len;
+    /* the route's regex captures (access and later); NULL for a prefix */
+    const struct sl_router_match *match;
+
+    /* sl_plugin_read_body: asked for by the current access hook; the proxy
+     * collects the body, then calls sl_plugin_body_collected() */
+    bool body_requested;
+    bool body_in_ready; /* inside ready(): set_body is allowed */
+    size_t body_max;
+    sl_plugin_body_ready body_ready;
+    void *body_arg;
+    const char *up_body; /* the replacement body, or NULL */
+    size_t up_body_len;
+
     /* a plugin's own response */
     bool responded;
     int respond_status;
@@ -103,6 +123,10 @@ enum sl_plugin_phase_result sl_plugins_access(struct sl_plugin_ctx *ctx);
 void sl_plugins_header_filter(struct sl_plugin_ctx *ctx);
 void sl_plugins_body_filter(struct sl_plugin_ctx *ctx, const char *data, size_t len, bool last);
 void sl_plugins_log(struct sl_plugin_ctx *ctx);
+
+/* The body a plugin asked for is here (body NULL: larger than its bound).
+ * Runs the plugin's ready() callback, which resumes the request. */
+void sl_plugin_body_collected(struct sl_plugin_ctx *ctx, const char *body, size_t len);
 
 /* Cancel a suspended hook and free the ctx's memory. Idempotent. */
 void sl_plugin_ctx_release(struct sl_plugin_ctx *ctx);

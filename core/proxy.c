@@ -88,6 +88,15 @@ struct sl_request {
     uint64_t req_body_bytes;
     bool req_body_done;
     bool req_body_started; /* a body byte went upstream: no more retries */
+    /* a plugin reads the whole body (sl_plugin_read_body): the bytes stay
+     * in the client's input until it is complete, scanned so far */
+    bool collecting;
+    size_t collect_scanned;
+    struct sl_chunked_scanner collect_chunked;
+    struct event *collect_ev; /* calls the plugin back from the loop */
+    bool collect_too_large;   /* over the plugin's bound: streamed untouched */
+    size_t collect_raw_len;   /* input bytes the body takes (framing included) */
+    bool body_replaced;       /* the plugin's body goes upstream instead */
 
     /* upstream */
     struct evbuffer *up_head; /* kept until the response starts, for retries */
@@ -207,6 +216,7 @@ static void respond_local(struct sl_request *r, int status, const char *message,
 static void request_free(struct sl_request *r);
 static void start_upstream(struct sl_request *r, bool allow_reuse);
 static void forward_request_body(struct sl_request *r);
+static void collect_request_body(struct sl_request *r);
 static void forward_response_body(struct sl_request *r);
 static void finish_response(struct sl_request *r);
 static void abort_request(struct sl_request *r, int status, const char *message);
@@ -316,9 +326,9 @@ static bool write_now(struct bufferevent *bev)
  * how many bytes belong to the body (all of them, or up to its end), or -1
  * on a framing error.
  */
-static long scan_chunked_input(struct sl_chunked_scanner *s, struct evbuffer *in)
+static long scan_chunked_from(struct sl_chunked_scanner *s, struct evbuffer *in, size_t offset)
 {
-    size_t total = 0, len = evbuffer_get_length(in);
+    size_t total = offset, len = evbuffer_get_length(in);
     while (total < len && !s->done) {
         struct evbuffer_ptr pos;
         if (evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_SET) < 0)
@@ -334,7 +344,12 @@ static long scan_chunked_input(struct sl_chunked_scanner *s, struct evbuffer *in
             total += (size_t)used;
         }
     }
-    return (long)total;
+    return (long)(total - offset);
+}
+
+static long scan_chunked_input(struct sl_chunked_scanner *s, struct evbuffer *in)
+{
+    return scan_chunked_from(s, in, 0);
 }
 
 static bool header_is_connection_named(const struct sl_http_header *h,
@@ -797,6 +812,8 @@ static void client_read(struct bufferevent *bev, void *arg)
          * in the input (bounded by the read watermark) */
         if (c->req && c->req->up && !c->req->req_body_done)
             forward_request_body(c->req);
+        else if (c->req && c->req->collecting)
+            collect_request_body(c->req);
         break;
     case CS_LINGER:
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
@@ -854,6 +871,8 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
         sl_reader_disable(&c->rd);
         if (c->req->up)
             forward_request_body(c->req);
+        else if (c->req->collecting)
+            collect_request_body(c->req);
         return;
     }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
@@ -921,16 +940,29 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
     const struct sl_service *svc = r->match.service;
     const struct sl_route *route = r->match.route;
     struct evbuffer *out = r->up_head;
+    const struct sl_plugin_ctx *pctx = r->plugins;
     char upath[SL_MAX_PATH + 2];
-    long upath_len = sl_router_upstream_path(&r->match, path, path_len, upath, sizeof upath);
-    if (upath_len < 0)
-        return false;
-
-    evbuffer_add(out, req->method, req->method_len);
+    if (pctx && pctx->up_method)
+        evbuffer_add(out, pctx->up_method, strlen(pctx->up_method));
+    else
+        evbuffer_add(out, req->method, req->method_len);
     evbuffer_add(out, " ", 1);
-    evbuffer_add(out, upath, (size_t)upath_len);
-    if (query_len)
+    if (pctx && pctx->up_path) {
+        evbuffer_add(out, pctx->up_path, pctx->up_path_len); /* a plugin's, as is */
+    } else {
+        long upath_len = sl_router_upstream_path(&r->match, path, path_len, upath, sizeof upath);
+        if (upath_len < 0)
+            return false;
+        evbuffer_add(out, upath, (size_t)upath_len);
+    }
+    if (pctx && pctx->up_query) {
+        if (pctx->up_query_len) {
+            evbuffer_add(out, "?", 1);
+            evbuffer_add(out, pctx->up_query, pctx->up_query_len);
+        }
+    } else if (query_len) {
         evbuffer_add(out, query, query_len);
+    }
     /* always HTTP/1.1 upstream, as Kong does: keep-alive works the same for
      * every client, and a chunked answer to an HTTP/1.0 client is de-chunked */
     evbuffer_add(out, " HTTP/1.1\r\n", 11);
@@ -1022,7 +1054,9 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
     add_via(out, via);
     evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->request_id);
 
-    if (r->req_body_kind == SL_BODY_LENGTH)
+    if (r->body_replaced)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", pctx->up_body_len);
+    else if (r->req_body_kind == SL_BODY_LENGTH)
         evbuffer_add_printf(out, "Content-Length: %llu\r\n",
                             (unsigned long long)req->content_length);
     else if (r->req_body_kind == SL_BODY_CHUNKED)
@@ -1286,6 +1320,7 @@ static void release_head_bytes(struct sl_request *r)
 }
 
 static void plugins_resumed(void *arg);
+static void start_collecting(struct sl_request *r);
 
 static bool request_plugins_init(struct sl_request *r)
 {
@@ -1345,6 +1380,8 @@ static bool request_run_plugins(struct sl_request *r)
         return false;
     case SL_PHASE_SUSPENDED:
         set_activity(r->client, ACT_WAITING);
+        if (p->body_requested && !r->collecting && !r->collect_ev)
+            start_collecting(r);
         return false;
     }
     return false;
@@ -1353,6 +1390,16 @@ static bool request_run_plugins(struct sl_request *r)
 static void plugins_resumed(void *arg)
 {
     struct sl_request *r = arg;
+    struct sl_plugin_ctx *p = r->plugins;
+    if (p->up_body != NULL && !r->body_replaced) {
+        /* the plugin's body replaces the one collected in the input */
+        evbuffer_drain(bufferevent_get_input(r->client->bev), r->collect_raw_len);
+        r->bytes_in += r->collect_raw_len;
+        r->body_replaced = true;
+        r->req_body_kind = SL_BODY_LENGTH;
+        r->req_remaining = 0;
+        r->req_body_done = true;
+    }
     set_activity(r->client, ACT_WRITING);
     if (!request_run_plugins(r))
         return;
@@ -1360,6 +1407,167 @@ static void plugins_resumed(void *arg)
         request_route(r);
     else
         request_proxy(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* a plugin reads the whole request body (sl_plugin_read_body)              */
+
+/* Input a body of at most max bytes may fill while it is collected: chunk
+ * framing included, and what a pipelining client sends after it. */
+static size_t collect_input_bound(size_t max)
+{
+    return max + max / 2 + SL_HIGH_WATER;
+}
+
+static void collect_deliver(evutil_socket_t fd, short what, void *arg);
+
+static void start_collecting(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    const struct sl_node_config *node = &r->snap->cfg->node;
+    size_t max = r->plugins->body_max;
+    r->collect_ev = event_new(c->w->base, -1, 0, collect_deliver, r);
+    if (!r->collect_ev) {
+        abort_request(r, 500, "An unexpected error occurred");
+        return;
+    }
+    r->collecting = true;
+    r->collect_scanned = 0;
+    sl_chunked_init(&r->collect_chunked);
+    if (r->req_body_kind == SL_BODY_LENGTH && r->req_remaining > max) {
+        r->collecting = false;
+        r->collect_too_large = true;
+        event_active(r->collect_ev, EV_TIMEOUT, 1);
+        return;
+    }
+    if (r->expect_continue && r->req_body_kind != SL_BODY_NONE) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        r->expect_continue = false;
+        write_now(c->bev);
+    }
+    sl_reader_set_high_water(&c->rd, node->max_header_bytes + collect_input_bound(max));
+    sl_reader_set_timeout(&c->rd, node->client_body_timeout_ms);
+    if (node->client_body_total_timeout_ms)
+        timer_arm(c, node->client_body_total_timeout_ms);
+    set_activity(c, ACT_READING);
+    sl_reader_enable(&c->rd);
+    collect_request_body(r);
+}
+
+/* New input while collecting: is the body complete (or too large)? The
+ * bytes stay in the input; nothing is consumed here. */
+static void collect_request_body(struct sl_request *r)
+{
+    struct sl_client *c = r->client;
+    const struct sl_node_config *node = &r->snap->cfg->node;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t max = r->plugins->body_max;
+    bool complete = false;
+    if (!r->collecting)
+        return;
+    switch (r->req_body_kind) {
+    case SL_BODY_LENGTH:
+        complete = evbuffer_get_length(in) >= r->req_remaining;
+        r->collect_raw_len = (size_t)r->req_remaining;
+        break;
+    case SL_BODY_CHUNKED: {
+        long used = scan_chunked_from(&r->collect_chunked, in, r->collect_scanned);
+        if (used < 0) {
+            sl_info("client %s: bad chunked body: %s", c->peer_ip,
+                    r->collect_chunked.error ? r->collect_chunked.error : "?");
+            c->close_after = true;
+            abort_request(r, 400, "Bad request");
+            return;
+        }
+        r->collect_scanned += (size_t)used;
+        if (node->client_max_body_size &&
+            r->collect_chunked.body_bytes > node->client_max_body_size) {
+            c->close_after = true;
+            abort_request(r, 413, "Request size limit exceeded");
+            return;
+        }
+        if (r->collect_chunked.body_bytes > max || r->collect_scanned > collect_input_bound(max))
+            r->collect_too_large = true;
+        complete = r->collect_chunked.done;
+        r->collect_raw_len = r->collect_scanned;
+        break;
+    }
+    default:
+        complete = true;
+        r->collect_raw_len = 0;
+        break;
+    }
+    if (complete || r->collect_too_large) {
+        r->collecting = false;
+        timer_stop(c);
+        sl_reader_set_timeout(&c->rd, 0);
+        sl_reader_set_high_water(&c->rd, node->max_header_bytes + SL_HIGH_WATER);
+        set_activity(c, ACT_WAITING);
+        /* the plugin hears of it from the loop, never from inside the
+         * hook that asked */
+        event_active(r->collect_ev, EV_TIMEOUT, 1);
+        return;
+    }
+    if (c->peer_eof) {
+        sl_info("client %s: closed before the end of the request body", c->peer_ip);
+        client_close(c);
+    }
+}
+
+/* Copy the collected body out of the input: the payload only. */
+static char *collected_body(struct sl_request *r, size_t *len)
+{
+    struct evbuffer *in = bufferevent_get_input(r->client->bev);
+    size_t raw = r->collect_raw_len;
+    if (r->req_body_kind != SL_BODY_CHUNKED) {
+        char *body = malloc(raw ? raw : 1);
+        if (body && raw)
+            evbuffer_copyout(in, body, raw);
+        *len = raw;
+        return body;
+    }
+    const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)raw);
+    char *body = malloc(r->collect_chunked.body_bytes + 1);
+    if (!data || !body) {
+        free(body);
+        return NULL;
+    }
+    /* a second walk over framing already checked: keep the chunk data */
+    struct sl_chunked_scanner s;
+    sl_chunked_init(&s);
+    size_t at = 0, out = 0;
+    while (at < raw && !s.done) {
+        uint64_t ready = sl_chunked_data_ready(&s);
+        size_t n = ready ? (ready < raw - at ? (size_t)ready : raw - at) : 1;
+        if (sl_chunked_scan(&s, data + at, n) < 0)
+            break;
+        if (ready) {
+            memcpy(body + out, data + at, n);
+            out += n;
+        }
+        at += n;
+    }
+    *len = out;
+    return body;
+}
+
+static void collect_deliver(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    if (r->collect_too_large) {
+        sl_plugin_body_collected(r->plugins, NULL, 0);
+        return; /* r may be gone */
+    }
+    size_t len = 0;
+    char *body = collected_body(r, &len);
+    if (!body) {
+        abort_request(r, 500, "An unexpected error occurred");
+        return;
+    }
+    sl_plugin_body_collected(r->plugins, body, len); /* r may be gone */
+    free(body);
 }
 
 /* The scheme the client used: a trusted proxy in front may say it was
@@ -1426,6 +1634,7 @@ static void request_route(struct sl_request *r)
     if (r->plugins) {
         r->plugins->route = r->match.route;
         r->plugins->service = r->match.service;
+        r->plugins->match = &r->match;
         r->stage = STAGE_ACCESS;
         if (!request_run_plugins(r))
             return;
@@ -1478,6 +1687,8 @@ static void request_free(struct sl_request *r)
         sl_upstream_release(r->up, false);
     if (r->up_head)
         evbuffer_free(r->up_head);
+    if (r->collect_ev)
+        event_free(r->collect_ev);
     if (r->snap)
         sl_snapshot_unref(r->snap);
     free(r);
@@ -1686,6 +1897,10 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
         evbuffer_add(out, head + r->up_head_host_at, head_len - r->up_head_host_at);
     } else {
         evbuffer_add(out, head, head_len);
+    }
+    if (r->body_replaced && r->plugins->up_body_len) {
+        evbuffer_add(out, r->plugins->up_body, r->plugins->up_body_len);
+        r->req_body_started = true;
     }
     r->upstream_start_us = sl_now_us();
     sl_reader_enable(&conn->rd);

@@ -13,6 +13,15 @@
  *   test-consumer (priority 1450, like jwt): sets the consumer named by the
  *     request header X-Test-Consumer (username), so consumer scoping can be
  *     tested before the real auth plugins exist.
+ *   test-rewrite (priority 800): the request line and body API, driven by
+ *     request headers: X-Test-Method, X-Test-Path, X-Test-Query set the
+ *     upstream method, path and query (a refused value adds the upstream
+ *     header X-Test-Refused: method|path|query); X-Test-Capture: <name>
+ *     sends the route's uri capture upstream as X-Test-Capture-Value (or
+ *     "none"); X-Test-Set-Then-Remove: <name> sets that header and then
+ *     removes it; X-Test-Body: upper|keep reads the body (config.max_body,
+ *     default 1024): upper sends it upper-cased, keep leaves it, and the
+ *     upstream gets X-Test-Body-Seen: <length> or "too-large".
  *
  * This file also defines sl_builtin_plugins for the test binary (the linker
  * then leaves plugins/registry.c out).
@@ -155,9 +164,111 @@ const struct sl_plugin_ops sl_plugin_test_consumer = {
     .access = consumer_access,
 };
 
+static bool rewrite_parse(const struct sl_plugin_conf *pc, const struct sl_config *cfg, void **out,
+                          struct sl_config_error *err)
+{
+    static const char *const known[] = {"max_body", NULL};
+    long long max_body = 1024;
+    if (!sl_plugin_config_known_keys(pc, cfg, known, err) ||
+        !sl_plugin_config_int(pc, cfg, "max_body", 0, 64 << 20, &max_body, err))
+        return false;
+    long long *c = malloc(sizeof *c);
+    if (c == NULL)
+        return sl_plugin_config_error(err, cfg, pc, NULL, "out of memory");
+    *c = max_body;
+    *out = c;
+    return true;
+}
+
+/* The request header `name` as a NUL-terminated copy (request memory). */
+static const char *header_copy(struct sl_plugin_ctx *ctx, const char *name)
+{
+    size_t len;
+    const char *v = sl_plugin_header(ctx, name, 0, &len);
+    if (v == NULL)
+        return NULL;
+    char *copy = sl_plugin_alloc(ctx, len + 1);
+    if (copy) {
+        memcpy(copy, v, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}
+
+static void rewrite_body_ready(struct sl_plugin_ctx *ctx, const char *body, size_t len, void *arg)
+{
+    bool upper = arg != NULL;
+    char seen[32];
+    if (body == NULL) {
+        sl_plugin_upstream_header_set(ctx, "X-Test-Body-Seen", "too-large", 9);
+    } else {
+        int n = snprintf(seen, sizeof seen, "%zu", len);
+        sl_plugin_upstream_header_set(ctx, "X-Test-Body-Seen", seen, (size_t)n);
+        if (upper) {
+            char *copy = malloc(len + 1);
+            for (size_t i = 0; copy && i < len; i++)
+                copy[i] = body[i] >= 'a' && body[i] <= 'z' ? (char)(body[i] - 32) : body[i];
+            if (copy)
+                sl_plugin_upstream_set_body(ctx, copy, len);
+            free(copy);
+        }
+    }
+    sl_plugin_resume(ctx);
+}
+
+static void rewrite_cancel(void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "test-rewrite body read cancelled\n");
+}
+
+static enum sl_plugin_result rewrite_access(struct sl_plugin_ctx *ctx, const void *arg)
+{
+    const long long *max_body = arg;
+    const char *v;
+    if ((v = header_copy(ctx, "X-Test-Method")) && !sl_plugin_upstream_set_method(ctx, v))
+        sl_plugin_upstream_header_add(ctx, "X-Test-Refused", "method", 6);
+    if ((v = header_copy(ctx, "X-Test-Path")) && !sl_plugin_upstream_set_path(ctx, v, strlen(v)))
+        sl_plugin_upstream_header_add(ctx, "X-Test-Refused", "path", 4);
+    if ((v = header_copy(ctx, "X-Test-Query")) && !sl_plugin_upstream_set_query(ctx, v, strlen(v)))
+        sl_plugin_upstream_header_add(ctx, "X-Test-Refused", "query", 5);
+    if ((v = header_copy(ctx, "X-Test-Capture"))) {
+        size_t len;
+        const char *cap = sl_plugin_uri_capture(ctx, v, &len);
+        sl_plugin_upstream_header_set(ctx, "X-Test-Capture-Value", cap ? cap : "none",
+                                      cap ? len : 4);
+    }
+    if ((v = header_copy(ctx, "X-Test-Set-Then-Remove"))) {
+        sl_plugin_upstream_header_set(ctx, v, "set", 3);
+        sl_plugin_upstream_header_remove(ctx, v);
+    }
+    if ((v = header_copy(ctx, "X-Test-Body"))) {
+        bool upper = strcmp(v, "upper") == 0;
+        /* asking twice is refused; the second call must not start anything */
+        if (!sl_plugin_read_body(ctx, (size_t)*max_body, rewrite_body_ready,
+                                 upper ? (void *)1 : NULL) ||
+            sl_plugin_read_body(ctx, 1, rewrite_body_ready, NULL)) {
+            sl_plugin_respond_error(ctx, 500, "read_body misbehaved");
+            return SL_PLUGIN_CONTINUE;
+        }
+        sl_plugin_on_cancel(ctx, rewrite_cancel, NULL);
+        return SL_PLUGIN_SUSPEND;
+    }
+    return SL_PLUGIN_CONTINUE;
+}
+
+const struct sl_plugin_ops sl_plugin_test_rewrite = {
+    .name = "test-rewrite",
+    .priority = 800,
+    .parse_config = rewrite_parse,
+    .free_config = free,
+    .access = rewrite_access,
+};
+
 const struct sl_plugin_ops *const sl_builtin_plugins[] = {
     &sl_plugin_request_termination,
     &sl_plugin_test_suspend,
     &sl_plugin_test_consumer,
+    &sl_plugin_test_rewrite,
     NULL,
 };
