@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -36,6 +38,7 @@
 #include "reader.h"
 #include "router.h"
 #include "server.h"
+#include "tls.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -184,6 +187,12 @@ struct sl_client {
     struct sockaddr_storage peer;
     char peer_ip[46];
     uint16_t listen_port;
+    /* TLS (an ssl listener): the session, and until its handshake is done
+     * the snapshot whose certificates it uses (the SNI callback reads
+     * them); a TLS connection keeps its bufferevent while idle */
+    SSL *ssl;
+    struct sl_snapshot *tls_snap;
+    bool tls_idle_long; /* keep-alive: past the hot idle period */
     bool peer_trusted;
     bool close_after;    /* close once the current response is flushed */
     bool got_head_bytes; /* the current request sent at least one byte */
@@ -304,6 +313,15 @@ static void defer(struct sl_client *c)
 static bool write_now(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
+    if (bufferevent_openssl_get_ssl(bev) != NULL) {
+        /* TLS: the bufferevent encrypts and writes from its write event */
+        if (evbuffer_get_length(out) == 0) {
+            bufferevent_disable(bev, EV_WRITE);
+            return true;
+        }
+        bufferevent_enable(bev, EV_WRITE);
+        return false;
+    }
     /* libevent keeps the start of a bufferevent's output frozen outside its
      * own write callback; thaw it for this write, as that callback does */
     evbuffer_unfreeze(out, 1);
@@ -503,7 +521,7 @@ static void client_fail(struct sl_client *c, int status, const char *message)
 /* lifecycle                                                                 */
 
 void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, int peer_len,
-                     uint16_t listen_port)
+                     uint16_t listen_port, bool ssl)
 {
     struct sl_client *c = calloc(1, sizeof *c);
     if (!c) {
@@ -515,6 +533,8 @@ void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, i
     memcpy(&c->peer, peer, (size_t)peer_len < sizeof c->peer ? (size_t)peer_len : sizeof c->peer);
     sl_sockaddr_text(peer, c->peer_ip, sizeof c->peer_ip, NULL);
     c->listen_port = listen_port;
+    if (ssl)
+        c->tls_snap = sl_snapshot_ref(w->snapshot);
     c->peer_trusted = sl_config_ip_trusted(&w->snapshot->cfg->node, peer);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -542,22 +562,30 @@ void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, i
 /* Give the connection its bufferevent and timers (accept, or waking from idle). */
 static bool client_attach(struct sl_client *c)
 {
-    c->bev = bufferevent_socket_new(c->w->base, c->fd, 0);
+    if (c->tls_snap) {
+        if (!c->tls_snap->tls || !(c->ssl = sl_tls_new_ssl(c->tls_snap->tls)))
+            return false;
+        /* the bufferevent reads and writes through OpenSSL; it never frees
+         * the SSL or closes the socket (client_free does) */
+        c->bev = bufferevent_openssl_socket_new(c->w->base, c->fd, c->ssl,
+                                                BUFFEREVENT_SSL_ACCEPTING, 0);
+    } else {
+        c->bev = bufferevent_socket_new(c->w->base, c->fd, 0);
+    }
     c->timer = evtimer_new(c->w->base, client_timer, c);
     c->deferred = evtimer_new(c->w->base, client_deferred, c);
     if (!c->bev || !c->timer || !c->deferred)
         return false;
-    if (!sl_reader_init(&c->rd, c->bev))
+    if (!(c->ssl ? sl_reader_init_bev(&c->rd, c->bev) : sl_reader_init(&c->rd, c->bev)))
         return false;
     sl_reader_setcb(&c->rd, client_read, client_event, c);
-    bufferevent_setcb(c->bev, NULL, client_write, client_event, c);
+    bufferevent_setcb(c->bev, c->ssl ? client_read : NULL, client_write, client_event, c);
     /* output is written by write_now(); the write event only when it must */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
     /* a client that stops reading our writes is cut after send_timeout
      * (the write event, and so this timer, runs only while output waits) */
-    struct timeval send_tv = ms_to_tv(node_of(c)->send_timeout_ms);
-    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
+    sl_reader_set_write_timeout(&c->rd, node_of(c)->send_timeout_ms);
     /* reading stays enabled; this bounds what a client can queue up */
     sl_reader_set_high_water(&c->rd, node_of(c)->max_header_bytes + SL_HIGH_WATER);
     return true;
@@ -586,6 +614,14 @@ static void client_free(struct sl_client *c)
     client_detach(c);
     if (c->idle_ev)
         event_free(c->idle_ev);
+    if (c->ssl) {
+        /* close_notify, best effort: the socket is non-blocking */
+        if (SSL_is_init_finished(c->ssl))
+            SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+    }
+    if (c->tls_snap)
+        sl_snapshot_unref(c->tls_snap);
     if (c->fd >= 0)
         close(c->fd);
     if (c->prev)
@@ -672,6 +708,7 @@ static void client_go_idle(struct sl_client *c, uint32_t keepalive_left_ms)
 static void client_keepalive(struct sl_client *c)
 {
     uint32_t keepalive = node_of(c)->keepalive_timeout_ms;
+    c->tls_idle_long = false;
     c->state = CS_KEEPALIVE;
     set_activity(c, ACT_WAITING);
     timer_arm(c, keepalive < SL_HOT_IDLE_MS ? keepalive : SL_HOT_IDLE_MS);
@@ -769,6 +806,14 @@ static void client_timer(evutil_socket_t fd, short what, void *arg)
         uint32_t keepalive = node_of(c)->keepalive_timeout_ms;
         if (keepalive <= SL_HOT_IDLE_MS)
             client_close(c);
+        else if (c->ssl && !c->tls_idle_long) {
+            /* the TLS session lives in the bufferevent: no cold idle, the
+             * rest of keepalive_timeout on the same timer */
+            c->tls_idle_long = true;
+            timer_arm(c, keepalive - SL_HOT_IDLE_MS);
+        } else if (c->ssl) {
+            client_close(c);
+        }
         else
             client_go_idle(c, keepalive - SL_HOT_IDLE_MS);
         break;
@@ -852,6 +897,20 @@ static void client_write(struct bufferevent *bev, void *arg)
 static void client_event(struct bufferevent *bev, short what, void *arg)
 {
     struct sl_client *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* TLS handshake done: the SNI callback has run, the snapshot it
+         * read may go */
+        sl_snapshot_unref(c->tls_snap);
+        c->tls_snap = NULL;
+        return;
+    }
+    if (c->ssl && (what & BEV_EVENT_ERROR) && !SSL_is_init_finished(c->ssl)) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        char why[256] = "connection closed";
+        if (e)
+            ERR_error_string_n(e, why, sizeof why);
+        sl_info("client %s: TLS handshake failed: %s", c->peer_ip, why);
+    }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
         sl_info("client %s: not reading the response for send_timeout; closing", c->peer_ip);
         client_close(c);
@@ -1038,7 +1097,7 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         else                                                                                       \
             evbuffer_add_printf(out, name ": " __VA_ARGS__);                                       \
     } while (0)
-    FORWARDED(SL_HDR_X_FORWARDED_PROTO, "X-Forwarded-Proto", "http\r\n");
+    FORWARDED(SL_HDR_X_FORWARDED_PROTO, "X-Forwarded-Proto", "%s\r\n", c->ssl ? "https" : "http");
     FORWARDED(SL_HDR_X_FORWARDED_HOST, "X-Forwarded-Host", "%.*s\r\n", (int)host_len, host);
     FORWARDED(SL_HDR_X_FORWARDED_PORT, "X-Forwarded-Port", "%u\r\n", c->listen_port);
     FORWARDED(SL_HDR_X_FORWARDED_PATH, "X-Forwarded-Path", "%.*s\r\n", (int)path_len, path);
@@ -1335,7 +1394,7 @@ static bool request_plugins_init(struct sl_request *r)
     p->request_id = r->request_id;
     p->client_ip = c->peer_ip;
     p->method = r->method;
-    p->scheme = "http";
+    p->scheme = c->ssl ? "https" : "http";
     p->path = h->path;
     p->path_len = h->path_len;
     p->query = h->query ? h->query + 1 : "";
@@ -1575,6 +1634,8 @@ static void collect_deliver(evutil_socket_t fd, short what, void *arg)
 static unsigned request_protocol(const struct sl_request *r)
 {
     const struct request_head *h = r->head;
+    if (r->client->ssl)
+        return SL_PROTO_HTTPS;
     if (r->client->peer_trusted) {
         const struct sl_http_header *xfp =
             find_header(h->req.headers, h->req.num_headers, SL_HDR_X_FORWARDED_PROTO);
@@ -1620,6 +1681,11 @@ static void request_route(struct sl_request *r)
                                      .path_len = h->path_len,
                                      .headers = h->req.headers,
                                      .n_headers = h->req.num_headers};
+    const char *sni = c->ssl ? sl_tls_sni(c->ssl) : NULL;
+    if (sni) {
+        rreq.sni = sni;
+        rreq.sni_len = strlen(sni);
+    }
     if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
         release_head_bytes(r);
         if (!r->req_body_done)
@@ -1627,7 +1693,15 @@ static void request_route(struct sl_request *r)
         abort_request(r, 404, MSG_NO_ROUTE);
         return;
     }
-    if (!(r->match.route->protocols & request_protocol(r))) {
+    unsigned proto = request_protocol(r);
+    if (!(r->match.route->protocols & proto)) {
+        if (proto == SL_PROTO_HTTPS) { /* an http-only route: not for https (Kong) */
+            release_head_bytes(r);
+            if (!r->req_body_done)
+                c->close_after = true;
+            abort_request(r, 404, MSG_NO_ROUTE);
+            return;
+        }
         redirect_to_https(r);
         return;
     }

@@ -10,12 +10,13 @@
 #define SL_PROXY_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 
 struct sl_worker;
 
 void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, int peer_len,
-                     uint16_t listen_port);
+                     uint16_t listen_port, bool ssl);
 
 /* Drain: close idle keep-alive clients now, let busy ones finish and close. */
 void sl_proxy_drain(struct sl_worker *w);

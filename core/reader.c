@@ -1,6 +1,7 @@
 #include "reader.h"
 
 #include <errno.h>
+#include <string.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <sys/uio.h>
@@ -97,8 +98,38 @@ static void input_changed(struct evbuffer *in, const struct evbuffer_cb_info *in
         reader_resume(r);
 }
 
+static void bev_apply_timeouts(struct sl_reader *r)
+{
+    struct timeval rt = {r->timeout_ms / 1000, (suseconds_t)(r->timeout_ms % 1000) * 1000};
+    struct timeval wt = {r->write_timeout_ms / 1000,
+                         (suseconds_t)(r->write_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(r->bev, r->timeout_ms ? &rt : NULL, r->write_timeout_ms ? &wt : NULL);
+}
+
+bool sl_reader_init_bev(struct sl_reader *r, struct bufferevent *bev)
+{
+    memset(r, 0, sizeof *r);
+    r->bev = bev;
+    r->via_bev = true;
+    bufferevent_disable(bev, EV_READ);
+    return true;
+}
+
+void sl_reader_set_write_timeout(struct sl_reader *r, uint32_t timeout_ms)
+{
+    r->write_timeout_ms = timeout_ms;
+    if (r->via_bev) {
+        bev_apply_timeouts(r);
+    } else {
+        struct timeval wt = {timeout_ms / 1000, (suseconds_t)(timeout_ms % 1000) * 1000};
+        bufferevent_set_timeouts(r->bev, NULL, timeout_ms ? &wt : NULL);
+    }
+}
+
 bool sl_reader_init(struct sl_reader *r, struct bufferevent *bev)
 {
+    r->via_bev = false;
+    r->write_timeout_ms = 0;
     r->bev = bev;
     r->on_read = NULL;
     r->on_event = NULL;
@@ -120,6 +151,10 @@ bool sl_reader_init(struct sl_reader *r, struct bufferevent *bev)
 
 void sl_reader_free(struct sl_reader *r)
 {
+    if (r->via_bev) {
+        bufferevent_disable(r->bev, EV_READ);
+        return;
+    }
     if (!r->ev)
         return;
     evbuffer_remove_cb(bufferevent_get_input(r->bev), input_changed, r);
@@ -140,6 +175,10 @@ void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms)
     if (r->timeout_ms == timeout_ms)
         return;
     r->timeout_ms = timeout_ms;
+    if (r->via_bev) {
+        bev_apply_timeouts(r);
+        return;
+    }
     if (!r->ev || !event_pending(r->ev, EV_READ, NULL))
         return;
     /* on a pending event only the timer moves: no epoll change */
@@ -154,6 +193,10 @@ void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms)
 void sl_reader_set_high_water(struct sl_reader *r, size_t high_water)
 {
     r->high_water = high_water;
+    if (r->via_bev) {
+        bufferevent_setwatermark(r->bev, EV_READ, 0, high_water);
+        return;
+    }
     if (r->enabled && !input_full(r))
         reader_resume(r);
 }
@@ -161,18 +204,25 @@ void sl_reader_set_high_water(struct sl_reader *r, size_t high_water)
 void sl_reader_enable(struct sl_reader *r)
 {
     r->enabled = true;
-    if (!input_full(r))
+    if (r->via_bev)
+        bufferevent_enable(r->bev, EV_READ);
+    else if (!input_full(r))
         reader_resume(r);
 }
 
 void sl_reader_disable(struct sl_reader *r)
 {
     r->enabled = false;
-    reader_pause(r);
+    if (r->via_bev)
+        bufferevent_disable(r->bev, EV_READ);
+    else
+        reader_pause(r);
 }
 
 void sl_reader_drained(struct sl_reader *r)
 {
+    if (r->via_bev)
+        return; /* the bufferevent watches its own watermark */
     if (!input_full(r))
         reader_resume(r);
 }

@@ -32,10 +32,21 @@ struct sl_reader {
     uint32_t timeout_ms; /* between two reads; 0 = none */
     size_t high_water;   /* stop reading while the input holds this much; 0 = no limit */
     bool enabled;
+    /* bufferevent mode (TLS): the bufferevent reads (it must, to decrypt);
+     * its read callback must be on_read and its event callback on_event,
+     * set by the owner with bufferevent_setcb(). The calls below map onto
+     * the bufferevent's enable/timeouts/watermarks. */
+    bool via_bev;
+    uint32_t write_timeout_ms; /* bufferevent mode: kept, as timeouts are set together */
 };
 
 /* Attach to bev (its socket must be set). Reading starts disabled. */
 bool sl_reader_init(struct sl_reader *r, struct bufferevent *bev);
+/* The same, in bufferevent mode (a filtering bufferevent such as TLS). */
+bool sl_reader_init_bev(struct sl_reader *r, struct bufferevent *bev);
+/* The bufferevent's write timeout (0 = none); in bufferevent mode it must
+ * be set here, not with bufferevent_set_timeouts(). */
+void sl_reader_set_write_timeout(struct sl_reader *r, uint32_t timeout_ms);
 void sl_reader_free(struct sl_reader *r);
 
 void sl_reader_setcb(struct sl_reader *r, bufferevent_data_cb on_read,

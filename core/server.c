@@ -1,4 +1,5 @@
 #include "server.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -36,26 +37,42 @@
 /* ------------------------------------------------------------------------ */
 /* snapshots                                                                 */
 
-struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg)
+static bool has_ssl_listener(const struct sl_node_config *node)
+{
+    for (size_t i = 0; i < node->n_proxy_listen; i++)
+        if (node->proxy_listen[i].ssl)
+            return true;
+    return false;
+}
+
+struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, char *err, size_t err_size)
 {
     struct sl_snapshot *snap = calloc(1, sizeof *snap);
-    if (!snap)
+    if (!snap) {
+        snprintf(err, err_size, "out of memory");
+        sl_config_unref(cfg);
         return NULL;
+    }
+    snap->cfg = cfg;
+    atomic_init(&snap->refcount, 1);
+    if (has_ssl_listener(&cfg->node)) {
+        snap->tls = sl_tls_new(cfg, err, err_size);
+        if (!snap->tls) {
+            sl_snapshot_unref(snap);
+            return NULL;
+        }
+    }
     snap->router = sl_router_build(cfg);
     if (!snap->router) {
-        free(snap);
+        snprintf(err, err_size, "out of memory");
+        sl_snapshot_unref(snap);
         return NULL;
     }
-    char lb_err[256];
-    snap->balancer = sl_balancer_new(cfg, lb_err, sizeof lb_err);
+    snap->balancer = sl_balancer_new(cfg, err, err_size);
     if (!snap->balancer) {
-        sl_error("balancer: %s", lb_err);
-        sl_router_free(snap->router);
-        free(snap);
+        sl_snapshot_unref(snap);
         return NULL;
     }
-    atomic_init(&snap->refcount, 1);
-    snap->cfg = cfg;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     snap->loaded_at_unix_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
@@ -72,8 +89,11 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
 {
     if (!snap || atomic_fetch_sub_explicit(&snap->refcount, 1, memory_order_acq_rel) != 1)
         return;
-    sl_router_free(snap->router);
-    sl_balancer_free(snap->balancer);
+    if (snap->router)
+        sl_router_free(snap->router);
+    if (snap->balancer)
+        sl_balancer_free(snap->balancer);
+    sl_tls_free(snap->tls);
     sl_config_unref(snap->cfg);
     free(snap);
 }
@@ -148,7 +168,7 @@ static void worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
 {
     struct accept_ctx *ctx = arg;
     (void)listener;
-    sl_proxy_accept(ctx->w, fd, peer, peer_len, ctx->ls->port);
+    sl_proxy_accept(ctx->w, fd, peer, peer_len, ctx->ls->port, ctx->ls->ssl);
 }
 
 #define SL_ACCEPT_PAUSE_MS 100
@@ -445,11 +465,6 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         w->listeners[i].fd = -1;
     for (size_t i = 0; i < w->n_listeners; i++) {
         const struct sl_listen *l = &node->proxy_listen[i];
-        if (l->ssl) {
-            free(ctxs);
-            snprintf(err, err_size, "listen %s:%u ssl: TLS is not supported yet", l->host, l->port);
-            return SL_ERR;
-        }
         int fd = open_listener(l, index == 0, err, err_size);
         if (fd < 0) {
             free(ctxs);
@@ -457,6 +472,7 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         }
         w->listeners[i].fd = fd;
         w->listeners[i].port = l->port;
+        w->listeners[i].ssl = l->ssl;
         ctxs[i].w = w;
         ctxs[i].ls = &w->listeners[i];
         /* backlog 0: listen() was called already, with SL_LISTEN_BACKLOG */
@@ -553,12 +569,9 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
     pthread_mutex_init(&srv->reload_lock, NULL);
     if (!attach_plugins(cfg, err, err_size))
         return SL_ERR;
-    srv->snapshot = sl_snapshot_new(cfg);
-    if (!srv->snapshot) {
-        sl_config_unref(cfg);
-        snprintf(err, err_size, "out of memory");
+    srv->snapshot = sl_snapshot_new(cfg, err, err_size);
+    if (!srv->snapshot)
         return SL_ERR;
-    }
     int n = cfg->node.worker_processes > 0 ? cfg->node.worker_processes : 1;
     srv->workers = calloc((size_t)n, sizeof *srv->workers);
     if (!srv->workers) {
@@ -673,12 +686,9 @@ static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err
 {
     if (!attach_plugins(cfg, err, err_size))
         return SL_ERR;
-    struct sl_snapshot *snap = sl_snapshot_new(cfg);
-    if (!snap) {
-        sl_config_unref(cfg);
-        snprintf(err, err_size, "out of memory");
+    struct sl_snapshot *snap = sl_snapshot_new(cfg, err, err_size);
+    if (!snap)
         return SL_ERR;
-    }
     if (!same_listeners(&srv->snapshot->cfg->node, &cfg->node))
         sl_warn("reload: proxy_listen and worker_processes changes take effect on restart");
     for (int i = 0; i < srv->n_workers; i++) {

@@ -35,15 +35,20 @@ struct accept_ctx;
 struct status_conn;
 struct evconnlistener;
 
+struct sl_tls;
+
 struct sl_snapshot {
     atomic_int refcount;
     struct sl_config *cfg;    /* owned: one config reference */
     struct sl_router *router; /* owned */
     uint64_t loaded_at_unix_ms;
     struct sl_balancer *balancer; /* owned: per-upstream balancing (balancer.h) */
+    struct sl_tls *tls;           /* owned: certificates (tls.h); NULL without ssl listeners */
 };
 
-struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg); /* takes cfg's reference */
+/* Takes cfg's reference (also on failure, when it is dropped); NULL with
+ * err filled when cfg cannot be served (a certificate OpenSSL refuses). */
+struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, char *err, size_t err_size);
 struct sl_snapshot *sl_snapshot_ref(struct sl_snapshot *snap);
 void sl_snapshot_unref(struct sl_snapshot *snap);
 

@@ -1,0 +1,313 @@
+/* TLS termination contexts; see tls.h. */
+#include "tls.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+
+struct sni_entry {
+    const char *name; /* owned by the config snapshot: lower case, may start "*." or end ".*" */
+    size_t ctx;       /* index into ctxs */
+};
+
+struct sl_tls {
+    SSL_CTX **ctxs; /* one per certificate, in file order */
+    size_t n_ctxs;
+    size_t default_ctx;
+    struct sni_entry *snis;
+    size_t n_snis;
+};
+
+/* ------------------------------------------------------------------------ */
+/* session ticket keys                                                       */
+
+static unsigned char ticket_master[32];
+static bool ticket_master_ok;
+static pthread_once_t ticket_master_once = PTHREAD_ONCE_INIT;
+
+static void make_ticket_master(void)
+{
+    ticket_master_ok = RAND_bytes(ticket_master, sizeof ticket_master) == 1;
+    if (!ticket_master_ok)
+        sl_warn("tls: no random bytes for session ticket keys: tickets are off");
+}
+
+static void derive(const char *label, uint64_t epoch, unsigned char out[32])
+{
+    unsigned char msg[32];
+    size_t label_len = strlen(label);
+    memcpy(msg, label, label_len);
+    for (int i = 0; i < 8; i++)
+        msg[label_len + (size_t)i] = (unsigned char)(epoch >> (56 - 8 * i));
+    unsigned int out_len = 32;
+    HMAC(EVP_sha256(), ticket_master, sizeof ticket_master, msg, label_len + 8, out, &out_len);
+}
+
+void sl_tls_ticket_keys(uint64_t epoch, unsigned char name[16], unsigned char aes[32],
+                        unsigned char hmac[32])
+{
+    unsigned char full_name[32];
+    pthread_once(&ticket_master_once, make_ticket_master);
+    derive("sluice name", epoch, full_name);
+    memcpy(name, full_name, 16);
+    derive("sluice aes", epoch, aes);
+    derive("sluice hmac", epoch, hmac);
+}
+
+static int set_ticket_mac(EVP_MAC_CTX *hctx, unsigned char key[32])
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key, 32),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    return EVP_MAC_CTX_set_params(hctx, params);
+}
+
+/* OpenSSL's ticket key callback: 1 = use (and keep) the ticket, 2 = use it
+ * and issue a fresh one, 0 = unknown key (full handshake), -1 = error. */
+static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    pthread_once(&ticket_master_once, make_ticket_master);
+    if (!ticket_master_ok)
+        return enc ? -1 : 0;
+    uint64_t epoch = (uint64_t)time(NULL) / SL_TLS_TICKET_PERIOD_S;
+    unsigned char name[16], aes[32], mac[32];
+    int result = 0;
+    if (enc) {
+        sl_tls_ticket_keys(epoch, name, aes, mac);
+        memcpy(key_name, name, 16);
+        result = RAND_bytes(iv, 16) == 1 &&
+                         EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv) == 1 &&
+                         set_ticket_mac(hctx, mac) == 1
+                     ? 1
+                     : -1;
+    } else {
+        for (uint64_t back = 0; back < 2 && back <= epoch; back++) {
+            sl_tls_ticket_keys(epoch - back, name, aes, mac);
+            if (CRYPTO_memcmp(key_name, name, 16) != 0)
+                continue;
+            result = EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv) == 1 &&
+                             set_ticket_mac(hctx, mac) == 1
+                         ? (back == 0 ? 1 : 2)
+                         : -1;
+            break;
+        }
+    }
+    OPENSSL_cleanse(aes, sizeof aes);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* ALPN and SNI                                                              */
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *out_len,
+                       const unsigned char *in, unsigned int in_len, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    for (unsigned int i = 0; i < in_len;) {
+        unsigned int len = in[i];
+        if (i + 1 + len > in_len)
+            break;
+        if (len == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+            *out = in + i + 1;
+            *out_len = 8;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + len;
+    }
+    /* only h2 (say) offered: go on without ALPN, HTTP/1.1 is what we speak */
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+static bool sni_matches(const char *pattern, const char *name, size_t name_len)
+{
+    size_t plen = strlen(pattern);
+    if (plen > 2 && pattern[0] == '*' && pattern[1] == '.') {
+        /* "*.example.com": exactly one more label in front */
+        size_t suffix = plen - 1; /* ".example.com" */
+        if (name_len <= suffix || strncasecmp(name + name_len - suffix, pattern + 1, suffix) != 0)
+            return false;
+        return memchr(name, '.', name_len - suffix) == NULL;
+    }
+    if (plen > 2 && pattern[plen - 1] == '*' && pattern[plen - 2] == '.') {
+        /* "example.*": exactly one more label behind */
+        size_t prefix = plen - 1; /* "example." */
+        if (name_len <= prefix || strncasecmp(name, pattern, prefix) != 0)
+            return false;
+        return memchr(name + prefix, '.', name_len - prefix) == NULL;
+    }
+    return plen == name_len && strncasecmp(pattern, name, name_len) == 0;
+}
+
+static long find_sni(const struct sl_tls *tls, const char *name)
+{
+    size_t len = strlen(name);
+    while (len > 0 && name[len - 1] == '.')
+        len--; /* "example.com." is example.com */
+    /* exact names win over wildcards (Kong) */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < tls->n_snis; i++) {
+            const char *p = tls->snis[i].name;
+            bool wildcard = strchr(p, '*') != NULL;
+            if (wildcard == (pass == 1) && strcmp(p, "*") != 0 && sni_matches(p, name, len))
+                return (long)tls->snis[i].ctx;
+        }
+    return -1;
+}
+
+static int servername_cb(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    const struct sl_tls *tls = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL)
+        return SSL_TLSEXT_ERR_OK; /* the default certificate */
+    long i = find_sni(tls, name);
+    if (i >= 0 && tls->ctxs[i] != SSL_get_SSL_CTX(ssl))
+        SSL_set_SSL_CTX(ssl, tls->ctxs[i]);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* contexts                                                                  */
+
+static void openssl_error(char *err, size_t err_size, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "unknown error";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    snprintf(err, err_size, "%s: %s", what, buf);
+}
+
+/* One certificate (its chain follows it in the PEM) and its key. */
+static bool use_pair(SSL_CTX *ctx, const char *cert_pem, const char *key_pem, char *err,
+                     size_t err_size)
+{
+    bool ok = false;
+    BIO *cb = BIO_new_mem_buf(cert_pem, -1);
+    BIO *kb = BIO_new_mem_buf(key_pem, -1);
+    X509 *leaf = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    if (leaf && chain && key) {
+        X509 *extra;
+        while ((extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
+            if (!sk_X509_push(chain, extra))
+                X509_free(extra);
+        ERR_clear_error(); /* the end of the PEM */
+        ok = SSL_CTX_use_cert_and_key(ctx, leaf, key, chain, 1) == 1;
+    }
+    if (!ok)
+        openssl_error(err, err_size, "certificate");
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    sk_X509_pop_free(chain, X509_free);
+    BIO_free(cb);
+    BIO_free(kb);
+    return ok;
+}
+
+static SSL_CTX *new_ctx(struct sl_tls *tls, char *err, size_t err_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        openssl_error(err, err_size, "SSL_CTX_new");
+        return NULL;
+    }
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, SL_TLS_CIPHERS) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, SL_TLS_GROUPS) != 1 || SSL_CTX_set_dh_auto(ctx, 1) != 1) {
+        openssl_error(err, err_size, "TLS policy");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE); /* Mozilla: off */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only */
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_timeout(ctx, SL_TLS_TICKET_PERIOD_S);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+    SSL_CTX_set_tlsext_servername_arg(ctx, tls);
+    return ctx;
+}
+
+struct sl_tls *sl_tls_new(const struct sl_config *cfg, char *err, size_t err_size)
+{
+    if (cfg->n_certificates == 0) {
+        snprintf(err, err_size, "an ssl listener needs at least one entry in 'certificates'");
+        return NULL;
+    }
+    struct sl_tls *tls = calloc(1, sizeof *tls);
+    if (tls == NULL || (tls->ctxs = calloc(cfg->n_certificates, sizeof *tls->ctxs)) == NULL ||
+        (cfg->n_snis && (tls->snis = calloc(cfg->n_snis, sizeof *tls->snis)) == NULL)) {
+        snprintf(err, err_size, "out of memory");
+        sl_tls_free(tls);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_certificates; i++) {
+        const struct sl_certificate *c = &cfg->certificates[i];
+        char why[400];
+        SSL_CTX *ctx = new_ctx(tls, why, sizeof why);
+        if (ctx == NULL || !use_pair(ctx, c->cert, c->key, why, sizeof why) ||
+            (c->cert_alt && !use_pair(ctx, c->cert_alt, c->key_alt, why, sizeof why))) {
+            snprintf(err, err_size, "%s:%d:%d: %s", cfg->source_path, c->line, c->column, why);
+            SSL_CTX_free(ctx);
+            sl_tls_free(tls);
+            return NULL;
+        }
+        tls->ctxs[i] = ctx;
+        tls->n_ctxs = i + 1;
+    }
+    for (size_t i = 0; i < cfg->n_snis; i++) {
+        tls->snis[i].name = cfg->snis[i].name;
+        tls->snis[i].ctx = cfg->snis[i].certificate->index;
+        if (strcmp(cfg->snis[i].name, "*") == 0)
+            tls->default_ctx = tls->snis[i].ctx; /* Kong: the "*" SNI is the default */
+    }
+    tls->n_snis = cfg->n_snis;
+    return tls;
+}
+
+void sl_tls_free(struct sl_tls *tls)
+{
+    if (tls == NULL)
+        return;
+    for (size_t i = 0; i < tls->n_ctxs; i++)
+        SSL_CTX_free(tls->ctxs[i]);
+    free(tls->ctxs);
+    free(tls->snis);
+    free(tls);
+}
+
+SSL *sl_tls_new_ssl(struct sl_tls *tls)
+{
+    return SSL_new(tls->ctxs[tls->default_ctx]);
+}
+
+const char *sl_tls_sni(SSL *ssl)
+{
+    return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+}
