@@ -578,8 +578,7 @@ static bool client_attach(struct sl_client *c)
         return false;
     if (!(c->ssl ? sl_reader_init_bev(&c->rd, c->bev) : sl_reader_init(&c->rd, c->bev)))
         return false;
-    sl_reader_setcb(&c->rd, client_read, client_event, c);
-    bufferevent_setcb(c->bev, c->ssl ? client_read : NULL, client_write, client_event, c);
+    sl_reader_setcb_all(&c->rd, client_read, client_write, client_event, c);
     /* output is written by write_now(); the write event only when it must */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
@@ -1944,11 +1943,9 @@ static void upstream_connected(struct sl_upstream_conn *conn, enum sl_upstream_e
     const struct sl_service *svc = r->match.service;
     r->up = conn;
     conn->requests++;
-    struct timeval wt = ms_to_tv(svc->write_timeout_ms);
-    bufferevent_setcb(conn->bev, NULL, up_write, up_event, r);
-    bufferevent_set_timeouts(conn->bev, NULL, &wt);
+    sl_reader_setcb_all(&conn->rd, up_read, up_write, up_event, r);
+    sl_reader_set_write_timeout(&conn->rd, svc->write_timeout_ms);
     bufferevent_setwatermark(conn->bev, EV_WRITE, SL_LOW_WATER, 0);
-    sl_reader_setcb(&conn->rd, up_read, up_event, r);
     /* read_timeout counts from the end of the request, as nginx's
      * proxy_read_timeout: a long upload is bounded by write_timeout */
     sl_reader_set_timeout(&conn->rd, r->req_body_done ? svc->read_timeout_ms : 0);

@@ -170,6 +170,13 @@ void sl_reader_setcb(struct sl_reader *r, bufferevent_data_cb on_read,
     r->arg = arg;
 }
 
+void sl_reader_setcb_all(struct sl_reader *r, bufferevent_data_cb on_read,
+                         bufferevent_data_cb on_write, bufferevent_event_cb on_event, void *arg)
+{
+    sl_reader_setcb(r, on_read, on_event, arg);
+    bufferevent_setcb(r->bev, r->via_bev ? on_read : NULL, on_write, on_event, arg);
+}
+
 void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms)
 {
     if (r->timeout_ms == timeout_ms)

@@ -52,6 +52,11 @@ void sl_reader_free(struct sl_reader *r);
 void sl_reader_setcb(struct sl_reader *r, bufferevent_data_cb on_read,
                      bufferevent_event_cb on_event, void *arg);
 void sl_reader_set_timeout(struct sl_reader *r, uint32_t timeout_ms);
+/* All of the bufferevent's callbacks at once, in either mode: on_read and
+ * on_event through the reader, on_write (may be NULL) and on_event on the
+ * bufferevent. */
+void sl_reader_setcb_all(struct sl_reader *r, bufferevent_data_cb on_read,
+                         bufferevent_data_cb on_write, bufferevent_event_cb on_event, void *arg);
 void sl_reader_set_high_water(struct sl_reader *r, size_t high_water);
 
 void sl_reader_enable(struct sl_reader *r);

@@ -567,8 +567,7 @@ struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, c
             }
             /* until the requester gets it, anything on it marks it broken
              * (reading stays on: no epoll change on the fast path) */
-            bufferevent_setcb(c->bev, NULL, NULL, handover_event, c);
-            sl_reader_setcb(&c->rd, handover_read, handover_event, c);
+            sl_reader_setcb_all(&c->rd, handover_read, NULL, handover_event, c);
             c->reused = true;
             p->conn = c;
             break;
@@ -609,10 +608,9 @@ void sl_upstream_release(struct sl_upstream_conn *conn, bool reusable)
         conn_free(conn);
         return;
     }
-    bufferevent_setcb(conn->bev, NULL, NULL, idle_event, conn);
-    bufferevent_set_timeouts(conn->bev, NULL, NULL);
+    sl_reader_setcb_all(&conn->rd, idle_read, NULL, idle_event, conn);
+    sl_reader_set_write_timeout(&conn->rd, 0);
     bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
-    sl_reader_setcb(&conn->rd, idle_read, idle_event, conn);
     sl_reader_set_timeout(&conn->rd, pool->idle_timeout_ms);
     sl_reader_set_high_water(&conn->rd, 0);
     sl_reader_enable(&conn->rd);

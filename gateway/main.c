@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "plugin.h"
 #include "plugins.h"
+#include "tls.h"
 #include "server.h"
 
 static void usage(FILE *out)
@@ -47,6 +48,18 @@ static struct sl_config *load(const char *path)
         sl_config_unref(cfg);
         return NULL;
     }
+    /* ssl listeners: the certificates must make a TLS context */
+    for (size_t i = 0; i < cfg->node.n_proxy_listen; i++)
+        if (cfg->node.proxy_listen[i].ssl) {
+            struct sl_tls *tls = sl_tls_new(cfg, err.text, sizeof err.text);
+            if (!tls) {
+                fprintf(stderr, "%s\n", err.text);
+                sl_config_unref(cfg);
+                return NULL;
+            }
+            sl_tls_free(tls);
+            break;
+        }
     return cfg;
 }
 
