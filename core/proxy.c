@@ -2013,7 +2013,8 @@ static void start_upstream(struct sl_request *r, bool allow_reuse)
     }
     r->target_host = host;
     r->target_port = port;
-    r->pending = sl_upstream_acquire(r->client->w->pool, host, port, svc->connect_timeout_ms,
+    r->pending = sl_upstream_acquire(r->client->w->pool, host, port,
+                                     r->snap->service_tls[svc->index], svc->connect_timeout_ms,
                                      allow_reuse, upstream_connected, r);
     if (!r->pending)
         abort_request(r, 500, "An unexpected error occurred");

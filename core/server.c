@@ -62,6 +62,24 @@ struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, char *err, size_t err
             return NULL;
         }
     }
+    snap->service_tls = calloc(cfg->n_services ? cfg->n_services : 1, sizeof *snap->service_tls);
+    if (!snap->service_tls) {
+        snprintf(err, err_size, "out of memory");
+        sl_snapshot_unref(snap);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct sl_service *svc = &cfg->services[i];
+        if (strcmp(svc->protocol, "https") != 0)
+            continue;
+        char why[400];
+        snap->service_tls[i] = sl_tls_client_ctx(cfg, svc, why, sizeof why);
+        if (!snap->service_tls[i]) {
+            snprintf(err, err_size, "%s:%d:%d: %s", cfg->source_path, svc->line, svc->column, why);
+            sl_snapshot_unref(snap);
+            return NULL;
+        }
+    }
     snap->router = sl_router_build(cfg);
     if (!snap->router) {
         snprintf(err, err_size, "out of memory");
@@ -94,6 +112,7 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
     if (snap->balancer)
         sl_balancer_free(snap->balancer);
     sl_tls_free(snap->tls);
+    free(snap->service_tls);
     sl_config_unref(snap->cfg);
     free(snap);
 }

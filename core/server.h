@@ -44,6 +44,9 @@ struct sl_snapshot {
     uint64_t loaded_at_unix_ms;
     struct sl_balancer *balancer; /* owned: per-upstream balancing (balancer.h) */
     struct sl_tls *tls;           /* owned: certificates (tls.h); NULL without ssl listeners */
+    /* per service (by index): the client TLS context of an https service,
+     * else NULL; the contexts are tls.c's (process lifetime) */
+    struct ssl_ctx_st **service_tls;
 };
 
 /* Takes cfg's reference (also on failure, when it is dropped); NULL with

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "util.h"
 
 struct sni_entry {
     const char *name; /* owned by the config snapshot: lower case, may start "*." or end ".*" */
@@ -310,4 +311,124 @@ SSL *sl_tls_new_ssl(struct sl_tls *tls)
 const char *sl_tls_sni(SSL *ssl)
 {
     return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+/* ------------------------------------------------------------------------ */
+/* client side (upstream TLS)                                                */
+
+struct client_profile {
+    unsigned char key[32]; /* SHA-256 of the settings */
+    SSL_CTX *ctx;
+};
+
+static struct client_profile client_profiles[SL_TLS_MAX_CLIENT_PROFILES];
+static size_t n_client_profiles;
+static pthread_mutex_t client_profiles_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const struct sl_ca_certificate *find_ca(const struct sl_config *cfg, const char *id)
+{
+    for (size_t i = 0; i < cfg->n_ca_certificates; i++)
+        if (cfg->ca_certificates[i].id && strcmp(cfg->ca_certificates[i].id, id) == 0)
+            return &cfg->ca_certificates[i];
+    return NULL;
+}
+
+static SSL_CTX *new_client_ctx(const struct sl_config *cfg, const struct sl_service *svc,
+                               char *err, size_t err_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        openssl_error(err, err_size, "upstream TLS");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (!svc->tls_verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        return ctx;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (svc->tls_verify_depth >= 0)
+        SSL_CTX_set_verify_depth(ctx, svc->tls_verify_depth);
+    if (svc->n_ca_certificates == 0) {
+        if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            openssl_error(err, err_size, "upstream TLS: the system CA store");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        return ctx;
+    }
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    for (size_t i = 0; i < svc->n_ca_certificates; i++) {
+        const struct sl_ca_certificate *ca = find_ca(cfg, svc->ca_certificates[i]);
+        BIO *b = ca ? BIO_new_mem_buf(ca->cert, -1) : NULL;
+        X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        bool ok = x != NULL && X509_STORE_add_cert(store, x) == 1;
+        X509_free(x);
+        BIO_free(b);
+        if (!ok) {
+            openssl_error(err, err_size, "upstream TLS: ca_certificate");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    return ctx;
+}
+
+static void hash_add(EVP_MD_CTX *md, const char *s)
+{
+    size_t len = s ? strlen(s) + 1 : 0; /* the NUL separates fields */
+    EVP_DigestUpdate(md, s ? s : "", len ? len : 1);
+}
+
+SSL_CTX *sl_tls_client_ctx(const struct sl_config *cfg, const struct sl_service *svc, char *err,
+                           size_t err_size)
+{
+    unsigned char key[32];
+    char head[32];
+    snprintf(head, sizeof head, "%d/%d", svc->tls_verify, svc->tls_verify_depth);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool hashed = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    if (hashed) {
+        hash_add(md, head);
+        for (size_t i = 0; svc->tls_verify && i < svc->n_ca_certificates; i++) {
+            const struct sl_ca_certificate *ca = find_ca(cfg, svc->ca_certificates[i]);
+            hash_add(md, ca ? ca->cert : NULL);
+        }
+        hashed = EVP_DigestFinal_ex(md, key, NULL) == 1;
+    }
+    EVP_MD_CTX_free(md);
+    if (!hashed) {
+        openssl_error(err, err_size, "upstream TLS");
+        return NULL;
+    }
+    SSL_CTX *found = NULL;
+    pthread_mutex_lock(&client_profiles_lock);
+    for (size_t i = 0; i < n_client_profiles && !found; i++)
+        if (memcmp(client_profiles[i].key, key, sizeof key) == 0)
+            found = client_profiles[i].ctx;
+    if (!found) {
+        if (n_client_profiles == SL_TLS_MAX_CLIENT_PROFILES) {
+            snprintf(err, err_size, "more than %d different upstream TLS settings",
+                     SL_TLS_MAX_CLIENT_PROFILES);
+        } else if ((found = new_client_ctx(cfg, svc, err, err_size)) != NULL) {
+            memcpy(client_profiles[n_client_profiles].key, key, sizeof key);
+            client_profiles[n_client_profiles++].ctx = found;
+        }
+    }
+    pthread_mutex_unlock(&client_profiles_lock);
+    return found;
+}
+
+bool sl_tls_client_prepare(SSL *ssl, const char *host)
+{
+    bool is_ip = sl_is_ip_literal(host);
+    if (!is_ip && SSL_set_tlsext_host_name(ssl, host) != 1)
+        return false;
+    if (SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
+        return true;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    return is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1
+                 : X509_VERIFY_PARAM_set1_host(param, host, 0) == 1;
 }

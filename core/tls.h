@@ -50,6 +50,24 @@ SSL *sl_tls_new_ssl(struct sl_tls *tls);
 /* The SNI the client sent (lower case as sent), or NULL. */
 const char *sl_tls_sni(SSL *ssl);
 
+/*
+ * The client-side context for a service with protocol "https": TLS 1.2+,
+ * and with tls_verify the peer's chain checked against the service's
+ * ca_certificates (the system store when it names none) to tls_verify_depth.
+ * Contexts are cached for the life of the process by their settings (at
+ * most SL_TLS_MAX_CLIENT_PROFILES distinct ones), so the same settings give
+ * the same pointer across reloads and pooled connections can be keyed by
+ * it. NULL with err filled on failure. Thread-safe; never on a request.
+ */
+SSL_CTX *sl_tls_client_ctx(const struct sl_config *cfg, const struct sl_service *svc, char *err,
+                           size_t err_size);
+#define SL_TLS_MAX_CLIENT_PROFILES 256
+
+/* Make ssl (from a client context) talk to `host`: SNI (not for an IP
+ * literal) and, when the context verifies, the name or IP the certificate
+ * must carry. */
+bool sl_tls_client_prepare(SSL *ssl, const char *host);
+
 /* Seconds per ticket-key rotation period. */
 #define SL_TLS_TICKET_PERIOD_S 3600
 

@@ -4,11 +4,15 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tls.h"
 #include "util.h"
 
 #define SL_DNS_MAX_ADDRS 8
@@ -33,6 +38,7 @@ enum dns_state { DNS_NONE, DNS_RESOLVING, DNS_READY };
 struct sl_upstream_target {
     char *host;
     uint16_t port;
+    SSL_CTX *tls; /* NULL: plain TCP */
     enum dns_state dns_state;
     struct sockaddr_storage addrs[SL_DNS_MAX_ADDRS];
     socklen_t addr_lens[SL_DNS_MAX_ADDRS];
@@ -211,10 +217,10 @@ void sl_upstream_pool_free(struct sl_upstream_pool *pool)
 }
 
 static struct sl_upstream_target *target_get(struct sl_upstream_pool *pool, const char *host,
-                                             uint16_t port)
+                                             uint16_t port, SSL_CTX *tls)
 {
     for (struct sl_upstream_target *t = pool->targets; t; t = t->next)
-        if (t->port == port && strcmp(t->host, host) == 0)
+        if (t->port == port && t->tls == tls && strcmp(t->host, host) == 0)
             return t;
     struct sl_upstream_target *t = calloc(1, sizeof *t);
     if (!t)
@@ -225,6 +231,7 @@ static struct sl_upstream_target *target_get(struct sl_upstream_pool *pool, cons
         return NULL;
     }
     t->port = port;
+    t->tls = tls;
     t->pool = pool;
     t->next = pool->targets;
     pool->targets = t;
@@ -439,10 +446,53 @@ static void deferred_fire(evutil_socket_t fd, short what, void *arg)
         resolve(t);
 }
 
+static void connect_event(struct bufferevent *bev, short what, void *arg);
+
+/* TCP is up: the same socket continues in a TLS bufferevent (handshake). */
+static bool start_tls(struct sl_upstream_pending *p, struct sl_upstream_conn *conn)
+{
+    struct sl_upstream_target *t = p->target;
+    int fd = bufferevent_getfd(conn->bev);
+    sl_reader_free(&conn->rd);
+    bufferevent_setfd(conn->bev, -1); /* keep the socket open */
+    bufferevent_free(conn->bev);
+    conn->bev = NULL;
+    SSL *ssl = SSL_new(t->tls);
+    if (ssl == NULL || !sl_tls_client_prepare(ssl, t->host)) {
+        SSL_free(ssl);
+        close(fd);
+        return false;
+    }
+    conn->bev = bufferevent_openssl_socket_new(p->pool->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                               BEV_OPT_CLOSE_ON_FREE);
+    if (!conn->bev) {
+        SSL_free(ssl);
+        close(fd);
+        return false;
+    }
+    /* many servers close without close_notify; framing tells truncation */
+    bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
+    sl_reader_init_bev(&conn->rd, conn->bev);
+    conn->tls = true;
+    struct timeval tv = {p->connect_timeout_ms / 1000, (p->connect_timeout_ms % 1000) * 1000};
+    bufferevent_setcb(conn->bev, NULL, NULL, connect_event, p);
+    bufferevent_set_timeouts(conn->bev, &tv, &tv);
+    return true;
+}
+
 static void connect_event(struct bufferevent *bev, short what, void *arg)
 {
     struct sl_upstream_pending *p = arg;
     struct sl_upstream_conn *conn = p->conn;
+    if ((what & BEV_EVENT_CONNECTED) && p->target->tls && !conn->tls) {
+        if (start_tls(p, conn))
+            return;
+        sl_info("upstream: TLS to %s: out of resources", conn->addr_text);
+        p->conn = NULL;
+        conn_free(conn);
+        pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         p->conn = NULL;
         bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
@@ -453,8 +503,21 @@ static void connect_event(struct bufferevent *bev, short what, void *arg)
     enum sl_upstream_error error =
         (what & BEV_EVENT_TIMEOUT) ? SL_UPSTREAM_CONNECT_TIMEOUT : SL_UPSTREAM_CONNECT_FAILED;
     int saved = EVUTIL_SOCKET_ERROR();
-    sl_info("upstream: connect to %s failed: %s", conn->addr_text,
-            error == SL_UPSTREAM_CONNECT_TIMEOUT ? "timed out" : strerror(saved));
+    if (conn->tls && error != SL_UPSTREAM_CONNECT_TIMEOUT) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        char why[256] = "connection closed";
+        if (verify != X509_V_OK)
+            snprintf(why, sizeof why, "certificate: %s", X509_verify_cert_error_string(verify));
+        else if (e)
+            ERR_error_string_n(e, why, sizeof why);
+        sl_warn("upstream: TLS handshake with %s (%s) failed: %s", conn->addr_text,
+                p->target->host, why);
+    } else {
+        sl_info("upstream: connect to %s failed: %s", conn->addr_text,
+                error == SL_UPSTREAM_CONNECT_TIMEOUT ? "timed out" : strerror(saved));
+    }
     p->conn = NULL;
     conn_free(conn);
     pending_finish(p, NULL, error);
@@ -530,10 +593,11 @@ static void idle_read(struct bufferevent *bev, void *arg)
 }
 
 struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, const char *host,
-                                                uint16_t port, uint32_t connect_timeout_ms,
-                                                bool allow_reuse, sl_upstream_cb cb, void *arg)
+                                                uint16_t port, SSL_CTX *tls,
+                                                uint32_t connect_timeout_ms, bool allow_reuse,
+                                                sl_upstream_cb cb, void *arg)
 {
-    struct sl_upstream_target *t = target_get(pool, host, port);
+    struct sl_upstream_target *t = target_get(pool, host, port, tls);
     if (!t)
         return NULL;
     struct sl_upstream_pending *p = calloc(1, sizeof *p);

@@ -24,6 +24,7 @@ struct evdns_base;
 struct bufferevent;
 struct sl_upstream_pool;
 struct sl_upstream_pending;
+struct ssl_ctx_st; /* SSL_CTX */
 
 struct sl_upstream_conn {
     struct bufferevent *bev; /* writes (and the connect) */
@@ -33,6 +34,7 @@ struct sl_upstream_conn {
     socklen_t addr_len;
     char addr_text[64]; /* "ip:port" for logs */
     bool reused;        /* came from the pool */
+    bool tls;           /* bev is a TLS bufferevent (handshake done once acquired) */
     uint32_t requests;  /* requests sent on it so far */
     /* pool bookkeeping */
     struct sl_upstream_target *target;
@@ -61,12 +63,17 @@ void sl_upstream_pool_configure(struct sl_upstream_pool *pool, const struct sl_n
 
 /*
  * Get a connection to host:port: an idle pooled one when allow_reuse, else a
- * new connect (after resolving host). The callback always runs later from
- * the event loop, never inside this call.
+ * new connect (after resolving host). With tls (a client context from
+ * sl_tls_client_ctx) the connection speaks TLS to host (SNI, and the name
+ * checked when the context verifies) and the callback runs after the
+ * handshake; a failed handshake is SL_UPSTREAM_CONNECT_FAILED. Pooled
+ * connections are kept apart per (host, port, tls). The callback always
+ * runs later from the event loop, never inside this call.
  */
 struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, const char *host,
-                                                uint16_t port, uint32_t connect_timeout_ms,
-                                                bool allow_reuse, sl_upstream_cb cb, void *arg);
+                                                uint16_t port, struct ssl_ctx_st *tls,
+                                                uint32_t connect_timeout_ms, bool allow_reuse,
+                                                sl_upstream_cb cb, void *arg);
 void sl_upstream_cancel(struct sl_upstream_pending *pending);
 
 /* Give a connection back: kept idle when reusable and room, else closed. */
