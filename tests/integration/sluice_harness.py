@@ -329,6 +329,13 @@ class Gateway:
         self.port = port
 
     # -- lifecycle ---------------------------------------------------------
+    def write_config(self, config):
+        """Replace the config file (for a reload): a dict or YAML text."""
+        self.config = config
+        text = config if isinstance(config, str) else to_yaml(config) + "\n"
+        with open(self.conf_path, "w") as f:
+            f.write(text)
+
     def start(self, wait=10.0):
         text = self.config if isinstance(self.config, str) else to_yaml(self.config) + "\n"
         with open(self.conf_path, "w") as f:

@@ -152,8 +152,16 @@ class _Reader:
 
 
 class Upstream:
-    def __init__(self, mode=None, close_idle_ms=None, io_timeout=30.0, name="upstream", port=0):
+    def __init__(self, mode=None, close_idle_ms=None, io_timeout=30.0, name="upstream", port=0,
+                 tls=None):
+        """tls: an ssl.SSLContext for the server side (HTTPS upstream); the
+        SNI of each handshake is recorded in .snis."""
         self.mode = mode
+        self.tls = tls
+        self.snis = []
+        self.tls_failures = 0
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: self.snis.append(name)
         self.close_idle_ms = close_idle_ms
         self.io_timeout = io_timeout
         self.name = name
@@ -263,6 +271,20 @@ class Upstream:
 
     def _serve(self, c, cid):
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                c.settimeout(self.io_timeout)
+                tc = self.tls.wrap_socket(c, server_side=True)
+            except (OSError, ValueError):
+                with self._lock:
+                    self.tls_failures += 1
+                    self._conns.discard(c)
+                c.close()
+                return
+            with self._lock:
+                self._conns.discard(c)
+                self._conns.add(tc)
+            c = tc
         rd = _Reader(c)
         served = 0
         try:
