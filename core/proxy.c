@@ -303,6 +303,45 @@ static void defer(struct sl_client *c)
 }
 
 /*
+ * write_now() for a TLS bufferevent. libevent 2.1's OpenSSL bufferevent
+ * writes only from its write event: enabling writing costs an epoll_ctl to
+ * add the event, a loop iteration, and another epoll_ctl to remove it. So,
+ * as nginx does, the response goes out here with SSL_write, in one record
+ * when it fits one. This is safe only while libevent has no write of its
+ * own in progress: writing is disabled exactly when the output was empty
+ * after the last write (write_now enables it otherwise, client_write and
+ * up_write disable it when drained), so no retry of a partial SSL_write is
+ * pending. Whatever the socket does not take, libevent writes from its
+ * event, retrying with the same bytes at the same place (the bytes stay at
+ * the front of the output until written).
+ */
+#define SL_TLS_RECORD 16384
+static bool tls_write_now(struct bufferevent *bev, struct evbuffer *out)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (bufferevent_get_enabled(bev) & EV_WRITE)
+        return evbuffer_get_length(out) == 0; /* libevent's write is under way */
+    while (evbuffer_get_length(out) > 0) {
+        size_t len = evbuffer_get_length(out);
+        if (len > SL_TLS_RECORD)
+            len = SL_TLS_RECORD;
+        const void *data = evbuffer_pullup(out, (ev_ssize_t)len);
+        if (!data)
+            break;
+        ERR_clear_error();
+        int n = SSL_write(ssl, data, (int)len);
+        if (n <= 0) {
+            /* blocked (libevent retries the same bytes) or failed (libevent
+             * meets the error again and reports it to the event callback) */
+            bufferevent_enable(bev, EV_WRITE);
+            return false;
+        }
+        evbuffer_drain(out, (size_t)n);
+    }
+    return true;
+}
+
+/*
  * Write queued output now, from the callback that queued it, the way nginx
  * does, instead of arming the write event and writing on the next loop
  * iteration: that saves two epoll_ctl calls per write. Only when the socket
@@ -313,15 +352,8 @@ static void defer(struct sl_client *c)
 static bool write_now(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
-    if (bufferevent_openssl_get_ssl(bev) != NULL) {
-        /* TLS: the bufferevent encrypts and writes from its write event */
-        if (evbuffer_get_length(out) == 0) {
-            bufferevent_disable(bev, EV_WRITE);
-            return true;
-        }
-        bufferevent_enable(bev, EV_WRITE);
-        return false;
-    }
+    if (bufferevent_openssl_get_ssl(bev) != NULL)
+        return tls_write_now(bev, out);
     /* libevent keeps the start of a bufferevent's output frozen outside its
      * own write callback; thaw it for this write, as that callback does */
     evbuffer_unfreeze(out, 1);

@@ -244,7 +244,10 @@ static SSL_CTX *new_ctx(struct sl_tls *tls, char *err, size_t err_size)
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE); /* Mozilla: off */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* partial and moved writes: write_now and libevent may retry a blocked
+     * SSL_write with the bytes at another address (see proxy.c) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only */
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_timeout(ctx, SL_TLS_TICKET_PERIOD_S);
@@ -343,7 +346,10 @@ static SSL_CTX *new_client_ctx(const struct sl_config *cfg, const struct sl_serv
         return NULL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* partial and moved writes: write_now and libevent may retry a blocked
+     * SSL_write with the bytes at another address (see proxy.c) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (!svc->tls_verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
         return ctx;
