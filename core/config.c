@@ -2946,6 +2946,10 @@ static bool sni_name(struct loader *L, struct entity *e, const struct sl_conf_va
         if (*c >= 'A' && *c <= 'Z')
             *c = (char)(*c - 'A' + 'a');
     size_t n = strlen(h);
+    if (strcmp(h, "*") == 0) { /* Kong: the certificate for any other name */
+        s->name = h;
+        return true;
+    }
     bool leading = n > 2 && h[0] == '*' && h[1] == '.';
     bool trailing = n > 2 && h[n - 1] == '*' && h[n - 2] == '.';
     const char *name = leading ? h + 2 : h;

@@ -35,6 +35,7 @@ struct sl_tls {
 /* session ticket keys                                                       */
 
 static unsigned char ticket_master[32];
+static time_t (*ticket_clock)(time_t *) = time;
 static bool ticket_master_ok;
 static pthread_once_t ticket_master_once = PTHREAD_ONCE_INIT;
 
@@ -67,6 +68,11 @@ void sl_tls_ticket_keys(uint64_t epoch, unsigned char name[16], unsigned char ae
     derive("sluice hmac", epoch, hmac);
 }
 
+void sl_tls_set_clock(time_t (*clock)(time_t *))
+{
+    ticket_clock = clock ? clock : time;
+}
+
 static int set_ticket_mac(EVP_MAC_CTX *hctx, unsigned char key[32])
 {
     OSSL_PARAM params[] = {
@@ -86,7 +92,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
     pthread_once(&ticket_master_once, make_ticket_master);
     if (!ticket_master_ok)
         return enc ? -1 : 0;
-    uint64_t epoch = (uint64_t)time(NULL) / SL_TLS_TICKET_PERIOD_S;
+    uint64_t epoch = (uint64_t)ticket_clock(NULL) / SL_TLS_TICKET_PERIOD_S;
     unsigned char name[16], aes[32], mac[32];
     int result = 0;
     if (enc) {
@@ -162,12 +168,13 @@ static long find_sni(const struct sl_tls *tls, const char *name)
     size_t len = strlen(name);
     while (len > 0 && name[len - 1] == '.')
         len--; /* "example.com." is example.com */
-    /* exact names win over wildcards (Kong) */
-    for (int pass = 0; pass < 2; pass++)
+    /* Kong's order: the exact name, a prefix wildcard ("*.x"), a suffix
+     * wildcard ("x.*"); then the "*" certificate (the default) */
+    for (int pass = 0; pass < 3; pass++)
         for (size_t i = 0; i < tls->n_snis; i++) {
             const char *p = tls->snis[i].name;
-            bool wildcard = strchr(p, '*') != NULL;
-            if (wildcard == (pass == 1) && strcmp(p, "*") != 0 && sni_matches(p, name, len))
+            int kind = p[0] == '*' ? 1 : strchr(p, '*') != NULL ? 2 : 0;
+            if (kind == pass && strcmp(p, "*") != 0 && sni_matches(p, name, len))
                 return (long)tls->snis[i].ctx;
         }
     return -1;
@@ -261,7 +268,8 @@ static SSL_CTX *new_ctx(struct sl_tls *tls, char *err, size_t err_size)
 struct sl_tls *sl_tls_new(const struct sl_config *cfg, char *err, size_t err_size)
 {
     if (cfg->n_certificates == 0) {
-        snprintf(err, err_size, "an ssl listener needs at least one entry in 'certificates'");
+        snprintf(err, err_size, "%s: an ssl listener needs at least one entry in 'certificates'",
+                 cfg->source_path);
         return NULL;
     }
     struct sl_tls *tls = calloc(1, sizeof *tls);

@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "config.h"
 
@@ -77,6 +78,9 @@ bool sl_tls_client_prepare(SSL *ssl, const char *host);
  */
 void sl_tls_ticket_keys(uint64_t epoch, unsigned char name[16], unsigned char aes[32],
                         unsigned char hmac[32]);
+
+/* The clock of ticket-key rotation (tests move it); NULL: time(). */
+void sl_tls_set_clock(time_t (*clock)(time_t *));
 
 /* Mozilla intermediate (guidelines 5.7, OpenSSL 3.0) */
 #define SL_TLS_CIPHERS                                                                             \
