@@ -2198,6 +2198,31 @@ static const struct field consumer_fields[] = {
 _Static_assert(sizeof consumer_fields / sizeof consumer_fields[0] <= MAX_FIELDS,
                "raise MAX_FIELDS");
 
+/*
+ * Kong gives a declarative consumer without an id a name-based UUID (v5),
+ * so X-Consumer-ID and $(consumer.id) always have a value that stays the
+ * same across reloads. The same here: SHA-1 over a namespace of ours and
+ * "username:<u>" (or "custom_id:<c>"), formatted as RFC 4122 version 5.
+ */
+static char *consumer_generated_id(struct loader *L, const struct sl_consumer *c)
+{
+    char name[600];
+    snprintf(name, sizeof name, "sluice consumer %s:%s", c->username ? "username" : "custom_id",
+             c->username ? c->username : c->custom_id ? c->custom_id : "");
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (!EVP_Digest(name, strlen(name), md, &md_len, EVP_sha1(), NULL) || md_len < 16)
+        return NULL;
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50); /* version 5 */
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    char text[37];
+    snprintf(text, sizeof text,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
+             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
+             md[13], md[14], md[15]);
+    return lstrdup(L, text);
+}
+
 static bool read_consumers(struct loader *L, const struct sl_conf_value *seq)
 {
     if (!expect_type(L, seq, SL_CONF_SEQ))
@@ -4245,8 +4270,12 @@ static bool layout(struct loader *L)
         return false;
     for (size_t i = 0; i < cfg->n_services; i++)
         cfg->services[i] = ((struct service_rec *)vec_at(&L->services, i))->s;
-    for (size_t i = 0; i < cfg->n_consumers; i++)
+    for (size_t i = 0; i < cfg->n_consumers; i++) {
         cfg->consumers[i] = *(struct sl_consumer *)vec_at(&L->consumers, i);
+        if (cfg->consumers[i].id == NULL &&
+            (cfg->consumers[i].id = consumer_generated_id(L, &cfg->consumers[i])) == NULL)
+            return false;
+    }
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct route_rec *r = vec_at(&L->routes, i);
         cfg->routes[i] = r->r;

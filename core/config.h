@@ -162,7 +162,7 @@ struct sl_route {
 };
 
 struct sl_consumer {
-    char *id;        /* may be NULL */
+    char *id;        /* as written, or generated from the username (Kong: a v5 UUID) */
     char *username;  /* may be NULL (then custom_id is set) */
     char *custom_id; /* may be NULL (then username is set) */
     size_t index;

@@ -585,6 +585,11 @@ static bool name_is_token(const char *name)
     return true;
 }
 
+bool sl_plugin_is_header_name(const char *name)
+{
+    return name_is_token(name);
+}
+
 static bool add_edit(struct sl_plugin_ctx *ctx, bool upstream, enum sl_header_edit_op op,
                      const char *name, const char *value, size_t len)
 {
@@ -981,6 +986,33 @@ bool sl_plugin_config_bool(const struct sl_plugin_conf *pc, const struct sl_conf
         return sl_plugin_config_error(err, cfg, pc, v, "config.%s: expected a boolean, got %s", key,
                                       sl_conf_type_name(v->type));
     *out = v->boolean;
+    return true;
+}
+
+bool sl_plugin_config_strings(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
+                              const char *key, const char ***out, size_t *n,
+                              struct sl_config_error *err)
+{
+    const struct sl_conf_value *v = config_value(pc, key);
+    if (v == NULL)
+        return true;
+    if (v->type != SL_CONF_SEQ)
+        return sl_plugin_config_error(err, cfg, pc, v, "config.%s: expected a sequence, got %s",
+                                      key, sl_conf_type_name(v->type));
+    const char **list = calloc(v->n_items ? v->n_items : 1, sizeof *list);
+    if (list == NULL)
+        return sl_plugin_config_error(err, cfg, pc, v, "out of memory");
+    for (size_t i = 0; i < v->n_items; i++) {
+        if (v->items[i]->type != SL_CONF_STRING) {
+            free(list);
+            return sl_plugin_config_error(err, cfg, pc, v->items[i],
+                                          "config.%s: expected a string, got %s", key,
+                                          sl_conf_type_name(v->items[i]->type));
+        }
+        list[i] = v->items[i]->text;
+    }
+    *out = list;
+    *n = v->n_items;
     return true;
 }
 

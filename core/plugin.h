@@ -114,6 +114,16 @@ bool sl_plugin_config_string(const struct sl_plugin_conf *pc, const struct sl_co
                              const char *key, const char **out, size_t *len,
                              struct sl_config_error *err);
 
+/* config.<key> as a sequence of strings: *out is a malloc'ed array (the
+ * caller frees it; NULL and *n 0 when absent or null) of strings that
+ * point into the snapshot. */
+bool sl_plugin_config_strings(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
+                              const char *key, const char ***out, size_t *n,
+                              struct sl_config_error *err);
+
+/* Is name a valid header name (an RFC 9110 token)? */
+bool sl_plugin_is_header_name(const char *name);
+
 /* ---- the request, from a hook --------------------------------------------- */
 
 const char *sl_plugin_request_id(const struct sl_plugin_ctx *ctx);

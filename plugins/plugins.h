@@ -9,6 +9,7 @@
 #include "plugin.h"
 
 extern const struct sl_plugin_ops sl_plugin_request_termination;
+extern const struct sl_plugin_ops sl_plugin_jwt;
 
 /* NULL-terminated */
 extern const struct sl_plugin_ops *const sl_builtin_plugins[];
