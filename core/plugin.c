@@ -536,6 +536,40 @@ const char *sl_plugin_header(const struct sl_plugin_ctx *ctx, const char *name, 
     return NULL;
 }
 
+/* Does an edit replace or remove the client's copies of the header? */
+static bool edits_hide_client(const struct sl_plugin_ctx *ctx, const char *name)
+{
+    for (const struct sl_header_edit *e = ctx->upstream_edits; e; e = e->next)
+        if (e->op != SL_EDIT_ADD && strcasecmp(e->name, name) == 0)
+            return true;
+    return false;
+}
+
+const char *sl_plugin_upstream_header(const struct sl_plugin_ctx *ctx, const char *name,
+                                      size_t index, size_t *len)
+{
+    if (!edits_hide_client(ctx, name)) {
+        size_t n = sl_plugin_header_count(ctx, name);
+        if (index < n)
+            return sl_plugin_header(ctx, name, index, len);
+        index -= n;
+    }
+    for (const struct sl_header_edit *e = ctx->upstream_edits; e; e = e->next)
+        if (e->op != SL_EDIT_REMOVE && strcasecmp(e->name, name) == 0 && index-- == 0) {
+            *len = e->value_len;
+            return e->value;
+        }
+    return NULL;
+}
+
+size_t sl_plugin_upstream_header_count(const struct sl_plugin_ctx *ctx, const char *name)
+{
+    size_t n = edits_hide_client(ctx, name) ? 0 : sl_plugin_header_count(ctx, name);
+    for (const struct sl_header_edit *e = ctx->upstream_edits; e; e = e->next)
+        n += e->op != SL_EDIT_REMOVE && strcasecmp(e->name, name) == 0;
+    return n;
+}
+
 size_t sl_plugin_header_count(const struct sl_plugin_ctx *ctx, const char *name)
 {
     size_t name_len = strlen(name), n = 0;

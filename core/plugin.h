@@ -158,6 +158,12 @@ const char *sl_plugin_credential_id(const struct sl_plugin_ctx *ctx);
 
 /* ---- changing what goes upstream (rewrite/access) ------------------------ */
 
+/* A request header as it will go upstream: the client's copies unless an
+ * earlier edit replaced or removed them, then the values edits added. */
+const char *sl_plugin_upstream_header(const struct sl_plugin_ctx *ctx, const char *name,
+                                      size_t index, size_t *len);
+size_t sl_plugin_upstream_header_count(const struct sl_plugin_ctx *ctx, const char *name);
+
 /* Replace every copy of the header (set), add one more (add) or drop all
  * (remove). Names are case-insensitive. Values with CR, LF or NUL are
  * refused (returns false) and never reach the upstream. */

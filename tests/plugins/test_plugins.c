@@ -268,6 +268,7 @@ const struct sl_plugin_ops sl_plugin_test_rewrite = {
 const struct sl_plugin_ops *const sl_builtin_plugins[] = {
     &sl_plugin_request_termination,
     &sl_plugin_jwt,
+    &sl_plugin_request_transformer,
     &sl_plugin_test_suspend,
     &sl_plugin_test_consumer,
     &sl_plugin_test_rewrite,
