@@ -2,6 +2,7 @@
  * Prometheus metrics (see metrics.h for the threading rules).
  */
 #include "metrics.h"
+#include "plugin_runtime.h"
 
 #include <event2/buffer.h>
 #include <stdio.h>
@@ -353,4 +354,5 @@ void sl_metrics_render(const struct sl_server *srv, const struct sl_snapshot *sn
         (unsigned long long)atomic_load_explicit(&reloads_ok, memory_order_relaxed),
         (unsigned long long)atomic_load_explicit(&reloads_failed, memory_order_relaxed),
         atomic_load(&last_reload_ok), PACKAGE_VERSION);
+    sl_plugins_render_metrics(out); /* the plugins' own families */
 }

@@ -10,6 +10,7 @@
  */
 #include "plugin.h"
 
+#include <event2/buffer.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -289,6 +290,8 @@ static enum sl_plugin_phase_result run_phase(struct sl_plugin_ctx *ctx, const st
                                              bool rewrite)
 {
     const struct runtime *rt = ctx->cfg->plugin_runtime;
+    if (ctx->responded) /* a suspended hook answered before it resumed */
+        return SL_PHASE_RESPOND;
     while (ctx->next_slot < plan->n) {
         const struct slot *slot = &plan->slots[ctx->next_slot++];
         enum sl_plugin_result (*hook)(struct sl_plugin_ctx *, const void *) =
@@ -1064,4 +1067,27 @@ bool sl_plugin_config_string(const struct sl_plugin_conf *pc, const struct sl_co
     if (len)
         *len = v->text_len;
     return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* metrics                                                                   */
+
+struct sl_plugin_metrics {
+    struct evbuffer *out;
+};
+
+void sl_plugin_metrics_printf(struct sl_plugin_metrics *m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(m->out, fmt, ap);
+    va_end(ap);
+}
+
+void sl_plugins_render_metrics(struct evbuffer *out)
+{
+    struct sl_plugin_metrics m = {out};
+    for (size_t i = 0; i < registry_n; i++)
+        if (registry[i]->metrics != NULL)
+            registry[i]->metrics(&m);
 }

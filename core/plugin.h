@@ -46,6 +46,7 @@
 #include "config.h"
 
 struct sl_plugin_ctx;
+struct sl_plugin_metrics;
 struct event_base;
 
 enum sl_plugin_result {
@@ -75,7 +76,16 @@ struct sl_plugin_ops {
 
     /* Per-worker data: created lazily by the plugin, freed here. */
     void (*free_worker_data)(void *data);
+
+    /* Lines for GET /metrics (Prometheus text format, HELP and TYPE
+     * included), from the plugin's own process-wide counters; runs on the
+     * status thread, so it reads atomics only. */
+    void (*metrics)(struct sl_plugin_metrics *out);
 };
+
+/* Append Prometheus text to a /metrics answer (printf-style). */
+void sl_plugin_metrics_printf(struct sl_plugin_metrics *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* ---- registry (main thread, before loading any configuration) ---------- */
 

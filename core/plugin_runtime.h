@@ -15,6 +15,8 @@
 #include "plugin.h"
 #include "router.h"
 
+struct evbuffer;
+
 #define SL_PLUGIN_MAX_PER_REQUEST 32
 
 enum sl_header_edit_op { SL_EDIT_SET, SL_EDIT_ADD, SL_EDIT_REMOVE };
@@ -136,6 +138,9 @@ void sl_plugin_ctx_release(struct sl_plugin_ctx *ctx);
  * free_worker_data runs, while the worker's event_base still exists. */
 void **sl_plugins_new_worker_data(void);
 void sl_plugins_free_worker_data(void **data);
+
+/* Every registered plugin's metrics hook, into out (struct evbuffer). */
+void sl_plugins_render_metrics(struct evbuffer *out);
 
 /* Kong's default message for an error status (kong.response.error). */
 const char *sl_plugin_default_message(int status);

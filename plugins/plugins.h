@@ -11,6 +11,7 @@
 extern const struct sl_plugin_ops sl_plugin_request_termination;
 extern const struct sl_plugin_ops sl_plugin_jwt;
 extern const struct sl_plugin_ops sl_plugin_request_transformer;
+extern const struct sl_plugin_ops sl_plugin_rate_limiting;
 
 /* NULL-terminated */
 extern const struct sl_plugin_ops *const sl_builtin_plugins[];

@@ -176,6 +176,11 @@ def body(t):
             r1 = c.read_response()
         t.eq(r1.status, 400, "bad chunk framing while the plugin reads the body: 400")
 
+        r, rec = req("/p/x", {"X-Test-Body": "deny"}, method="POST", data=b"abc")
+        t.ok(r and r.status == 403 and b"denied after suspension" in r.body and rec is None,
+             "a hook answers after its suspension: the answer goes out, nothing upstream "
+             "(failed before the fix: the request was proxied)", repr(r))
+
         # Expect: 100-continue is answered so the client sends the body
         up.clear()
         with h.Conn(port) as c:

@@ -21,7 +21,8 @@
  *     "none"); X-Test-Set-Then-Remove: <name> sets that header and then
  *     removes it; X-Test-Body: upper|keep reads the body (config.max_body,
  *     default 1024): upper sends it upper-cased, keep leaves it, and the
- *     upstream gets X-Test-Body-Seen: <length> or "too-large".
+ *     upstream gets X-Test-Body-Seen: <length> or "too-large"; deny answers
+ *     403 from the callback (a response after a suspension).
  *
  * This file also defines sl_builtin_plugins for the test binary (the linker
  * then leaves plugins/registry.c out).
@@ -197,7 +198,12 @@ static const char *header_copy(struct sl_plugin_ctx *ctx, const char *name)
 
 static void rewrite_body_ready(struct sl_plugin_ctx *ctx, const char *body, size_t len, void *arg)
 {
-    bool upper = arg != NULL;
+    if (arg == (void *)2) { /* answer from the callback, after the suspension */
+        sl_plugin_respond_error(ctx, 403, "denied after suspension");
+        sl_plugin_resume(ctx);
+        return;
+    }
+    bool upper = arg == (void *)1;
     char seen[32];
     if (body == NULL) {
         sl_plugin_upstream_header_set(ctx, "X-Test-Body-Seen", "too-large", 9);
@@ -243,10 +249,10 @@ static enum sl_plugin_result rewrite_access(struct sl_plugin_ctx *ctx, const voi
         sl_plugin_upstream_header_remove(ctx, v);
     }
     if ((v = header_copy(ctx, "X-Test-Body"))) {
-        bool upper = strcmp(v, "upper") == 0;
+        bool upper = strcmp(v, "upper") == 0, deny = strcmp(v, "deny") == 0;
         /* asking twice is refused; the second call must not start anything */
         if (!sl_plugin_read_body(ctx, (size_t)*max_body, rewrite_body_ready,
-                                 upper ? (void *)1 : NULL) ||
+                                 deny ? (void *)2 : upper ? (void *)1 : NULL) ||
             sl_plugin_read_body(ctx, 1, rewrite_body_ready, NULL)) {
             sl_plugin_respond_error(ctx, 500, "read_body misbehaved");
             return SL_PLUGIN_CONTINUE;
@@ -269,6 +275,7 @@ const struct sl_plugin_ops *const sl_builtin_plugins[] = {
     &sl_plugin_request_termination,
     &sl_plugin_jwt,
     &sl_plugin_request_transformer,
+    &sl_plugin_rate_limiting,
     &sl_plugin_test_suspend,
     &sl_plugin_test_consumer,
     &sl_plugin_test_rewrite,
