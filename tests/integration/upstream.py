@@ -153,10 +153,11 @@ class _Reader:
 
 class Upstream:
     def __init__(self, mode=None, close_idle_ms=None, io_timeout=30.0, name="upstream", port=0,
-                 tls=None):
+                 tls=None, host=LOOPBACK):
         """tls: an ssl.SSLContext for the server side (HTTPS upstream); the
         SNI of each handshake is recorded in .snis."""
         self.mode = mode
+        self.host = host
         self.tls = tls
         self.snis = []
         self.tls_failures = 0
@@ -181,7 +182,7 @@ class Upstream:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((LOOPBACK, self.port or 0))
+            s.bind((self.host, self.port or 0))
         except OSError:
             s.close()
             raise
