@@ -461,6 +461,7 @@ void sl_plugin_resume(struct sl_plugin_ctx *ctx)
         return;
     ctx->suspended = false;
     ctx->cancel = NULL;
+    ctx->body_in_ready = false;
     ctx->resume(ctx->owner);
 }
 
@@ -793,9 +794,10 @@ bool sl_plugin_read_body(struct sl_plugin_ctx *ctx, size_t max_bytes, sl_plugin_
 
 void sl_plugin_body_collected(struct sl_plugin_ctx *ctx, const char *body, size_t len)
 {
-    ctx->body_in_ready = true;
+    ctx->body_in_ready = true; /* sl_plugin_resume() clears it */
+    /* ready() ends with sl_plugin_resume(), after which the request (and
+     * ctx) may be gone: nothing here may touch ctx afterwards */
     ctx->body_ready(ctx, body, len, ctx->body_arg);
-    ctx->body_in_ready = false;
 }
 
 bool sl_plugin_upstream_set_body(struct sl_plugin_ctx *ctx, const char *body, size_t len)
