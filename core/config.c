@@ -3169,10 +3169,9 @@ static bool read_jwt_secrets(struct loader *L, const struct sl_conf_value *seq, 
             /* an empty secret would make libjwt skip verification: never */
             if (j->secret == NULL && (j->secret = random_hex(L, e.node)) == NULL)
                 return false;
-        } else {
-            if (j->rsa_public_key == NULL)
-                return fail(L, e.node, "jwt_secret with algorithm %s needs 'rsa_public_key'",
-                            j->algorithm);
+        } else if (j->rsa_public_key != NULL) {
+            /* without one (unlike Kong), the key must come from the jwt
+             * plugin's jwks_url: an instance without it refuses the token */
             int want = j->algorithm[0] == 'R' ? EVP_PKEY_RSA : EVP_PKEY_EC;
             EVP_PKEY *pub = NULL;
             int type = pem_key_type(j->rsa_public_key, false, false, &pub);

@@ -29,6 +29,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "jwks.h"
 #include "jwt_token.h"
 #include "plugins.h"
 #include "util.h"
@@ -65,6 +66,7 @@ struct jwt_conf {
     char *www_error; /* ... error="invalid_token" */
     struct jwt_cred *creds; /* sorted by key */
     size_t n_creds;
+    struct sl_jwks *jwks; /* keys by kid from jwks_url (ours), or NULL */
 };
 
 static atomic_uint_fast64_t next_conf_id = 1;
@@ -87,6 +89,7 @@ static void jwt_free(void *arg)
         }
     }
     free(c->creds);
+    sl_jwks_release(c->jwks);
     free(c);
 }
 
@@ -152,7 +155,8 @@ static bool prepare_credentials(struct jwt_conf *c, const struct sl_plugin_conf 
             if (!why && (cr->secret_buf == NULL || cr->key.secret_len == 0))
                 why = "its secret is empty";
             cr->key.secret = cr->secret_buf;
-        } else {
+        } else if (s->rsa_public_key != NULL) {
+            /* (no key at all: only keys from jwks_url can verify its tokens) */
             cr->key.pkey = sl_jwt_public_key(cr->key.alg, s->rsa_public_key);
             if (cr->key.pkey == NULL)
                 why = "its rsa_public_key is not a usable public key for the algorithm "
@@ -192,7 +196,8 @@ static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *c
     static const char *const known[] = {
         "uri_param_names", "cookie_names",     "header_names", "key_claim_name",
         "secret_is_base64", "claims_to_verify", "maximum_expiration", "anonymous",
-        "run_on_preflight", "realm",            NULL};
+        "run_on_preflight", "realm",            "jwks_url",           "jwks_refresh_interval",
+        NULL};
     if (!sl_plugin_config_known_keys(pc, cfg, known, err))
         return false;
     struct jwt_conf *c = calloc(1, sizeof *c);
@@ -204,7 +209,8 @@ static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *c
     bool secret_is_base64 = false;
     const char **claims = NULL;
     size_t n_claims = 0;
-    const char *anonymous = NULL, *realm = NULL;
+    const char *anonymous = NULL, *realm = NULL, *jwks_url = NULL;
+    long long jwks_refresh = 300;
     const struct sl_conf_value *cv = pc->config;
     bool ok =
         sl_plugin_config_strings(pc, cfg, "uri_param_names", &c->uri_param_names,
@@ -220,7 +226,9 @@ static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *c
                              err) &&
         sl_plugin_config_string(pc, cfg, "anonymous", &anonymous, NULL, err) &&
         sl_plugin_config_bool(pc, cfg, "run_on_preflight", &c->run_on_preflight, err) &&
-        sl_plugin_config_string(pc, cfg, "realm", &realm, NULL, err);
+        sl_plugin_config_string(pc, cfg, "realm", &realm, NULL, err) &&
+        sl_plugin_config_string(pc, cfg, "jwks_url", &jwks_url, NULL, err) &&
+        sl_plugin_config_int(pc, cfg, "jwks_refresh_interval", 1, 86400, &jwks_refresh, err);
     if (!ok)
         goto fail;
     /* Kong's defaults when the keys are absent */
@@ -304,6 +312,18 @@ static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *c
     snprintf(c->www_error, www_size, "%s error=\"invalid_token\"", c->www_base);
     if (!prepare_credentials(c, pc, cfg, secret_is_base64, err))
         goto fail;
+    if (jwks_url) {
+        if (strncmp(jwks_url, "http://", 7) != 0 && strncmp(jwks_url, "https://", 8) != 0) {
+            sl_plugin_config_error(err, cfg, pc, sl_conf_get(cv, "jwks_url"),
+                                   "config.jwks_url: an http:// or https:// URL");
+            goto fail;
+        }
+        c->jwks = sl_jwks_acquire(jwks_url, (unsigned)jwks_refresh);
+        if (c->jwks == NULL) {
+            sl_plugin_config_error(err, cfg, pc, NULL, "out of memory");
+            goto fail;
+        }
+    }
     free(claims);
     *out = c;
     return true;
@@ -537,6 +557,25 @@ static const struct jwt_cred *find_cred(const struct jwt_conf *c, const char *ke
     return NULL;
 }
 
+/* The key to verify with: the JWKS key named by the token's kid (when the
+ * instance has jwks_url), else the credential's own. */
+static const struct sl_jwt_key *verify_key(const struct jwt_conf *c, const struct sl_jwt_token *t,
+                                           const struct jwt_cred *cr, struct sl_jwt_key *jwk)
+{
+    if (c->jwks == NULL || sl_jwt_alg_is_hmac(t->alg))
+        return &cr->key;
+    json_t *kid = json_object_get(t->header, "kid");
+    EVP_PKEY *pk = json_is_string(kid) ? sl_jwks_find(c->jwks, json_string_value(kid), t->alg)
+                                       : NULL;
+    if (pk == NULL)
+        return &cr->key;
+    jwk->alg = t->alg;
+    jwk->secret = NULL;
+    jwk->secret_len = 0;
+    jwk->pkey = pk;
+    return jwk;
+}
+
 static bool authenticate(struct sl_plugin_ctx *ctx, const struct jwt_conf *c, struct failure *f)
 {
     struct token_set ts = {0};
@@ -562,6 +601,7 @@ static bool authenticate(struct sl_plugin_ctx *ctx, const struct jwt_conf *c, st
     if (dr != SL_JWT_DECODED)
         return fail_message(f, c->www_error, "Bad token; %s", sl_jwt_decode_reason(dr));
     bool ok = false;
+    struct sl_jwt_key jwk;
     json_t *kv = json_object_get(t.claims, c->key_claim_name);
     if (kv == NULL)
         kv = json_object_get(t.header, c->key_claim_name);
@@ -574,8 +614,11 @@ static bool authenticate(struct sl_plugin_ctx *ctx, const struct jwt_conf *c, st
         fail_message(f, c->www_error, "No credentials found for given '%s'", c->key_claim_name);
     } else if (t.alg != cr->key.alg) {
         fail_message(f, c->www_error, "Invalid algorithm");
-    } else if (!sl_jwt_verify(&t, &cr->key)) {
-        fail_message(f, c->www_error, "Invalid signature");
+    } else if (!sl_jwt_verify(&t, verify_key(c, &t, cr, &jwk))) {
+        fail_message(f, c->www_error, "%s",
+                     sl_jwt_alg_is_hmac(t.alg) || verify_key(c, &t, cr, &jwk)->pkey
+                         ? "Invalid signature"
+                         : "Invalid key/secret");
     } else if (!sl_jwt_check_claims(&t, c->verify_exp, c->verify_nbf, c->exp_first,
                                     c->maximum_expiration, now, f->body, sizeof f->body)) {
         f->www = c->www_error;

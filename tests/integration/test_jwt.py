@@ -9,12 +9,14 @@ maximum_expiration, the attack tokens, and the verified-token cache."""
 import base64
 import hashlib
 import hmac
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +67,41 @@ def pem(name):
         return f.read()
 
 
-def config(port, up_port):
+def rsa_jwk(kid):
+    out = subprocess.run(["openssl", "rsa", "-pubin", "-in", os.path.join(DATA, "rsa.pub"),
+                          "-noout", "-modulus"], capture_output=True, text=True, check=True).stdout
+    n = bytes.fromhex(out.strip().split("=", 1)[1])
+    return {"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(n),
+            "e": b64((65537).to_bytes(3, "big"))}
+
+
+class JwksServer:
+    """Serves .doc (a dict) as /jwks.json; counts the fetches."""
+
+    def __init__(self):
+        self.doc = {"keys": []}
+        self.fetches = 0
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.fetches += 1
+                body_ = json.dumps(outer.doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body_)))
+                self.end_headers()
+                self.wfile.write(body_)
+
+            def log_message(self, *a):
+                pass
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        h.register_cleanup(self.srv.shutdown)
+
+
+def config(port, up_port, jwks_port=None):
     url = "http://127.0.0.1:%d" % up_port
 
     def route(name, cfg=None, plugin=True):
@@ -87,6 +123,8 @@ def config(port, up_port):
              "jwt_secrets": [{"key": "carol-iss", "algorithm": "ES256",
                               "rsa_public_key": pem("ec.pub")}]},
             {"id": ANON_ID, "username": "nobody"},
+            {"username": "carl",
+             "jwt_secrets": [{"key": "jwks-iss", "algorithm": "RS256"}]},
         ],
         "services": [{"name": "s", "url": url, "routes": [
             route("hs"),
@@ -96,14 +134,18 @@ def config(port, up_port):
             route("sources", {"cookie_names": ["jwt_cookie"], "uri_param_names": ["token"],
                               "header_names": ["x-token"]}),
             route("open", plugin=False),
+            route("jwks", {"jwks_url": "http://127.0.0.1:%d/jwks.json" % (jwks_port or 1),
+                           "jwks_refresh_interval": 1}),
         ]}],
     }
 
 
 def body(t):
     up = Upstream().start()
+    jwks = JwksServer()
+    jwks.doc = {"keys": [rsa_jwk("r1")]}
     port = h.free_port()
-    gw = h.Gateway(config(port, up.port), port=port)
+    gw = h.Gateway(config(port, up.port, jwks.port), port=port)
     gw.start()
     now = int(time.time())
 
@@ -268,7 +310,36 @@ def body(t):
         r, _ = call("/hs/x", tampered)
         t.eq(r.status, 401, "other claims under a cached token's signature: refused")
 
+    def t_jwks():
+        key = os.path.join(DATA, "rsa.key")
+        r, rec = call("/jwks/x", token({"iss": "jwks-iss"}, "RS256", key,
+                                       header={"alg": "RS256", "kid": "r1"}))
+        t.ok(r.status == 200 and rec and rec.header("X-Consumer-Username") == "carl",
+             "jwks_url: an RS256 token verified with the JWKS key its kid names",
+             repr((r.status, r.body)))
+        refused("jwks_url: an unknown kid (the credential has no key of its own)", "/jwks/x",
+                token({"iss": "jwks-iss"}, "RS256", key, header={"alg": "RS256", "kid": "zz"}),
+                "Invalid key/secret")
+        refused("a keyless credential on an instance without jwks_url", "/hs/x",
+                token({"iss": "jwks-iss"}, "RS256", key, header={"alg": "RS256", "kid": "r1"}),
+                "Invalid key/secret")
+        # rotation: the set now names the key r2; the fetcher picks it up
+        jwks.doc = {"keys": [rsa_jwk("r2")]}
+        deadline = time.time() + 8
+        ok = False
+        while time.time() < deadline and not ok:
+            time.sleep(0.3)
+            r, _ = call("/jwks/x", token({"iss": "jwks-iss", "n": time.time()}, "RS256", key,
+                                         header={"alg": "RS256", "kid": "r2"}))
+            ok = r.status == 200
+        t.ok(ok, "jwks_url: a rotated key is picked up by the refresh (every 1 s here)")
+        refused("jwks_url: the key that left the set no longer verifies", "/jwks/x",
+                token({"iss": "jwks-iss", "n": "fresh"}, "RS256", key,
+                      header={"alg": "RS256", "kid": "r1"}), "Invalid key/secret")
+        t.ok(jwks.fetches >= 2, "fetched at load and refreshed (%d fetches)" % jwks.fetches)
+
     t.run(t_success)
+    t.run(t_jwks)
     t.run(t_kong_messages)
     t.run(t_claims)
     t.run(t_anonymous_realm_preflight)

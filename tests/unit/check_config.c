@@ -1449,8 +1449,10 @@ START_TEST(test_jwt_secrets)
                    "t.yml:5:20: invalid algorithm 'hs256'");
     expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - secret: \"\"\n",
                    "t.yml:5:17: must not be empty");
-    expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: RS256\n",
-                   "t.yml:5:9: jwt_secret with algorithm RS256 needs 'rsa_public_key'");
+    /* an RS/ES credential without a key: its keys come from a JWKS URL */
+    cfg = load_ok(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: RS256\n");
+    ck_assert_ptr_null(cfg->jwt_secrets[0].rsa_public_key);
+    sl_config_unref(cfg);
     expect_refusal(V3 "consumers:\n  - username: a\n    jwt_secrets:\n      - algorithm: RS256\n"
                       "        rsa_public_key: nope\n",
                    "t.yml:6:25: rsa_public_key: not a PEM public key");

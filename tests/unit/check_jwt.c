@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jwks.h"
 #include "jwt_token.h"
 #include "unit.h"
 
@@ -355,6 +356,84 @@ START_TEST(test_claim_types)
 }
 END_TEST
 
+/* The JWK of a public key PEM in tests/unit/data/tls (n/e or crv/x/y). */
+static void jwk_of(const char *file, const char *kid, const char *alg, char *out, size_t size)
+{
+    char *pem = slurp(file);
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *pk = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
+    BIO_free(b);
+    free(pem);
+    ck_assert_ptr_nonnull(pk);
+    char alg_field[64] = "";
+    if (alg)
+        snprintf(alg_field, sizeof alg_field, ",\"alg\":\"%s\"", alg);
+    if (EVP_PKEY_is_a(pk, "RSA")) {
+        BIGNUM *n = NULL, *e = NULL;
+        EVP_PKEY_get_bn_param(pk, "n", &n);
+        EVP_PKEY_get_bn_param(pk, "e", &e);
+        unsigned char nb[1024], eb[16];
+        int nl = BN_bn2bin(n, nb), el = BN_bn2bin(e, eb);
+        char n64[1500], e64[32];
+        b64url(nb, (size_t)nl, n64);
+        b64url(eb, (size_t)el, e64);
+        snprintf(out, size, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"%s}",
+                 kid, n64, e64, alg_field);
+        BN_free(n);
+        BN_free(e);
+    } else {
+        unsigned char pt[200];
+        size_t pl = 0;
+        EVP_PKEY_get_octet_string_param(pk, "pub", pt, sizeof pt, &pl);
+        ck_assert_uint_eq(pl, 65);
+        char x64[64], y64[64];
+        b64url(pt + 1, 32, x64);
+        b64url(pt + 33, 32, y64);
+        snprintf(out, size, "{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"%s}",
+                 kid, x64, y64, alg_field);
+    }
+    EVP_PKEY_free(pk);
+}
+
+START_TEST(test_jwks)
+{
+    char rsa[2048], ec[512], enc[2048], doc[8192];
+    jwk_of("rsa.pub", "r1", NULL, rsa, sizeof rsa);
+    jwk_of("ec.pub", "e1", "ES256", ec, sizeof ec);
+    jwk_of("rsa.pub", "enc", NULL, enc, sizeof enc);
+    char *use = strstr(enc, "\"use\":\"sig\"");
+    memcpy(use, "\"use\":\"enc\"", 11); /* an encryption key: skipped */
+    snprintf(doc, sizeof doc,
+             "{\"keys\":[%s,%s,%s,{\"kty\":\"oct\",\"kid\":\"h\",\"k\":\"AAAA\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"broken\",\"n\":\"!!\",\"e\":\"AQAB\"}]}",
+             rsa, ec, enc);
+    struct sl_jwks_set *set = sl_jwks_parse(doc, strlen(doc));
+    ck_assert_ptr_nonnull(set);
+    ck_assert_uint_eq(sl_jwks_set_size(set), 2);
+    ck_assert_ptr_nonnull(sl_jwks_set_find(set, "r1", SL_JWT_RS256));
+    ck_assert_ptr_nonnull(sl_jwks_set_find(set, "r1", SL_JWT_RS512));
+    ck_assert_ptr_null(sl_jwks_set_find(set, "r1", SL_JWT_ES256));   /* RSA key, EC alg */
+    ck_assert_ptr_nonnull(sl_jwks_set_find(set, "e1", SL_JWT_ES256));
+    ck_assert_ptr_null(sl_jwks_set_find(set, "e1", SL_JWT_ES384));   /* alg and curve */
+    ck_assert_ptr_null(sl_jwks_set_find(set, "nope", SL_JWT_RS256));
+    ck_assert_ptr_null(sl_jwks_set_find(set, "enc", SL_JWT_RS256));
+    ck_assert_ptr_null(sl_jwks_set_find(set, "h", SL_JWT_HS256));
+
+    /* a token signed by the key verifies with the JWKS key */
+    char *tok = make_token("{\"alg\":\"RS256\",\"kid\":\"r1\"}", "{\"iss\":\"a\"}", "RS256",
+                           "rsa.key");
+    struct sl_jwt_token t;
+    ck_assert_int_eq(decode(tok, &t), SL_JWT_DECODED);
+    struct sl_jwt_key k = {SL_JWT_RS256, NULL, 0, sl_jwks_set_find(set, "r1", SL_JWT_RS256)};
+    ck_assert(sl_jwt_verify(&t, &k));
+    sl_jwt_token_free(&t);
+    free(tok);
+    sl_jwks_set_free(set);
+    ck_assert_ptr_null(sl_jwks_parse("{\"nokeys\":1}", 12));
+    ck_assert_ptr_null(sl_jwks_parse("not json", 8));
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("jwt");
@@ -367,6 +446,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_malformed);
     tcase_add_test(tc, test_kid_ignored);
     tcase_add_test(tc, test_claim_types);
+    tcase_add_test(tc, test_jwks);
     suite_add_tcase(s, tc);
     return s;
 }
