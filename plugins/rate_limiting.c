@@ -65,6 +65,7 @@ struct rl_conf {
     const char *redis_host, *redis_username, *redis_password;
     int redis_port, redis_database;
     long long redis_timeout_ms;
+    double sync_rate; /* -1: one round trip per request; else seconds between syncs */
 };
 
 static atomic_uint_fast64_t next_conf_id = 1;
@@ -104,7 +105,7 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
                             : pc->service->name ? pc->service->name
                                                 : "")
                          : "");
-    long long error_code = 429, sync_rate = -1, port = 6379, database = 0, timeout = 2000;
+    long long error_code = 429, port = 6379, database = 0, timeout = 2000;
     c->error_message = "API rate limit exceeded";
     const char *limit_by = "consumer", *policy = "local", *algorithm = "fixed";
     const struct sl_conf_value *cv = pc->config;
@@ -122,7 +123,6 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
          sl_plugin_config_bool(pc, cfg, "hide_client_headers", &c->hide_client_headers, err) &&
          sl_plugin_config_int(pc, cfg, "error_code", 0, 999, &error_code, err) &&
          sl_plugin_config_string(pc, cfg, "error_message", &c->error_message, NULL, err) &&
-         sl_plugin_config_int(pc, cfg, "sync_rate", -1, 3600, &sync_rate, err) &&
          sl_plugin_config_string(pc, cfg, "algorithm", &algorithm, NULL, err) &&
          /* the flat names Kong still reads */
          sl_plugin_config_string(pc, cfg, "redis_host", &c->redis_host, NULL, err) &&
@@ -245,10 +245,27 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
                                "config.policy: expected one of: local, cluster, redis");
         goto fail;
     }
-    if (sync_rate != -1) {
-        sl_plugin_config_error(err, cfg, pc, sl_conf_get(cv, "sync_rate"),
-                               "config.sync_rate other than -1 is not supported yet");
-        goto fail;
+    const struct sl_conf_value *sr = cv ? sl_conf_get(cv, "sync_rate") : NULL;
+    c->sync_rate = -1;
+    if (sr && sr->type != SL_CONF_NULL) {
+        if (sr->type != SL_CONF_INT && sr->type != SL_CONF_FLOAT) {
+            sl_plugin_config_error(err, cfg, pc, sr, "config.sync_rate: expected a number");
+            goto fail;
+        }
+        c->sync_rate = sr->number;
+        /* Kong: -1 (synchronous), or at least 0.02 s, and only with a
+         * central store (redis here) */
+        if (c->sync_rate != -1 && (c->sync_rate < 0.02 || c->sync_rate > 3600)) {
+            sl_plugin_config_error(err, cfg, pc, sr,
+                                   "config.sync_rate: -1, or between 0.02 and 3600 seconds");
+            goto fail;
+        }
+        if (c->sync_rate != -1 && !c->redis) {
+            sl_plugin_config_error(err, cfg, pc, sr,
+                                   "config.sync_rate: only with policy redis (local counts are "
+                                   "exact already)");
+            goto fail;
+        }
     }
     if (strcmp(algorithm, "sliding") == 0) {
         c->sliding = true;
@@ -586,7 +603,25 @@ struct rl_worker {
     bool closing; /* being freed: no reconnect */
     char script_sha[41];
     struct rl_call *calls; /* in flight, to be told when the connection dies */
+    /* sync_rate > 0: counts kept here, synced to Redis by a timer */
+    struct sync_entry **sync;
+    size_t n_sync;
+    struct event *sync_timer;
+    double sync_interval;
 };
+
+/* A window's count under sync_rate: what Redis said at the last sync, what
+ * this worker sent and Redis has not confirmed, and what it counted since. */
+struct sync_entry {
+    char *key;
+    size_t key_len;
+    long long remote, inflight, delta;
+    time_t end;
+    long long ttl;
+    double rate, last_sync;
+    bool sending;
+};
+#define SYNC_MAX_ENTRIES 4096
 
 struct rl_call {
     struct rl_worker *w;
@@ -885,9 +920,39 @@ static void worker_free(void *arg)
     }
     if (w->retry)
         event_free(w->retry);
+    if (w->sync_timer)
+        event_free(w->sync_timer);
+    for (size_t i = 0; i < w->n_sync; i++) {
+        free(w->sync[i]->key);
+        free(w->sync[i]);
+    }
+    free(w->sync);
     free(w->username);
     free(w->password);
     free(w);
+}
+
+/* A worker's Redis connections: one per (server, database, credentials),
+ * so instances pointing at different servers do not share one. */
+struct rl_connections {
+    struct rl_worker **conns;
+    size_t n;
+};
+
+static void connections_free(void *arg)
+{
+    struct rl_connections *cs = arg;
+    if (cs == NULL)
+        return;
+    for (size_t i = 0; i < cs->n; i++)
+        worker_free(cs->conns[i]);
+    free(cs->conns);
+    free(cs);
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
 }
 
 static struct rl_worker *worker_for(struct sl_plugin_ctx *ctx, const struct rl_conf *c)
@@ -895,21 +960,26 @@ static struct rl_worker *worker_for(struct sl_plugin_ctx *ctx, const struct rl_c
     void **slot = sl_plugin_worker_data(ctx);
     if (slot == NULL)
         return NULL;
-    struct rl_worker *w = *slot;
-    bool same = w && strcmp(w->host, c->redis_host) == 0 && w->port == c->redis_port &&
-                w->database == c->redis_database &&
-                ((w->password == NULL) == (c->redis_password == NULL)) &&
-                (!w->password || strcmp(w->password, c->redis_password) == 0) &&
-                ((w->username == NULL) == (c->redis_username == NULL)) &&
-                (!w->username || strcmp(w->username, c->redis_username) == 0);
-    if (w && !same) {
-        /* another server or credentials (a reload): start over */
-        if (w->calls == NULL) {
-            worker_free(w);
-            *slot = w = NULL;
-        }
+    if (*slot == NULL)
+        *slot = calloc(1, sizeof(struct rl_connections));
+    struct rl_connections *cs = *slot;
+    if (cs == NULL)
+        return NULL;
+    struct rl_worker *w = NULL;
+    for (size_t i = 0; i < cs->n && !w; i++) {
+        struct rl_worker *x = cs->conns[i];
+        if (strcmp(x->host, c->redis_host) == 0 && x->port == c->redis_port &&
+            x->database == c->redis_database && same_text(x->password, c->redis_password) &&
+            same_text(x->username, c->redis_username))
+            w = x;
     }
     if (w == NULL) {
+        if (cs->n == 64)
+            return NULL; /* a bound: 64 different Redis settings per worker */
+        struct rl_worker **grown = realloc(cs->conns, (cs->n + 1) * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        cs->conns = grown;
         w = calloc(1, sizeof *w);
         if (w == NULL)
             return NULL;
@@ -923,7 +993,7 @@ static struct rl_worker *worker_for(struct sl_plugin_ctx *ctx, const struct rl_c
         SHA1((const unsigned char *)RL_SCRIPT, strlen(RL_SCRIPT), md);
         for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
             snprintf(w->script_sha + 2 * i, 3, "%02x", md[i]);
-        *slot = w;
+        cs->conns[cs->n++] = w;
         redis_connect(w);
     }
     return w;
@@ -1032,6 +1102,152 @@ failed:
 }
 
 /* ------------------------------------------------------------------------ */
+/* redis with sync_rate: local counting, deltas synced in the background     */
+
+static const char SYNC_SCRIPT[] =
+    "if ARGV[1] == '0' then return tonumber(redis.call('GET', KEYS[1]) or '0') end\n"
+    "local v = redis.call('INCRBY', KEYS[1], ARGV[1])\n"
+    "if v == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end\n"
+    "return v\n";
+
+static double now_seconds(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static void on_sync_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct rl_worker *w = ac->data;
+    struct sync_entry *e = privdata;
+    redisReply *reply = r;
+    e->sending = false;
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        e->remote = reply->integer; /* includes what was in flight */
+        e->inflight = 0;
+        return;
+    }
+    /* not counted there: counted again at the next sync */
+    e->delta += e->inflight;
+    e->inflight = 0;
+    if (w && !w->closing)
+        worker_log_error(w, "sync failed: %s",
+                         reply == NULL ? "connection lost"
+                         : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                            : "unexpected reply");
+}
+
+static void sync_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct rl_worker *w = arg;
+    double now = now_seconds();
+    for (size_t i = 0; i < w->n_sync;) {
+        struct sync_entry *e = w->sync[i];
+        if (e->end <= (time_t)now && e->delta == 0 && !e->sending) {
+            free(e->key);
+            free(e);
+            w->sync[i] = w->sync[--w->n_sync]; /* the window is over */
+            continue;
+        }
+        i++;
+        if (e->sending || now - e->last_sync < e->rate || w->ac == NULL || w->state == RC_DOWN)
+            continue;
+        char delta[32], ttl[32];
+        snprintf(delta, sizeof delta, "%lld", e->delta);
+        snprintf(ttl, sizeof ttl, "%lld", e->ttl); /* seconds (Kong gives EXPIREAT ms) */
+        const char *argv[] = {"EVAL", SYNC_SCRIPT, "1", e->key, delta, ttl};
+        size_t argvlen[] = {4, strlen(SYNC_SCRIPT), 1, e->key_len, strlen(delta), strlen(ttl)};
+        if (redisAsyncCommandArgv(w->ac, on_sync_reply, e, 6, argv, argvlen) != REDIS_OK)
+            continue;
+        e->inflight = e->delta;
+        e->delta = 0;
+        e->sending = true;
+        e->last_sync = now;
+    }
+}
+
+static struct sync_entry *sync_get(struct rl_worker *w, char *key, size_t key_len, time_t end,
+                                   long long ttl, double rate)
+{
+    for (size_t i = 0; i < w->n_sync; i++)
+        if (w->sync[i]->key_len == key_len && memcmp(w->sync[i]->key, key, key_len) == 0) {
+            free(key);
+            return w->sync[i];
+        }
+    if (w->n_sync == SYNC_MAX_ENTRIES) {
+        free(key);
+        return NULL;
+    }
+    if (w->n_sync % 64 == 0) {
+        struct sync_entry **grown = realloc(w->sync, (w->n_sync + 64) * sizeof *grown);
+        if (grown == NULL) {
+            free(key);
+            return NULL;
+        }
+        w->sync = grown;
+    }
+    struct sync_entry *e = calloc(1, sizeof *e);
+    if (e == NULL) {
+        free(key);
+        return NULL;
+    }
+    e->key = key;
+    e->key_len = key_len;
+    e->end = end;
+    e->ttl = ttl;
+    e->rate = rate;
+    e->last_sync = 0; /* a new key is read from Redis at the next tick */
+    w->sync[w->n_sync++] = e;
+    if (w->sync_timer == NULL)
+        w->sync_timer = event_new(w->base, -1, EV_PERSIST, sync_tick, w);
+    if (w->sync_timer && (w->sync_interval == 0 || rate < w->sync_interval)) {
+        w->sync_interval = rate;
+        struct timeval tv = {(time_t)rate, (suseconds_t)((rate - (time_t)rate) * 1e6)};
+        event_add(w->sync_timer, &tv);
+    }
+    return e;
+}
+
+static void sync_take(struct rl_worker *w, const struct rl_conf *c, const char *id,
+                      size_t id_len, const struct timeval *tv, struct usage *u)
+{
+    struct sync_entry *taken[N_PERIODS] = {0};
+    u->stop = -1;
+    for (int p = 0; p < N_PERIODS; p++) {
+        if (!u->limited[p])
+            continue;
+        time_t start, end;
+        window_of((enum period)p, tv->tv_sec, &start, &end);
+        u->end[p] = end;
+        size_t key_len;
+        char *key = key_for(c, id, id_len, p, start, &key_len);
+        struct sync_entry *e = key ? sync_get(w, key, key_len, end, (long long)(end - start) + 1,
+                                              c->sync_rate)
+                                   : NULL;
+        if (e == NULL) {
+            atomic_fetch_add_explicit(&local_full_total, 1, memory_order_relaxed);
+            continue;
+        }
+        long long used = e->remote + e->inflight + e->delta;
+        u->used[p] = used;
+        if (u->stop >= 0 || used >= u->limit[p]) {
+            if (u->stop < 0)
+                u->stop = p;
+            continue;
+        }
+        e->delta++;
+        taken[p] = e;
+    }
+    if (u->stop >= 0)
+        for (int p = 0; p < N_PERIODS; p++)
+            if (taken[p])
+                taken[p]->delta--;
+}
+
+/* ------------------------------------------------------------------------ */
 /* access                                                                    */
 
 static enum sl_plugin_result rl_access(struct sl_plugin_ctx *ctx, const void *arg)
@@ -1041,6 +1257,15 @@ static enum sl_plugin_result rl_access(struct sl_plugin_ctx *ctx, const void *ar
     const char *id = identifier(ctx, c, &id_len);
     struct timeval tv;
     gettimeofday(&tv, NULL);
+    if (c->redis && c->sync_rate > 0) {
+        struct rl_worker *w = worker_for(ctx, c);
+        struct usage u;
+        usage_init(c, &u);
+        if (w != NULL)
+            sync_take(w, c, id, id_len, &tv, &u);
+        finish(ctx, c, &u, tv.tv_sec);
+        return SL_PLUGIN_CONTINUE;
+    }
     if (c->redis)
         return redis_take(ctx, c, id, id_len, &tv);
     struct usage u;
@@ -1103,6 +1328,6 @@ const struct sl_plugin_ops sl_plugin_rate_limiting = {
     .parse_config = rl_parse,
     .free_config = free,
     .access = rl_access,
-    .free_worker_data = worker_free,
+    .free_worker_data = connections_free,
     .metrics = rl_metrics,
 };

@@ -253,6 +253,8 @@ def body(t):
                 {"name": "badpw", "paths": ["/badpw"], "plugins": [rl(
                     hour=10, policy="redis", redis_host="127.0.0.1", redis_port=bad_pw.port,
                     redis_password="wrong")]},
+                {"name": "synced", "paths": ["/synced"],
+                 "plugins": [redis_cfg(p, hour=20, sync_rate=0.5)]},
                 {"name": "baddb", "paths": ["/baddb"], "plugins": [rl(
                     hour=10, policy="redis", redis={"host": "127.0.0.1", "port": redis.port,
                                                     "database": 999})]},
@@ -338,7 +340,40 @@ def body(t):
         t.ok("SELECT failed" in gws[2].stderr(), "wrong database: 'SELECT failed' in the log",
              gws[2].stderr_tail(5))
 
+    def t_sync_rate():
+        # two single-worker gateways: each counts locally and syncs every 0.5 s
+        sp = [h.free_port() for _ in range(2)]
+        sg = []
+        for i, p in enumerate(sp):
+            cfg = gw_config(p)
+            cfg["gateway"]["worker_processes"] = 1
+            g = h.Gateway(cfg, port=p, name="gateway-sync-%d" % i)
+            g.start()
+            sg.append(g)
+        a = statuses(sp[0], "/synced/x", 12)
+        t.eq(a.count(200), 12, "sync_rate: counted locally, no round trip per request")
+        b1 = statuses(sp[1], "/synced/x", 1)
+        time.sleep(1.5)  # both synced: Redis has 13, each gateway has read it back
+        b = statuses(sp[1], "/synced/x", 12)
+        t.ok(b1 == [200] and b.count(200) == 7 and b.count(429) == 5,
+             "sync_rate: another gateway sees the synced count (13 of 20 used: 7 more pass)",
+             repr(b))
+        time.sleep(1.5)
+        keys = subprocess.run(["redis-cli", "-p", str(redis.port), "--scan", "--pattern",
+                               "ratelimit:synced:*"], capture_output=True, text=True).stdout.split()
+        vals = [int(subprocess.run(["redis-cli", "-p", str(redis.port), "GET", k],
+                                   capture_output=True, text=True).stdout or 0) for k in keys]
+        ttls = [int(subprocess.run(["redis-cli", "-p", str(redis.port), "TTL", k],
+                                   capture_output=True, text=True).stdout) for k in keys]
+        t.eq(vals, [20], "sync_rate: Redis holds every admitted request (12 + 1 + 7)")
+        t.ok(keys and all(0 < x <= 3601 for x in ttls),
+             "sync_rate: keys expire in seconds (Kong's bug gives milliseconds)", repr(ttls))
+        for g in sg:
+            g.stop()
+            g.check_clean(t)
+
     t.run(t_redis_headers)
+    t.run(t_sync_rate)
     t.run(t_replicas)
     t.run(t_redis_sliding)
     t.run(t_redis_down_and_back)
