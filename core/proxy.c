@@ -646,8 +646,9 @@ static void client_free(struct sl_client *c)
     if (c->idle_ev)
         event_free(c->idle_ev);
     if (c->ssl) {
-        /* close_notify, best effort: the socket is non-blocking */
-        if (SSL_is_init_finished(c->ssl))
+        /* close_notify, best effort (the socket is non-blocking), unless
+         * client_linger sent it already */
+        if (SSL_is_init_finished(c->ssl) && !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN))
             SSL_shutdown(c->ssl);
         SSL_free(c->ssl);
     }
@@ -702,6 +703,9 @@ static void client_close(struct sl_client *c)
  * peer reads our answer instead of a reset (nginx's lingering close). */
 static void client_linger(struct sl_client *c)
 {
+    /* TLS: close_notify goes before the FIN (after it, the write fails) */
+    if (c->ssl && SSL_is_init_finished(c->ssl) && !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN))
+        SSL_shutdown(c->ssl);
     if (shutdown(c->fd, SHUT_WR) < 0) {
         client_close(c);
         return;

@@ -256,6 +256,8 @@ static SSL_CTX *new_ctx(struct sl_tls *tls, char *err, size_t err_size)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only */
+    /* no read_ahead: OpenSSL would keep bytes the socket no longer shows
+     * as readable, and libevent's bufferevent would wait for them forever */
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_timeout(ctx, SL_TLS_TICKET_PERIOD_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
