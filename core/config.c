@@ -2208,7 +2208,9 @@ static char *consumer_generated_id(struct loader *L, const struct sl_consumer *c
 {
     char name[600];
     snprintf(name, sizeof name, "sluice consumer %s:%s", c->username ? "username" : "custom_id",
-             c->username ? c->username : c->custom_id ? c->custom_id : "");
+             c->username    ? c->username
+             : c->custom_id ? c->custom_id
+                            : "");
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
     if (!EVP_Digest(name, strlen(name), md, &md_len, EVP_sha1(), NULL) || md_len < 16)
@@ -2218,8 +2220,8 @@ static char *consumer_generated_id(struct loader *L, const struct sl_consumer *c
     char text[37];
     snprintf(text, sizeof text,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
-             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
-             md[13], md[14], md[15]);
+             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12], md[13],
+             md[14], md[15]);
     return lstrdup(L, text);
 }
 

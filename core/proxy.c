@@ -599,8 +599,8 @@ static bool client_attach(struct sl_client *c)
             return false;
         /* the bufferevent reads and writes through OpenSSL; it never frees
          * the SSL or closes the socket (client_free does) */
-        c->bev = bufferevent_openssl_socket_new(c->w->base, c->fd, c->ssl,
-                                                BUFFEREVENT_SSL_ACCEPTING, 0);
+        c->bev =
+            bufferevent_openssl_socket_new(c->w->base, c->fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING, 0);
     } else {
         c->bev = bufferevent_socket_new(c->w->base, c->fd, 0);
     }
@@ -848,8 +848,7 @@ static void client_timer(evutil_socket_t fd, short what, void *arg)
             timer_arm(c, keepalive - SL_HOT_IDLE_MS);
         } else if (c->ssl) {
             client_close(c);
-        }
-        else
+        } else
             client_go_idle(c, keepalive - SL_HOT_IDLE_MS);
         break;
     }
@@ -1374,7 +1373,7 @@ static bool request_keep_head(struct sl_request *r, const char *data, size_t hea
     memcpy(copy->buf + head_len, h->path, h->path_len);
     copy->buf[head_len + h->path_len] = '\0';
     /* every pointer into the input moves by the same offset into buf */
-#define REBASE(p) ((p) ? copy->buf + ((const char *)(p) - data) : NULL)
+#define REBASE(p) ((p) ? copy->buf + ((const char *)(p)-data) : NULL)
     for (size_t i = 0; i < n; i++) {
         copy->headers[i] = h->req.headers[i];
         copy->headers[i].name = REBASE(h->req.headers[i].name);
@@ -1834,7 +1833,7 @@ static void access_log(struct sl_request *r)
      * custom_id, else its id */
     char consumer[200] = "";
     if (r->consumer) {
-        const char *who = r->consumer->username   ? r->consumer->username
+        const char *who = r->consumer->username    ? r->consumer->username
                           : r->consumer->custom_id ? r->consumer->custom_id
                                                    : r->consumer->id;
         char esc[160];
@@ -1843,16 +1842,16 @@ static void access_log(struct sl_request *r)
     }
     double proxy_ms = upstream_ms >= 0 ? total_ms - upstream_ms : total_ms;
     char line[2048];
-    int n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"client_ip\":\"%s\","
-                     "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
-                     "\"bytes_out\":%llu,\"latency_ms\":{\"request\":%.3f,\"upstream\":%.3f,"
-                     "\"proxy\":%.3f},\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"%s}",
-                     when, ts.tv_nsec / 1000000, rid, c->peer_ip, method, path, r->status,
-                     (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, total_ms,
-                     upstream_ms, proxy_ms, svc && svc->name ? svc->name : "",
-                     route && route->name ? route->name : "", r->up ? r->up->addr_text : "",
-                     consumer);
+    int n =
+        snprintf(line, sizeof line,
+                 "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"client_ip\":\"%s\","
+                 "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
+                 "\"bytes_out\":%llu,\"latency_ms\":{\"request\":%.3f,\"upstream\":%.3f,"
+                 "\"proxy\":%.3f},\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"%s}",
+                 when, ts.tv_nsec / 1000000, rid, c->peer_ip, method, path, r->status,
+                 (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, total_ms,
+                 upstream_ms, proxy_ms, svc && svc->name ? svc->name : "",
+                 route && route->name ? route->name : "", r->up ? r->up->addr_text : "", consumer);
     if (n > 0)
         sl_worker_access_log(c->w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -2049,9 +2048,9 @@ static void start_upstream(struct sl_request *r, bool allow_reuse)
     }
     r->target_host = host;
     r->target_port = port;
-    r->pending = sl_upstream_acquire(r->client->w->pool, host, port,
-                                     r->snap->service_tls[svc->index], svc->connect_timeout_ms,
-                                     allow_reuse, upstream_connected, r);
+    r->pending =
+        sl_upstream_acquire(r->client->w->pool, host, port, r->snap->service_tls[svc->index],
+                            svc->connect_timeout_ms, allow_reuse, upstream_connected, r);
     if (!r->pending)
         abort_request(r, 500, "An unexpected error occurred");
 }

@@ -26,7 +26,8 @@ static void reader_resume(struct sl_reader *r)
 
 static bool input_full(const struct sl_reader *r)
 {
-    return r->bev && r->high_water && evbuffer_get_length(bufferevent_get_input(r->bev)) >= r->high_water;
+    return r->bev && r->high_water &&
+           evbuffer_get_length(bufferevent_get_input(r->bev)) >= r->high_water;
 }
 
 static void reader_cb(evutil_socket_t fd, short what, void *arg)

@@ -697,8 +697,7 @@ static bool same_listeners(const struct sl_node_config *a, const struct sl_node_
     return true;
 }
 
-static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err,
-                         size_t err_size);
+static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
 
 int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
 {
@@ -708,8 +707,7 @@ int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, si
     return rc;
 }
 
-static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err,
-                         size_t err_size)
+static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
 {
     if (!attach_plugins(cfg, err, err_size))
         return SL_ERR;

@@ -346,8 +346,8 @@ static const struct sl_ca_certificate *find_ca(const struct sl_config *cfg, cons
     return NULL;
 }
 
-static SSL_CTX *new_client_ctx(const struct sl_config *cfg, const struct sl_service *svc,
-                               char *err, size_t err_size)
+static SSL_CTX *new_client_ctx(const struct sl_config *cfg, const struct sl_service *svc, char *err,
+                               size_t err_size)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {

@@ -512,8 +512,8 @@ static void connect_event(struct bufferevent *bev, short what, void *arg)
             snprintf(why, sizeof why, "certificate: %s", X509_verify_cert_error_string(verify));
         else if (e)
             ERR_error_string_n(e, why, sizeof why);
-        sl_warn("upstream: TLS handshake with %s (%s) failed: %s", conn->addr_text,
-                p->target->host, why);
+        sl_warn("upstream: TLS handshake with %s (%s) failed: %s", conn->addr_text, p->target->host,
+                why);
     } else {
         sl_info("upstream: connect to %s failed: %s", conn->addr_text,
                 error == SL_UPSTREAM_CONNECT_TIMEOUT ? "timed out" : strerror(saved));

@@ -32,7 +32,7 @@ struct sl_jwks_set {
     struct jwk *keys;
     size_t n;
     unsigned char digest[SHA256_DIGEST_LENGTH]; /* of the document */
-    struct sl_jwks_set *older; /* sets this one replaced (freed with the source) */
+    struct sl_jwks_set *older;                  /* sets this one replaced (freed with the source) */
 };
 
 struct sl_jwks {
@@ -123,8 +123,7 @@ static EVP_PKEY *ec_key(json_t *k, char *curve, size_t curve_size)
     memcpy(point + 1 + size, y, size);
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     EVP_PKEY *pkey = NULL;
-    if (bld &&
-        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
+    if (bld && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
         OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * size) == 1)
         pkey = fromdata("EC", bld);
     OSSL_PARAM_BLD_free(bld);
@@ -260,10 +259,10 @@ static void fetch(struct sl_jwks *src, const char *url)
     struct sl_jwks_set *set = NULL;
     if (rc != CURLE_OK || status != 200 || b.p == NULL)
         sl_warn("jwt: JWKS %s: fetch failed: %s", url,
-                b.too_big          ? "document over 1 MiB"
-                : rc != CURLE_OK   ? curl_easy_strerror(rc)
-                : status != 200    ? "status is not 200"
-                                   : "empty");
+                b.too_big        ? "document over 1 MiB"
+                : rc != CURLE_OK ? curl_easy_strerror(rc)
+                : status != 200  ? "status is not 200"
+                                 : "empty");
     else if ((set = sl_jwks_parse(b.p, b.len)) == NULL)
         sl_warn("jwt: JWKS %s: not a JWKS document", url);
     free(b.p);

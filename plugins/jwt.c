@@ -62,8 +62,8 @@ struct jwt_conf {
     long long maximum_expiration;
     const struct sl_consumer *anonymous;
     bool run_on_preflight;
-    char *www_base;  /* Bearer, or Bearer realm="x" */
-    char *www_error; /* ... error="invalid_token" */
+    char *www_base;         /* Bearer, or Bearer realm="x" */
+    char *www_error;        /* ... error="invalid_token" */
     struct jwt_cred *creds; /* sorted by key */
     size_t n_creds;
     struct sl_jwks *jwks; /* keys by kid from jwks_url (ours), or NULL */
@@ -95,7 +95,8 @@ static void jwt_free(void *arg)
 
 static int cred_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct jwt_cred *)a)->secret->key, ((const struct jwt_cred *)b)->secret->key);
+    return strcmp(((const struct jwt_cred *)a)->secret->key,
+                  ((const struct jwt_cred *)b)->secret->key);
 }
 
 /* The base64url (Kong: also with padding, '+' and '/') secret, decoded. */
@@ -193,11 +194,19 @@ static const struct sl_consumer *find_consumer(const struct sl_config *cfg, cons
 static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *cfg, void **out,
                       struct sl_config_error *err)
 {
-    static const char *const known[] = {
-        "uri_param_names", "cookie_names",     "header_names", "key_claim_name",
-        "secret_is_base64", "claims_to_verify", "maximum_expiration", "anonymous",
-        "run_on_preflight", "realm",            "jwks_url",           "jwks_refresh_interval",
-        NULL};
+    static const char *const known[] = {"uri_param_names",
+                                        "cookie_names",
+                                        "header_names",
+                                        "key_claim_name",
+                                        "secret_is_base64",
+                                        "claims_to_verify",
+                                        "maximum_expiration",
+                                        "anonymous",
+                                        "run_on_preflight",
+                                        "realm",
+                                        "jwks_url",
+                                        "jwks_refresh_interval",
+                                        NULL};
     if (!sl_plugin_config_known_keys(pc, cfg, known, err))
         return false;
     struct jwt_conf *c = calloc(1, sizeof *c);
@@ -212,23 +221,22 @@ static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *c
     const char *anonymous = NULL, *realm = NULL, *jwks_url = NULL;
     long long jwks_refresh = 300;
     const struct sl_conf_value *cv = pc->config;
-    bool ok =
-        sl_plugin_config_strings(pc, cfg, "uri_param_names", &c->uri_param_names,
-                                 &c->n_uri_param_names, err) &&
-        sl_plugin_config_strings(pc, cfg, "cookie_names", &c->cookie_names, &c->n_cookie_names,
-                                 err) &&
-        sl_plugin_config_strings(pc, cfg, "header_names", &c->header_names, &c->n_header_names,
-                                 err) &&
-        sl_plugin_config_string(pc, cfg, "key_claim_name", &c->key_claim_name, NULL, err) &&
-        sl_plugin_config_bool(pc, cfg, "secret_is_base64", &secret_is_base64, err) &&
-        sl_plugin_config_strings(pc, cfg, "claims_to_verify", &claims, &n_claims, err) &&
-        sl_plugin_config_int(pc, cfg, "maximum_expiration", 0, 31536000, &c->maximum_expiration,
-                             err) &&
-        sl_plugin_config_string(pc, cfg, "anonymous", &anonymous, NULL, err) &&
-        sl_plugin_config_bool(pc, cfg, "run_on_preflight", &c->run_on_preflight, err) &&
-        sl_plugin_config_string(pc, cfg, "realm", &realm, NULL, err) &&
-        sl_plugin_config_string(pc, cfg, "jwks_url", &jwks_url, NULL, err) &&
-        sl_plugin_config_int(pc, cfg, "jwks_refresh_interval", 1, 86400, &jwks_refresh, err);
+    bool ok = sl_plugin_config_strings(pc, cfg, "uri_param_names", &c->uri_param_names,
+                                       &c->n_uri_param_names, err) &&
+              sl_plugin_config_strings(pc, cfg, "cookie_names", &c->cookie_names,
+                                       &c->n_cookie_names, err) &&
+              sl_plugin_config_strings(pc, cfg, "header_names", &c->header_names,
+                                       &c->n_header_names, err) &&
+              sl_plugin_config_string(pc, cfg, "key_claim_name", &c->key_claim_name, NULL, err) &&
+              sl_plugin_config_bool(pc, cfg, "secret_is_base64", &secret_is_base64, err) &&
+              sl_plugin_config_strings(pc, cfg, "claims_to_verify", &claims, &n_claims, err) &&
+              sl_plugin_config_int(pc, cfg, "maximum_expiration", 0, 31536000,
+                                   &c->maximum_expiration, err) &&
+              sl_plugin_config_string(pc, cfg, "anonymous", &anonymous, NULL, err) &&
+              sl_plugin_config_bool(pc, cfg, "run_on_preflight", &c->run_on_preflight, err) &&
+              sl_plugin_config_string(pc, cfg, "realm", &realm, NULL, err) &&
+              sl_plugin_config_string(pc, cfg, "jwks_url", &jwks_url, NULL, err) &&
+              sl_plugin_config_int(pc, cfg, "jwks_refresh_interval", 1, 86400, &jwks_refresh, err);
     if (!ok)
         goto fail;
     /* Kong's defaults when the keys are absent */
@@ -356,7 +364,7 @@ static void token_add(struct token_set *ts, const char *t, size_t len)
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0'
+    return c >= '0' && c <= '9'   ? c - '0'
            : c >= 'a' && c <= 'f' ? c - 'a' + 10
            : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                   : -1;
@@ -531,8 +539,7 @@ static void set_identity(struct sl_plugin_ctx *ctx, const struct sl_consumer *co
     sl_plugin_set_consumer(ctx, consumer, credential ? credential->key : NULL);
     const char *values[] = {consumer ? consumer->id : NULL, consumer ? consumer->custom_id : NULL,
                             consumer ? consumer->username : NULL,
-                            credential ? credential->key : NULL,
-                            credential ? NULL : "true"};
+                            credential ? credential->key : NULL, credential ? NULL : "true"};
     for (size_t i = 0; i < sizeof identity_headers / sizeof identity_headers[0]; i++) {
         /* a value that cannot be a header (CR, LF, NUL) is dropped, never sent */
         if (values[i] == NULL ||
@@ -565,8 +572,8 @@ static const struct sl_jwt_key *verify_key(const struct jwt_conf *c, const struc
     if (c->jwks == NULL || sl_jwt_alg_is_hmac(t->alg))
         return &cr->key;
     json_t *kid = json_object_get(t->header, "kid");
-    EVP_PKEY *pk = json_is_string(kid) ? sl_jwks_find(c->jwks, json_string_value(kid), t->alg)
-                                       : NULL;
+    EVP_PKEY *pk =
+        json_is_string(kid) ? sl_jwks_find(c->jwks, json_string_value(kid), t->alg) : NULL;
     if (pk == NULL)
         return &cr->key;
     jwk->alg = t->alg;

@@ -313,8 +313,8 @@ static void add_error(char *body, size_t size, size_t *len, const char *claim, c
 {
     if (*len >= size)
         return;
-    int n = snprintf(body + *len, size - *len, "%s\"%s\":\"%s\"", *len > 1 ? "," : "", claim,
-                     message);
+    int n =
+        snprintf(body + *len, size - *len, "%s\"%s\":\"%s\"", *len > 1 ? "," : "", claim, message);
     if (n > 0)
         *len += (size_t)n;
 }

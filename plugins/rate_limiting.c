@@ -83,14 +83,33 @@ static atomic_uint_fast64_t lat_counts[RL_LAT_BUCKETS + 1], lat_sum_us, lat_n;
 static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cfg, void **out,
                      struct sl_config_error *err)
 {
-    static const char *const known[] = {
-        "second",          "minute",         "hour",           "day",
-        "month",           "year",           "limit_by",       "header_name",
-        "path",            "policy",         "fault_tolerant", "hide_client_headers",
-        "error_code",      "error_message",  "sync_rate",      "redis",
-        "redis_host",      "redis_port",     "redis_password", "redis_username",
-        "redis_database",  "redis_timeout",  "redis_ssl",      "redis_ssl_verify",
-        "redis_server_name", "algorithm",    NULL};
+    static const char *const known[] = {"second",
+                                        "minute",
+                                        "hour",
+                                        "day",
+                                        "month",
+                                        "year",
+                                        "limit_by",
+                                        "header_name",
+                                        "path",
+                                        "policy",
+                                        "fault_tolerant",
+                                        "hide_client_headers",
+                                        "error_code",
+                                        "error_message",
+                                        "sync_rate",
+                                        "redis",
+                                        "redis_host",
+                                        "redis_port",
+                                        "redis_password",
+                                        "redis_username",
+                                        "redis_database",
+                                        "redis_timeout",
+                                        "redis_ssl",
+                                        "redis_ssl_verify",
+                                        "redis_server_name",
+                                        "algorithm",
+                                        NULL};
     if (!sl_plugin_config_known_keys(pc, cfg, known, err))
         return false;
     struct rl_conf *c = calloc(1, sizeof *c);
@@ -99,7 +118,9 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
     c->id = atomic_fetch_add(&next_conf_id, 1);
     c->fault_tolerant = true;
     snprintf(c->scope, sizeof c->scope, "%s:%s",
-             pc->route ? (pc->route->id ? pc->route->id : pc->route->name ? pc->route->name : "")
+             pc->route ? (pc->route->id     ? pc->route->id
+                          : pc->route->name ? pc->route->name
+                                            : "")
                        : "",
              pc->service ? (pc->service->id     ? pc->service->id
                             : pc->service->name ? pc->service->name
@@ -165,8 +186,10 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
             else if (strcmp(k, "server_name") == 0 && is_str)
                 server_name = v->text;
             else {
-                sl_plugin_config_error(err, cfg, pc, v, "config.redis.%s: unknown field or "
-                                                        "wrong type", k);
+                sl_plugin_config_error(err, cfg, pc, v,
+                                       "config.redis.%s: unknown field or "
+                                       "wrong type",
+                                       k);
                 goto fail;
             }
         }
@@ -437,8 +460,8 @@ static double prev_weight(time_t now_ms_unused, const struct timeval *tv, time_t
     return w < 0 ? 0 : w > 1 ? 1 : w;
 }
 
-static void local_take(const struct rl_conf *c, const char *scope, const char *id,
-                       size_t id_len, const struct timeval *tv, struct usage *u)
+static void local_take(const struct rl_conf *c, const char *scope, const char *id, size_t id_len,
+                       const struct timeval *tv, struct usage *u)
 {
     _Atomic uint64_t *taken[N_PERIODS] = {0};
     u->stop = -1;
@@ -454,9 +477,9 @@ static void local_take(const struct rl_conf *c, const char *scope, const char *i
         if (c->sliding) {
             time_t pstart, pend;
             window_of((enum period)p, start - 1, &pstart, &pend);
-            prev = (long long)(slot_count(local_slot(h, window_index((enum period)p, pstart),
-                                                     false)) *
-                               prev_weight(0, tv, start, end));
+            prev =
+                (long long)(slot_count(local_slot(h, window_index((enum period)p, pstart), false)) *
+                            prev_weight(0, tv, start, end));
         }
         _Atomic uint64_t *slot = local_slot(h, win, true);
         if (slot == NULL) {
@@ -999,15 +1022,14 @@ static struct rl_worker *worker_for(struct sl_plugin_ctx *ctx, const struct rl_c
     return w;
 }
 
-static char *key_for(const struct rl_conf *c, const char *id, size_t id_len, int p,
-                     time_t start, size_t *len)
+static char *key_for(const struct rl_conf *c, const char *id, size_t id_len, int p, time_t start,
+                     size_t *len)
 {
     size_t size = strlen(c->scope) + id_len + 64;
     char *k = malloc(size);
     if (k == NULL)
         return NULL;
-    int n = snprintf(k, size, "ratelimit:%s:%lld:%s:", c->scope, (long long)start,
-                     period_keys[p]);
+    int n = snprintf(k, size, "ratelimit:%s:%lld:%s:", c->scope, (long long)start, period_keys[p]);
     memcpy(k + n, id, id_len); /* binary-safe: the identifier may be any header value */
     *len = (size_t)n + id_len;
     return k;
@@ -1133,7 +1155,7 @@ static void on_sync_reply(redisAsyncContext *ac, void *r, void *privdata)
     e->inflight = 0;
     if (w && !w->closing)
         worker_log_error(w, "sync failed: %s",
-                         reply == NULL ? "connection lost"
+                         reply == NULL                      ? "connection lost"
                          : reply->type == REDIS_REPLY_ERROR ? reply->str
                                                             : "unexpected reply");
 }
@@ -1211,8 +1233,8 @@ static struct sync_entry *sync_get(struct rl_worker *w, char *key, size_t key_le
     return e;
 }
 
-static void sync_take(struct rl_worker *w, const struct rl_conf *c, const char *id,
-                      size_t id_len, const struct timeval *tv, struct usage *u)
+static void sync_take(struct rl_worker *w, const struct rl_conf *c, const char *id, size_t id_len,
+                      const struct timeval *tv, struct usage *u)
 {
     struct sync_entry *taken[N_PERIODS] = {0};
     u->stop = -1;
@@ -1224,9 +1246,8 @@ static void sync_take(struct rl_worker *w, const struct rl_conf *c, const char *
         u->end[p] = end;
         size_t key_len;
         char *key = key_for(c, id, id_len, p, start, &key_len);
-        struct sync_entry *e = key ? sync_get(w, key, key_len, end, (long long)(end - start) + 1,
-                                              c->sync_rate)
-                                   : NULL;
+        struct sync_entry *e =
+            key ? sync_get(w, key, key_len, end, (long long)(end - start) + 1, c->sync_rate) : NULL;
         if (e == NULL) {
             atomic_fetch_add_explicit(&local_full_total, 1, memory_order_relaxed);
             continue;
@@ -1310,10 +1331,11 @@ static void rl_metrics(struct sl_plugin_metrics *m)
                                      "%llu\n",
                                      lat_bounds[b], cum);
         else
-            sl_plugin_metrics_printf(m,
-                                     "sluice_rate_limiting_redis_latency_seconds_bucket{le=\"+Inf\"}"
-                                     " %llu\n",
-                                     cum);
+            sl_plugin_metrics_printf(
+                m,
+                "sluice_rate_limiting_redis_latency_seconds_bucket{le=\"+Inf\"}"
+                " %llu\n",
+                cum);
     }
     sl_plugin_metrics_printf(m,
                              "sluice_rate_limiting_redis_latency_seconds_sum %.6f\n"

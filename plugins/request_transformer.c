@@ -51,7 +51,8 @@ struct part {
     size_t len;
 };
 
-struct template {
+struct template
+{
     struct part *parts;
     size_t n;
 };
@@ -258,10 +259,9 @@ static bool read_list(const struct sl_plugin_conf *pc, const struct sl_config *c
                                           op_names[op], target_names[target]);
         const char *colon = op == OP_REMOVE ? NULL : strchr(v->text, ':');
         if (op != OP_REMOVE && colon == NULL)
-            return sl_plugin_config_error(err, cfg, pc, v,
-                                          "config.%s.%s: '%s' is not of the form %s",
-                                          op_names[op], target_names[target], v->text,
-                                          op == OP_RENAME ? "old:new" : "name:value");
+            return sl_plugin_config_error(
+                err, cfg, pc, v, "config.%s.%s: '%s' is not of the form %s", op_names[op],
+                target_names[target], v->text, op == OP_RENAME ? "old:new" : "name:value");
         size_t name_len = colon ? (size_t)(colon - v->text) : v->text_len;
         struct pair *pr = &out->items[out->n++];
         pr->name = dup_n(v->text, name_len);
@@ -316,12 +316,12 @@ static bool rt_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
         c->http_method = dup_n(method, strlen(method));
     }
     for (int o = 0; o < N_OPS; o++) {
-        const struct sl_conf_value *section = pc->config ? sl_conf_get(pc->config, op_names[o]) : NULL;
+        const struct sl_conf_value *section =
+            pc->config ? sl_conf_get(pc->config, op_names[o]) : NULL;
         if (section == NULL || section->type == SL_CONF_NULL)
             continue;
         if (section->type != SL_CONF_MAP) {
-            sl_plugin_config_error(err, cfg, pc, section, "config.%s: expected a map",
-                                   op_names[o]);
+            sl_plugin_config_error(err, cfg, pc, section, "config.%s: expected a map", op_names[o]);
             goto fail;
         }
         for (size_t k = 0; k < section->n_items; k++) {
@@ -344,7 +344,8 @@ static bool rt_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
             const struct sl_conf_value *uri = sl_conf_get(section, "uri");
             if (uri && uri->type != SL_CONF_NULL) {
                 const char *why;
-                if (uri->type != SL_CONF_STRING || !compile(uri->text, uri->text_len, &c->uri, &why)) {
+                if (uri->type != SL_CONF_STRING ||
+                    !compile(uri->text, uri->text_len, &c->uri, &why)) {
                     sl_plugin_config_error(err, cfg, pc, uri, "config.replace.uri: %s",
                                            uri->type != SL_CONF_STRING ? "expected a string" : why);
                     goto fail;
@@ -399,7 +400,7 @@ static void buf_str(struct buf *b, const char *s)
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0'
+    return c >= '0' && c <= '9'   ? c - '0'
            : c >= 'a' && c <= 'f' ? c - 'a' + 10
            : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                   : -1;
@@ -675,9 +676,8 @@ static void transform_headers(struct sl_plugin_ctx *ctx, const struct rt_conf *c
         } else {
             for (size_t k = 0; k < h->n_values; k++)
                 if (h->values[k])
-                    (k == 0 ? sl_plugin_upstream_header_set
-                            : sl_plugin_upstream_header_add)(ctx, h->name, h->values[k],
-                                                             strlen(h->values[k]));
+                    (k == 0 ? sl_plugin_upstream_header_set : sl_plugin_upstream_header_add)(
+                        ctx, h->name, h->values[k], strlen(h->values[k]));
         }
         hclear(h);
         free(h->name);
@@ -690,8 +690,8 @@ static void transform_headers(struct sl_plugin_ctx *ctx, const struct rt_conf *c
 /* query strings and form bodies: a list of raw (encoded) name=value pairs   */
 
 struct arg {
-    char *name;  /* decoded */
-    char *raw;   /* "name=value" as it goes out (encoded) */
+    char *name; /* decoded */
+    char *raw;  /* "name=value" as it goes out (encoded) */
 };
 
 struct args {

@@ -252,7 +252,9 @@ static enum sl_plugin_result rewrite_access(struct sl_plugin_ctx *ctx, const voi
         bool upper = strcmp(v, "upper") == 0, deny = strcmp(v, "deny") == 0;
         /* asking twice is refused; the second call must not start anything */
         if (!sl_plugin_read_body(ctx, (size_t)*max_body, rewrite_body_ready,
-                                 deny ? (void *)2 : upper ? (void *)1 : NULL) ||
+                                 deny    ? (void *)2
+                                 : upper ? (void *)1
+                                         : NULL) ||
             sl_plugin_read_body(ctx, 1, rewrite_body_ready, NULL)) {
             sl_plugin_respond_error(ctx, 500, "read_body misbehaved");
             return SL_PLUGIN_CONTINUE;
@@ -272,12 +274,8 @@ const struct sl_plugin_ops sl_plugin_test_rewrite = {
 };
 
 const struct sl_plugin_ops *const sl_builtin_plugins[] = {
-    &sl_plugin_request_termination,
-    &sl_plugin_jwt,
-    &sl_plugin_request_transformer,
-    &sl_plugin_rate_limiting,
-    &sl_plugin_test_suspend,
-    &sl_plugin_test_consumer,
-    &sl_plugin_test_rewrite,
-    NULL,
+    &sl_plugin_request_termination, &sl_plugin_jwt,
+    &sl_plugin_request_transformer, &sl_plugin_rate_limiting,
+    &sl_plugin_test_suspend,        &sl_plugin_test_consumer,
+    &sl_plugin_test_rewrite,        NULL,
 };

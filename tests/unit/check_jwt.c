@@ -18,10 +18,10 @@
 #include "unit.h"
 
 /* RFC 7515 appendix A.1 (the same token as RFC 7519 section 3.1) */
-static const char A1_TOKEN[] =
-    "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9."
-    "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ."
-    "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+static const char A1_TOKEN[] = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9."
+                               "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGx"
+                               "lLmNvbS9pc19yb290Ijp0cnVlfQ."
+                               "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 static const char A1_KEY[] =
     "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
 
@@ -74,8 +74,9 @@ static char *make_token(const char *header, const char *claims, const char *alg,
     int n = snprintf(t, 65536, "%s.%s", h, c);
     unsigned char sig[1024];
     size_t sig_len = 0;
-    const EVP_MD *md = strstr(alg, "384") ? EVP_sha384() : strstr(alg, "512") ? EVP_sha512()
-                                                                                : EVP_sha256();
+    const EVP_MD *md = strstr(alg, "384")   ? EVP_sha384()
+                       : strstr(alg, "512") ? EVP_sha512()
+                                            : EVP_sha256();
     if (alg[0] == 'H') {
         unsigned int l = 0;
         HMAC(md, key, (int)strlen(key), (unsigned char *)t, (size_t)n, sig, &l);
@@ -150,9 +151,9 @@ START_TEST(test_b64url_strict)
     unsigned char out[16];
     size_t n;
     ck_assert(sl_jwt_b64url_decode("QQ", 2, out, sizeof out, &n) && n == 1 && out[0] == 'A');
-    ck_assert(!sl_jwt_b64url_decode("QR", 2, out, sizeof out, &n));   /* stray bits */
-    ck_assert(!sl_jwt_b64url_decode("QQ==", 4, out, sizeof out, &n)); /* padding */
-    ck_assert(!sl_jwt_b64url_decode("a+b/", 4, out, sizeof out, &n)); /* base64, not url */
+    ck_assert(!sl_jwt_b64url_decode("QR", 2, out, sizeof out, &n));    /* stray bits */
+    ck_assert(!sl_jwt_b64url_decode("QQ==", 4, out, sizeof out, &n));  /* padding */
+    ck_assert(!sl_jwt_b64url_decode("a+b/", 4, out, sizeof out, &n));  /* base64, not url */
     ck_assert(!sl_jwt_b64url_decode("QUFBQ", 5, out, sizeof out, &n)); /* 1 mod 4 */
     ck_assert(!sl_jwt_b64url_decode("QUFB\n", 5, out, sizeof out, &n));
     ck_assert(!sl_jwt_b64url_decode("QUFBQUFBQUFBQUFBQUFBQUFB", 24, out, 4, &n)); /* too long */
@@ -161,8 +162,8 @@ END_TEST
 
 START_TEST(test_alg_attacks)
 {
-    static const char *const bad[] = {"none", "None", "NONE", "nOnE", "hs256", "Hs256",
-                                      "HS256 ", "PS256", "EdDSA", ""};
+    static const char *const bad[] = {"none",  "None",   "NONE",  "nOnE",  "hs256",
+                                      "Hs256", "HS256 ", "PS256", "EdDSA", ""};
     struct sl_jwt_token t;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char header[128];
@@ -377,7 +378,8 @@ static void jwk_of(const char *file, const char *kid, const char *alg, char *out
         char n64[1500], e64[32];
         b64url(nb, (size_t)nl, n64);
         b64url(eb, (size_t)el, e64);
-        snprintf(out, size, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"%s}",
+        snprintf(out, size,
+                 "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"%s}",
                  kid, n64, e64, alg_field);
         BN_free(n);
         BN_free(e);
@@ -389,7 +391,8 @@ static void jwk_of(const char *file, const char *kid, const char *alg, char *out
         char x64[64], y64[64];
         b64url(pt + 1, 32, x64);
         b64url(pt + 33, 32, y64);
-        snprintf(out, size, "{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"%s}",
+        snprintf(out, size,
+                 "{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"%s}",
                  kid, x64, y64, alg_field);
     }
     EVP_PKEY_free(pk);
@@ -412,16 +415,16 @@ START_TEST(test_jwks)
     ck_assert_uint_eq(sl_jwks_set_size(set), 2);
     ck_assert_ptr_nonnull(sl_jwks_set_find(set, "r1", SL_JWT_RS256));
     ck_assert_ptr_nonnull(sl_jwks_set_find(set, "r1", SL_JWT_RS512));
-    ck_assert_ptr_null(sl_jwks_set_find(set, "r1", SL_JWT_ES256));   /* RSA key, EC alg */
+    ck_assert_ptr_null(sl_jwks_set_find(set, "r1", SL_JWT_ES256)); /* RSA key, EC alg */
     ck_assert_ptr_nonnull(sl_jwks_set_find(set, "e1", SL_JWT_ES256));
-    ck_assert_ptr_null(sl_jwks_set_find(set, "e1", SL_JWT_ES384));   /* alg and curve */
+    ck_assert_ptr_null(sl_jwks_set_find(set, "e1", SL_JWT_ES384)); /* alg and curve */
     ck_assert_ptr_null(sl_jwks_set_find(set, "nope", SL_JWT_RS256));
     ck_assert_ptr_null(sl_jwks_set_find(set, "enc", SL_JWT_RS256));
     ck_assert_ptr_null(sl_jwks_set_find(set, "h", SL_JWT_HS256));
 
     /* a token signed by the key verifies with the JWKS key */
-    char *tok = make_token("{\"alg\":\"RS256\",\"kid\":\"r1\"}", "{\"iss\":\"a\"}", "RS256",
-                           "rsa.key");
+    char *tok =
+        make_token("{\"alg\":\"RS256\",\"kid\":\"r1\"}", "{\"iss\":\"a\"}", "RS256", "rsa.key");
     struct sl_jwt_token t;
     ck_assert_int_eq(decode(tok, &t), SL_JWT_DECODED);
     struct sl_jwt_key k = {SL_JWT_RS256, NULL, 0, sl_jwks_set_find(set, "r1", SL_JWT_RS256)};

@@ -99,8 +99,10 @@ static bool handshake(struct conn *c)
             return true;
         int ea = a == 1 ? SSL_ERROR_NONE : SSL_get_error(c->client, a);
         int eb = b == 1 ? SSL_ERROR_NONE : SSL_get_error(c->server, b);
-        bool stuck_a = ea != SSL_ERROR_NONE && ea != SSL_ERROR_WANT_READ && ea != SSL_ERROR_WANT_WRITE;
-        bool stuck_b = eb != SSL_ERROR_NONE && eb != SSL_ERROR_WANT_READ && eb != SSL_ERROR_WANT_WRITE;
+        bool stuck_a =
+            ea != SSL_ERROR_NONE && ea != SSL_ERROR_WANT_READ && ea != SSL_ERROR_WANT_WRITE;
+        bool stuck_b =
+            eb != SSL_ERROR_NONE && eb != SSL_ERROR_WANT_READ && eb != SSL_ERROR_WANT_WRITE;
         if (stuck_a || stuck_b)
             return false;
     }
