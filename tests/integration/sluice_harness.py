@@ -201,6 +201,15 @@ def free_port():
         s.close()
 
 
+def test_gateway_bin():
+    """tests/plugins/sluice-gateway-test: the gateway with the test-only
+    plugins (built by make check next to the real one)."""
+    build = os.environ.get("SLUICE_BUILDDIR")
+    if not build:
+        build = os.path.join(os.path.dirname(sluice_bin()), "..")
+    return os.path.join(build, "tests", "plugins", "sluice-gateway-test")
+
+
 def sluice_bin():
     b = os.environ.get("SLUICE_BIN")
     if not b:

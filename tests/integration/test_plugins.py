@@ -25,10 +25,7 @@ from upstream import Upstream  # noqa: E402
 
 
 def test_binary():
-    build = os.environ.get("SLUICE_BUILDDIR")
-    if not build:
-        build = os.path.join(os.path.dirname(h.sluice_bin()), "..")
-    return os.path.join(build, "tests", "plugins", "sluice-gateway-test")
+    return h.test_gateway_bin()
 
 
 def termination(status, **cfg):
