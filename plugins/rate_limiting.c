@@ -926,6 +926,9 @@ static void redis_connect(struct rl_worker *w)
     }
     if (w->database)
         redisAsyncCommand(ac, on_auth_or_select, "SELECT", "SELECT %d", w->database);
+    /* the script into Redis' cache, so EVALSHA finds it; NOSCRIPT (a
+     * restarted or flushed Redis) is still answered with EVAL */
+    redisAsyncCommand(ac, on_auth_or_select, "SCRIPT LOAD", "SCRIPT LOAD %s", RL_SCRIPT);
 }
 
 static void worker_free(void *arg)

@@ -217,6 +217,17 @@ def body(t):
         t.ok(b"Verification: OK" in both and b"HTTP/1.1 200" in both,
              "openssl s_client: verified handshake and an HTTP answer", both[-400:])
 
+    def t_curl():
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                            "--cacert", os.path.join(d, "ca.crt"),
+                            "https://localhost:%d/any/curl" % tls_port],
+                           capture_output=True, text=True, timeout=20)
+        t.eq(p.stdout, "200 1.1", "curl with the local CA: 200 over HTTP/1.1 (ALPN)")
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--tlsv1.1",
+                            "--tls-max", "1.1", "-k", "https://localhost:%d/any/curl" % tls_port],
+                           capture_output=True, text=True, timeout=20)
+        t.ok(p.returncode != 0, "curl --tls-max 1.1: refused", p.stdout + p.stderr)
+
     def t_resumption():
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             cctx = client_ctx(d, minimum_version=version, maximum_version=version)
@@ -303,6 +314,7 @@ def body(t):
     t.run(t_policy)
     t.run(t_sslscan)
     t.run(t_s_client)
+    t.run(t_curl)
     t.run(t_resumption)
     t.run(t_keepalive_bodies)
     t.run(t_protocol_routes)
