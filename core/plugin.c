@@ -1110,3 +1110,10 @@ void sl_plugins_render_metrics(struct evbuffer *out)
         if (registry[i]->metrics != NULL)
             registry[i]->metrics(&m);
 }
+
+void sl_plugins_shutdown(void)
+{
+    for (size_t i = 0; i < registry_n; i++)
+        if (registry[i]->shutdown != NULL)
+            registry[i]->shutdown();
+}

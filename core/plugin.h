@@ -81,7 +81,14 @@ struct sl_plugin_ops {
      * included), from the plugin's own process-wide counters; runs on the
      * status thread, so it reads atomics only. */
     void (*metrics)(struct sl_plugin_metrics *out);
+
+    /* Process exit, after every configuration was freed: stop the
+     * plugin's own threads and free what they hold. */
+    void (*shutdown)(void);
 };
+
+/* Every plugin's shutdown hook (main, at exit). */
+void sl_plugins_shutdown(void);
 
 /* Append Prometheus text to a /metrics answer (printf-style). */
 void sl_plugin_metrics_printf(struct sl_plugin_metrics *out, const char *fmt, ...)

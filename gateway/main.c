@@ -93,11 +93,14 @@ int main(int argc, char **argv)
         return 2;
     }
     struct sl_config *cfg = load(path);
-    if (!cfg)
+    if (!cfg) {
+        sl_plugins_shutdown();
         return 1;
+    }
     if (check_only) {
         printf("%s: configuration is valid\n", path);
         sl_config_unref(cfg);
+        sl_plugins_shutdown();
         return 0;
     }
     int level = sl_log_level_from_name(cfg->node.log_level);
@@ -166,6 +169,7 @@ int main(int argc, char **argv)
         }
     }
     sl_server_join(&srv);
+    sl_plugins_shutdown(); /* the plugins' own threads (jwt's JWKS fetcher) */
     sl_notice("sluice-gateway stopped");
     return 0;
 }

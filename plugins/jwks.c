@@ -47,7 +47,7 @@ struct sl_jwks {
 static pthread_mutex_t sources_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sources_cond = PTHREAD_COND_INITIALIZER;
 static struct sl_jwks *sources;
-static bool fetcher_running;
+static bool fetcher_running, fetcher_stop;
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 static void curl_init(void)
@@ -283,9 +283,10 @@ static void *fetcher(void *arg)
     (void)arg;
     pthread_mutex_lock(&sources_lock);
     for (;;) {
-        /* free released sources; stop when there is none left */
+        /* free released sources (all of them when stopping); stop when
+         * there is none left */
         for (struct sl_jwks **pp = &sources; *pp;) {
-            if ((*pp)->refs == 0) {
+            if ((*pp)->refs == 0 || fetcher_stop) {
                 struct sl_jwks *dead = *pp;
                 *pp = dead->next;
                 sl_jwks_set_free(atomic_load(&dead->current));
@@ -324,6 +325,7 @@ static void *fetcher(void *arg)
         pthread_cond_timedwait(&sources_cond, &sources_lock, &until);
     }
     fetcher_running = false;
+    pthread_cond_broadcast(&sources_cond); /* sl_jwks_shutdown waits for this */
     pthread_mutex_unlock(&sources_lock);
     return NULL;
 }
@@ -368,6 +370,24 @@ struct sl_jwks *sl_jwks_acquire(const char *url, unsigned refresh_s)
     }
     pthread_mutex_unlock(&sources_lock);
     return src;
+}
+
+void sl_jwks_shutdown(void)
+{
+    pthread_mutex_lock(&sources_lock);
+    fetcher_stop = true;
+    pthread_cond_broadcast(&sources_cond);
+    while (fetcher_running) /* a fetch in progress ends within its timeout */
+        pthread_cond_wait(&sources_cond, &sources_lock);
+    for (struct sl_jwks *s = sources, *next; s; s = next) { /* never fetched by a thread */
+        next = s->next;
+        sl_jwks_set_free(atomic_load(&s->current));
+        free(s->url);
+        free(s);
+    }
+    sources = NULL;
+    fetcher_stop = false;
+    pthread_mutex_unlock(&sources_lock);
 }
 
 void sl_jwks_release(struct sl_jwks *src)

@@ -35,6 +35,9 @@ void sl_jwks_release(struct sl_jwks *src);
  * alg's curve; a JWK `alg` must equal alg), or NULL. */
 EVP_PKEY *sl_jwks_find(struct sl_jwks *src, const char *kid, enum sl_jwt_alg alg);
 
+/* Process exit: stop the fetcher and free every source (all released). */
+void sl_jwks_shutdown(void);
+
 /* Parse a JWKS document (for the unit tests and the fetcher). Keys that
  * are not signature keys, not RSA (2048 bits or more) / EC P-256/384/521,
  * or without a kid are skipped. NULL when it is not a JWKS document. */

@@ -678,4 +678,5 @@ const struct sl_plugin_ops sl_plugin_jwt = {
     .free_config = jwt_free,
     .access = jwt_access,
     .free_worker_data = free,
+    .shutdown = sl_jwks_shutdown,
 };
