@@ -338,6 +338,10 @@ static bool tls_write_now(struct bufferevent *bev, struct evbuffer *out)
         }
         evbuffer_drain(out, (size_t)n);
     }
+    /* libevent armed the write event when the bytes were queued (in this
+     * loop iteration): disarming it now cancels both in the changelist,
+     * no epoll_ctl at all */
+    bufferevent_disable(bev, EV_WRITE);
     return true;
 }
 

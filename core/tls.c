@@ -85,39 +85,68 @@ static int set_ticket_mac(EVP_MAC_CTX *hctx, unsigned char key[32])
 
 /* OpenSSL's ticket key callback: 1 = use (and keep) the ticket, 2 = use it
  * and issue a fresh one, 0 = unknown key (full handshake), -1 = error. */
+/* The keys of an epoch, derived once per thread and epoch (a handshake
+ * that issues or reads a ticket would otherwise pay three HMACs). */
+struct epoch_keys {
+    bool valid;
+    uint64_t epoch;
+    unsigned char name[16], aes[32], mac[32];
+};
+static _Thread_local struct epoch_keys keys_cache[2];
+
+static const struct epoch_keys *keys_of(uint64_t epoch)
+{
+    struct epoch_keys *k = &keys_cache[epoch & 1];
+    if (!k->valid || k->epoch != epoch) {
+        sl_tls_ticket_keys(epoch, k->name, k->aes, k->mac);
+        k->epoch = epoch;
+        k->valid = true;
+    }
+    return k;
+}
+
+/* AES-256-CBC fetched once: EVP_aes_256_cbc() makes OpenSSL 3 look the
+ * cipher up (a locked table) on every use. */
+static EVP_CIPHER *ticket_cipher;
+static pthread_once_t ticket_cipher_once = PTHREAD_ONCE_INIT;
+static void fetch_ticket_cipher(void)
+{
+    ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+}
+
+/* OpenSSL's ticket key callback: 1 = use (and keep) the ticket, 2 = use it
+ * and issue a fresh one, 0 = unknown key (full handshake), -1 = error. */
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
     (void)ssl;
     pthread_once(&ticket_master_once, make_ticket_master);
-    if (!ticket_master_ok)
+    pthread_once(&ticket_cipher_once, fetch_ticket_cipher);
+    if (!ticket_master_ok || ticket_cipher == NULL)
         return enc ? -1 : 0;
     uint64_t epoch = (uint64_t)ticket_clock(NULL) / SL_TLS_TICKET_PERIOD_S;
-    unsigned char name[16], aes[32], mac[32];
-    int result = 0;
+    unsigned char mac[32];
     if (enc) {
-        sl_tls_ticket_keys(epoch, name, aes, mac);
-        memcpy(key_name, name, 16);
-        result = RAND_bytes(iv, 16) == 1 &&
-                         EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv) == 1 &&
-                         set_ticket_mac(hctx, mac) == 1
-                     ? 1
-                     : -1;
-    } else {
-        for (uint64_t back = 0; back < 2 && back <= epoch; back++) {
-            sl_tls_ticket_keys(epoch - back, name, aes, mac);
-            if (CRYPTO_memcmp(key_name, name, 16) != 0)
-                continue;
-            result = EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv) == 1 &&
-                             set_ticket_mac(hctx, mac) == 1
-                         ? (back == 0 ? 1 : 2)
-                         : -1;
-            break;
-        }
+        const struct epoch_keys *k = keys_of(epoch);
+        memcpy(key_name, k->name, 16);
+        memcpy(mac, k->mac, sizeof mac);
+        int ok = RAND_bytes(iv, 16) == 1 &&
+                 EVP_EncryptInit_ex(cctx, ticket_cipher, NULL, k->aes, iv) == 1 &&
+                 set_ticket_mac(hctx, mac) == 1;
+        OPENSSL_cleanse(mac, sizeof mac);
+        return ok ? 1 : -1;
     }
-    OPENSSL_cleanse(aes, sizeof aes);
-    OPENSSL_cleanse(mac, sizeof mac);
-    return result;
+    for (uint64_t back = 0; back < 2 && back <= epoch; back++) {
+        const struct epoch_keys *k = keys_of(epoch - back);
+        if (CRYPTO_memcmp(key_name, k->name, 16) != 0)
+            continue;
+        memcpy(mac, k->mac, sizeof mac);
+        int ok = EVP_DecryptInit_ex(cctx, ticket_cipher, NULL, k->aes, iv) == 1 &&
+                 set_ticket_mac(hctx, mac) == 1;
+        OPENSSL_cleanse(mac, sizeof mac);
+        return ok ? (back == 0 ? 1 : 2) : -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
