@@ -48,6 +48,11 @@ static pthread_mutex_t sources_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sources_cond = PTHREAD_COND_INITIALIZER;
 static struct sl_jwks *sources;
 static bool fetcher_running, fetcher_stop;
+/* a fetcher thread not joined yet (joined before the next one starts, and
+ * at shutdown: only a join waits for its thread-local state, such as
+ * OpenSSL's error queue, to be freed) */
+static pthread_t fetcher_thread;
+static bool fetcher_unjoined;
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 static void curl_init(void)
@@ -325,7 +330,7 @@ static void *fetcher(void *arg)
         pthread_cond_timedwait(&sources_cond, &sources_lock, &until);
     }
     fetcher_running = false;
-    pthread_cond_broadcast(&sources_cond); /* sl_jwks_shutdown waits for this */
+    pthread_cond_broadcast(&sources_cond);
     pthread_mutex_unlock(&sources_lock);
     return NULL;
 }
@@ -351,12 +356,10 @@ struct sl_jwks *sl_jwks_acquire(const char *url, unsigned refresh_s)
     }
     src->refs++;
     if (!fetcher_running) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        fetcher_running = pthread_create(&thread, &attr, fetcher, NULL) == 0;
-        pthread_attr_destroy(&attr);
+        if (fetcher_unjoined) /* it ended (no source was left): reap it */
+            pthread_join(fetcher_thread, NULL);
+        fetcher_running = pthread_create(&fetcher_thread, NULL, fetcher, NULL) == 0;
+        fetcher_unjoined = fetcher_running;
     }
     if (fresh) {
         /* the first fetch now (at load, never on a request): the first
@@ -377,8 +380,12 @@ void sl_jwks_shutdown(void)
     pthread_mutex_lock(&sources_lock);
     fetcher_stop = true;
     pthread_cond_broadcast(&sources_cond);
-    while (fetcher_running) /* a fetch in progress ends within its timeout */
-        pthread_cond_wait(&sources_cond, &sources_lock);
+    bool join = fetcher_unjoined;
+    fetcher_unjoined = false;
+    pthread_mutex_unlock(&sources_lock);
+    if (join) /* a fetch in progress ends within its timeout */
+        pthread_join(fetcher_thread, NULL);
+    pthread_mutex_lock(&sources_lock);
     for (struct sl_jwks *s = sources, *next; s; s = next) { /* never fetched by a thread */
         next = s->next;
         sl_jwks_set_free(atomic_load(&s->current));
