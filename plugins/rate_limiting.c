@@ -50,7 +50,6 @@ static const char *const period_names[N_PERIODS] = {"Second", "Minute", "Hour",
 enum limit_by { BY_CONSUMER, BY_CREDENTIAL, BY_IP, BY_SERVICE, BY_HEADER, BY_PATH };
 
 struct rl_conf {
-    uint64_t id;
     /* Kong's key scope: the route and service the instance is attached to
      * (not the request's), so a service-wide limit is shared by its routes */
     char scope[256];
@@ -67,8 +66,6 @@ struct rl_conf {
     long long redis_timeout_ms;
     double sync_rate; /* -1: one round trip per request; else seconds between syncs */
 };
-
-static atomic_uint_fast64_t next_conf_id = 1;
 
 /* process-wide counters for /metrics */
 static atomic_uint_fast64_t limited_total, redis_errors_total, redis_fault_passed_total;
@@ -115,7 +112,6 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
     struct rl_conf *c = calloc(1, sizeof *c);
     if (c == NULL)
         return sl_plugin_config_error(err, cfg, pc, NULL, "out of memory");
-    c->id = atomic_fetch_add(&next_conf_id, 1);
     c->fault_tolerant = true;
     snprintf(c->scope, sizeof c->scope, "%s:%s",
              pc->route ? (pc->route->id     ? pc->route->id
@@ -451,9 +447,8 @@ struct usage {
 };
 
 /* Weight of the previous window still inside a sliding window ending now. */
-static double prev_weight(time_t now_ms_unused, const struct timeval *tv, time_t start, time_t end)
+static double prev_weight(const struct timeval *tv, time_t start, time_t end)
 {
-    (void)now_ms_unused;
     double elapsed = (double)(tv->tv_sec - start) + tv->tv_usec / 1e6;
     double len = (double)(end - start);
     double w = 1.0 - elapsed / len;
@@ -479,7 +474,7 @@ static void local_take(const struct rl_conf *c, const char *scope, const char *i
             window_of((enum period)p, start - 1, &pstart, &pend);
             prev =
                 (long long)(slot_count(local_slot(h, window_index((enum period)p, pstart), false)) *
-                            prev_weight(0, tv, start, end));
+                            prev_weight(tv, start, end));
         }
         _Atomic uint64_t *slot = local_slot(h, win, true);
         if (slot == NULL) {
@@ -1083,7 +1078,7 @@ static enum sl_plugin_result redis_take(struct sl_plugin_ctx *ctx, const struct 
         k++;
         call->argv[k] = key_for(c, id, id_len, p, pstart, &call->argvlen[k]);
         k++;
-        double weight = c->sliding ? prev_weight(0, tv, start, end) : 0;
+        double weight = c->sliding ? prev_weight(tv, start, end) : 0;
         /* kept while a sliding count may still read it: two windows */
         long long ttl = (long long)(end - start) * (c->sliding ? 2 : 1) + 1;
         snprintf(buf, sizeof buf, "%lld", c->limits[p]);
