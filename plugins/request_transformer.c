@@ -72,7 +72,8 @@ static bool read_list(const struct sl_plugin_conf *pc, const struct sl_config *c
 static bool read_section(const struct sl_plugin_conf *pc, const struct sl_config *cfg,
                          enum rt_op op, struct rt_conf *c, struct sl_config_error *err)
 {
-    const struct sl_conf_value *section = pc->config ? sl_conf_get(pc->config, rt_op_names[op]) : NULL;
+    const struct sl_conf_value *section =
+        pc->config ? sl_conf_get(pc->config, rt_op_names[op]) : NULL;
     if (section == NULL || section->type == SL_CONF_NULL)
         return true;
     if (section->type != SL_CONF_MAP)

@@ -189,9 +189,8 @@ static bool compile_into(const char *src, size_t len, struct rt_template *t, con
                  {"consumer.username", PART_CONSUMER_USERNAME},
                  {"consumer.custom_id", PART_CONSUMER_CUSTOM_ID},
                  {"credential.key", PART_CREDENTIAL_KEY}},
-      keyed[] = {{"headers", PART_HEADER},
-                 {"query_params", PART_QUERY},
-                 {"uri_captures", PART_CAPTURE}};
+      keyed[] = {
+          {"headers", PART_HEADER}, {"query_params", PART_QUERY}, {"uri_captures", PART_CAPTURE}};
     const char *p = src, *stop = src + len;
     *why = "out of memory";
     while (p < stop) {
@@ -308,7 +307,8 @@ static bool query_value(const char *q, size_t qlen, const char *name, size_t nam
         const char *eq = memchr(q, '=', (size_t)(stop - q));
         struct buf n = {0};
         unescape_into(&n, q, (size_t)((eq ? eq : stop) - q));
-        bool match = !n.oom && n.len == name_len && (name_len == 0 || memcmp(n.p, name, name_len) == 0);
+        bool match =
+            !n.oom && n.len == name_len && (name_len == 0 || memcmp(n.p, name, name_len) == 0);
         free(n.p);
         if (match) {
             if (eq)
@@ -826,8 +826,8 @@ static void args_remove(struct args *as, const char *name)
 }
 
 /* Kong's ops on an argument table; true when anything changed. */
-static bool transform_args(const struct rt_conf *c, const struct rt_env *env,
-                           enum rt_target target, struct args *as)
+static bool transform_args(const struct rt_conf *c, const struct rt_env *env, enum rt_target target,
+                           struct args *as)
 {
     bool changed = false;
     const char *what = target == RT_QUERY ? "query argument" : "body field";
