@@ -2,9 +2,11 @@
 """The request-transformer plugin through the real gateway, checked on what
 the recording upstream receives: remove / rename / replace / add / append on
 headers, query strings, JSON and form bodies (Content-Length right, chunked
-bodies too), http_method, replace.uri with regex captures, templates from
-headers, query arguments, captures and the jwt consumer, and values that
-would inject CR/LF or extra arguments refused."""
+bodies too, multipart and bodies over 8 MiB untouched), http_method (with
+Kong's GET conversion of form bodies), replace.uri with regex captures, the
+order of operations, templates from headers, query arguments, captures and
+the jwt consumer, and values that would inject CR/LF or extra arguments
+refused."""
 
 import base64
 import hashlib
@@ -74,6 +76,14 @@ def config(port, up_port):
                          "X-Missing:[$(headers.nope)]",
                          "X-Inject:$(query_params.evil)"],
                 querystring=["copy:$(headers[\"x-amp\"])"]))]},
+            {"name": "get", "paths": ["/get"], "plugins": [rt(
+                http_method="GET", append=ops(querystring=["after:1"]))]},
+            {"name": "order", "paths": ["/order"], "plugins": [rt(
+                append=ops(headers=["X-O:appended"]), add=ops(headers=["X-O:added"]),
+                replace=ops(headers=["X-O:replaced"]), rename=ops(headers=["X-R:X-O"]),
+                remove=ops(headers=["X-O"]))]},
+            {"name": "evil-uri", "paths": ["/evil-uri"], "plugins": [rt(
+                replace={"uri": "/safe/$(query_params.p)"})]},
             {"name": "c", "paths": ["/c"], "plugins": [
                 {"name": "jwt"},
                 rt(add=ops(headers=["X-Consumer-ID:$(consumer.id)",
@@ -159,10 +169,50 @@ def body(t):
                           ("n", "new")]), "form body: remove, rename, replace, add, append")
         t.eq(rec and rec.header("Content-Length"), str(len(rec.body)) if rec else None,
              "form body: Content-Length is the new length")
+        up.clear()
+        with h.Conn(port) as c:
+            c.send(b"POST /b/x HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Type: application/x-www-form-urlencoded\r\n"
+                   b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                   b"9\r\nsecret=s&\r\n3\r\na=1\r\n0\r\n\r\n")
+            resp = c.read_response()
+        rec = up.requests()[-1] if up.requests() else None
+        t.ok(resp.status == 200 and rec and rec.body == b"b=1&n=new&keep=nope&list=2" and
+             rec.header("Content-Length") == str(len(rec.body)) and
+             rec.header("Transfer-Encoding") is None,
+             "chunked form body transformed, sent with its Content-Length", repr(rec))
+        mp = (b"--XyZ\r\nContent-Disposition: form-data; name=\"secret\"\r\n\r\ns\r\n"
+              b"--XyZ--\r\n")
+        r, rec = call("/b/x", {"Content-Type": "multipart/form-data; boundary=XyZ"}, "POST", mp)
+        t.eq(rec and rec.body, mp, "a multipart body is left untouched (documented)")
+        big = b'{"secret":"' + b"x" * (8 << 20) + b'"}'
+        r, rec = call("/b/x", {"Content-Type": "application/json"}, "POST", big)
+        t.ok(r.status == 200 and rec and rec.body_len == len(big) and
+             rec.body_sha256 == hashlib.sha256(big).hexdigest(),
+             "a body over 8 MiB goes upstream untouched", rec and rec.body_len)
 
     def t_method_uri():
         r, rec = call("/m/x")
         t.eq(rec and rec.method, "POST", "http_method: GET becomes POST")
+        r, rec = call("/get/x?a=1", {"Content-Type": "application/x-www-form-urlencoded"},
+                      "POST", b"b=2&a=3&sp=x%20y")
+        t.eq(rec and rec.method, "GET", "http_method: POST becomes GET")
+        t.eq(rec and rec.target, "/x?a=1&b=2&a=3&sp=x%20y&after=1",
+             "GET conversion: the form body's arguments join the query (Kong), "
+             "before the querystring edits")
+        chunked = b"7\r\nb=2&c=3\r\n0\r\n\r\n"
+        up.clear()
+        with h.Conn(port) as c:
+            c.send(b"POST /get/x HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Type: application/x-www-form-urlencoded\r\n"
+                   b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+            resp = c.read_response()
+        rec = up.requests()[-1] if up.requests() else None
+        t.ok(resp.status == 200 and rec and rec.target == "/x?b=2&c=3&after=1",
+             "GET conversion of a chunked form body", rec and rec.target)
+        r, rec = call("/get/x?a=1", {"Content-Type": "application/json"}, "POST", b'{"b":2}')
+        t.ok(rec and rec.target == "/x?a=1&after=1" and rec.body == b'{"b":2}',
+             "GET conversion: a JSON body is not moved", rec and (rec.target, rec.body))
         r, rec = call("/users/42/items/7?z=1")
         t.eq(rec and rec.target, "/u/42/i/7?z=1", "replace.uri with named and numbered captures")
 
@@ -184,6 +234,20 @@ def body(t):
         t.ok(q.get("copy") == ["a&admin=1"] and "admin" not in q,
              "a templated query value is encoded: no argument injection", rec.target)
 
+    def t_order():
+        r, rec = call("/order/x", [("X-O", "client"), ("X-R", "renamed")])
+        t.eq(rec and rec.headers_all("X-O"), ["replaced", "appended"],
+             "order within headers: remove, rename, replace, add (skipped), append")
+        t.eq(rec and rec.header("X-R"), None, "the renamed header is gone")
+
+    def t_uri_injection():
+        r, rec = call("/evil-uri/x?p=a%0d%0aX-Evil:%201")
+        t.ok(r.status == 200 and rec and rec.header("X-Evil") is None and
+             rec.path == "/x",
+             "replace.uri rendering CR/LF is not applied", rec and rec.target)
+        r, rec = call("/evil-uri/x?p=ok")
+        t.eq(rec and rec.path, "/safe/ok", "replace.uri from a query argument")
+
     def t_consumer():
         tok = hs256({"iss": "alice-iss"})
         r, rec = call("/c/x", {"Authorization": "Bearer " + tok, "X-Consumer-ID": "forged"})
@@ -198,6 +262,8 @@ def body(t):
     t.run(t_method_uri)
     t.run(t_templates)
     t.run(t_consumer)
+    t.run(t_order)
+    t.run(t_uri_injection)
     gw.stop()
     gw.check_clean(t)
 
@@ -209,7 +275,10 @@ def body(t):
             ("an unclosed template", {"add": {"headers": ["x:$(headers.a"]}}, "not closed"),
             ("a bad header name", {"add": {"headers": ["x y:1"]}}, "bad name"),
             ("a lower-case method", {"http_method": "post"}, "upper-case"),
-            ("an unknown key", {"add": {"cookies": ["a:b"]}}, "unknown field")):
+            ("an unknown key", {"add": {"cookies": ["a:b"]}}, "unknown field"),
+            ("an empty value", {"add": {"querystring": ["a:"]}}, "has no value"),
+            ("json_types", {"add": {"body": ["a:1"], "json_types": ["number"]}},
+             "json_types is not supported")):
         c = config(h.free_port(), up.port)
         c["services"][0]["routes"][0]["plugins"] = [rt(**cfg)]
         path = os.path.join(d, "bad.yaml")
@@ -219,6 +288,14 @@ def body(t):
                            timeout=20)
         t.ok(p.returncode != 0 and "bad.yaml:" in p.stderr and want in p.stderr,
              "-t refuses %s" % desc, p.stderr)
+    c = config(h.free_port(), up.port)
+    c["services"][0]["routes"][0]["plugins"] = [rt(add={"body": ["a:1"], "json_types": []})]
+    path = os.path.join(d, "ok.yaml")
+    with open(path, "w") as f:
+        f.write(h.to_yaml(c))
+    p = subprocess.run([h.sluice_bin(), "-t", "-c", path], capture_output=True, text=True,
+                       timeout=20)
+    t.ok(p.returncode == 0, "-t accepts Kong's default json_types: []", p.stderr)
     up.stop()
 
 
