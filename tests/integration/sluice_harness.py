@@ -210,6 +210,17 @@ def test_gateway_bin():
     return os.path.join(build, "tests", "plugins", "sluice-gateway-test")
 
 
+def use_test_gateway(t):
+    """Point SLUICE_BIN (and so sluice_bin()) at the test gateway for this
+    script. When it is not built, report a failed point and return False."""
+    binary = test_gateway_bin()
+    if not os.path.exists(binary):
+        t.ok(False, "the test gateway exists at %s (make check builds it)" % binary)
+        return False
+    os.environ["SLUICE_BIN"] = binary
+    return True
+
+
 def sluice_bin():
     b = os.environ.get("SLUICE_BIN")
     if not b:

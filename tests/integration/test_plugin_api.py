@@ -18,10 +18,6 @@ import sluice_harness as h  # noqa: E402
 from upstream import Upstream  # noqa: E402
 
 
-def test_binary():
-    return h.test_gateway_bin()
-
-
 def config(port, up_port):
     url = "http://127.0.0.1:%d/base" % up_port
     plugin = [{"name": "test-rewrite", "config": {"max_body": 4096}}]
@@ -49,11 +45,8 @@ def chunked(body, size=7):
 
 
 def body(t):
-    binary = test_binary()
-    if not os.path.exists(binary):
-        t.ok(False, "the test gateway exists at %s (make check builds it)" % binary)
+    if not h.use_test_gateway(t):
         return
-    os.environ["SLUICE_BIN"] = binary
     up = Upstream().start()
     port = h.free_port()
     gw = h.Gateway(config(port, up.port), port=port)

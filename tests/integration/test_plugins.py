@@ -24,10 +24,6 @@ import sluice_harness as h  # noqa: E402
 from upstream import Upstream  # noqa: E402
 
 
-def test_binary():
-    return h.test_gateway_bin()
-
-
 def termination(status, **cfg):
     cfg = dict(cfg)
     cfg["status_code"] = status
@@ -91,11 +87,8 @@ def scoped_config(port, up_port):
 
 
 def body(t):
-    binary = test_binary()
-    if not os.path.exists(binary):
-        t.ok(False, "the test gateway exists at %s (make check builds it)" % binary)
+    if not h.use_test_gateway(t):
         return
-    os.environ["SLUICE_BIN"] = binary
     up = Upstream().start()
     port = h.free_port()
     gw = h.Gateway(scoped_config(port, up.port), port=port)
@@ -319,7 +312,7 @@ def body(t):
         path = os.path.join(tmp, "bad.yaml")
         with open(path, "w") as f:
             f.write('_format_version: "3.0"\n' + text)
-        p = subprocess.run([binary, "-t", "-c", path], capture_output=True, text=True, timeout=10)
+        p = subprocess.run([h.sluice_bin(), "-t", "-c", path], capture_output=True, text=True, timeout=10)
         want = "%s:%d:%d:" % (path, line + 1, col)
         t.ok(p.returncode == 1 and want in p.stderr and msg in p.stderr,
              "-t refuses %s with %s ... %s" % (desc, want, msg), p.stderr)
