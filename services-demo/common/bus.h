@@ -1,0 +1,64 @@
+/* Events on Redis Streams: the outbox relay that publishes what a service
+ * stored, and consumer groups that deliver events to handlers.
+ *
+ * Stream = topic. Entry fields: id (event uuid), type, time, traceparent,
+ * data (JSON). Delivery is at least once; handlers must be idempotent. */
+#ifndef SVC_BUS_H
+#define SVC_BUS_H
+
+#include "svc.h"
+
+struct bus;
+
+struct bus_event {
+    const char *stream;     /* the topic */
+    const char *entry_id;   /* the stream entry id */
+    const char *event_id;
+    const char *type;
+    const char *time;
+    json_t *data;           /* a JSON object */
+    struct svc_trace trace; /* a span of the producer's trace */
+    char traceparent[56];   /* our span, for events the handler stores */
+    long long deliveries;   /* how often the group delivered it (from 1) */
+};
+
+/* A handler calls bus_done exactly once, when its transaction committed
+ * (ok: the entry is acknowledged) or failed (it stays pending and is
+ * delivered again after a pause). */
+typedef void (*bus_handler)(struct bus_event *ev);
+void bus_done(struct bus_event *ev, bool ok);
+
+struct bus *bus_open(struct event_base *base, const char *redis_url, char *err, size_t err_size);
+void bus_close(struct bus *bus);
+
+/* Consume `streams` as consumer `consumer` of `group`. */
+void bus_subscribe(struct bus *bus, const char *group, const char *consumer,
+                   const char *const *streams, int n_streams, long long claim_idle_ms,
+                   bus_handler handler);
+
+/* Relay the `outbox` table of `db` to the streams: every 200 ms and after
+ * bus_relay_kick (call it when a statement wrote to the outbox). */
+void bus_relay_start(struct bus *bus, struct db *db);
+void bus_relay_kick(struct bus *bus);
+
+/* Readiness: PING answered within a second. cb(ok, arg). */
+void bus_ping(struct bus *bus, void (*cb)(bool ok, void *arg), void *arg);
+
+/* Drain: no new reads; true once nothing is in flight. */
+void bus_stop(struct bus *bus);
+bool bus_idle(const struct bus *bus);
+
+/* The outbox table every publishing service creates. */
+#define BUS_OUTBOX_SQL                                                                   \
+    "CREATE TABLE IF NOT EXISTS outbox ("                                                \
+    " seq bigserial PRIMARY KEY,"                                                        \
+    " id uuid NOT NULL UNIQUE,"                                                          \
+    " topic text NOT NULL,"                                                              \
+    " payload jsonb NOT NULL,"                                                           \
+    " traceparent text NOT NULL DEFAULT '',"                                             \
+    " created_at timestamptz NOT NULL DEFAULT now(),"                                    \
+    " claimed_until timestamptz,"                                                        \
+    " published_at timestamptz);"                                                        \
+    "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"
+
+#endif

@@ -1,0 +1,308 @@
+"""Real servers for the integration tests, started on free loopback ports
+and stopped by pid: redis-server, a throwaway PostgreSQL cluster (run as
+the postgres user when we are root: PostgreSQL refuses to run as root), and
+the reference services of services-demo/."""
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import sluice_harness as h
+
+
+def _wait_tcp(port, timeout, proc=None, what="server"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("%s exited with %s" % (what, proc.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("%s did not listen on %d within %d s" % (what, port, timeout))
+
+
+def _stop_proc(proc, timeout=10):
+    if proc is None or proc.poll() is not None:
+        return proc.returncode if proc else None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+class Redis:
+    def __init__(self, port=None, password=None):
+        self.port = port or h.free_port()
+        self.password = password
+        self.proc = None
+        self.dir = tempfile.mkdtemp(prefix="sluice-redis-")
+        h.register_cleanup(self.stop)
+        h.register_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_tcp(self.port, 5, self.proc, "redis-server")
+        return self
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--no-raw"] + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout
+
+    def stop(self):
+        _stop_proc(self.proc, 5)
+
+
+def postgres_bindir():
+    """The newest PostgreSQL server on the machine (Debian: postgresql-NN)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    if found:
+        return os.path.dirname(found[-1])
+    exe = shutil.which("postgres")
+    return os.path.dirname(exe) if exe else None
+
+
+class Postgres:
+    """A throwaway cluster: trust authentication on 127.0.0.1 only, no fsync
+    (it is thrown away), its socket in its own data directory."""
+
+    def __init__(self, port=None):
+        self.port = port or h.free_port()
+        self.bindir = postgres_bindir()
+        self.dir = tempfile.mkdtemp(prefix="sluice-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.proc = None
+        self.uid = self.gid = None
+        if os.getuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            self.uid, self.gid = pw.pw_uid, pw.pw_gid
+            os.chown(self.dir, self.uid, self.gid)
+        h.register_cleanup(self.stop)
+        h.register_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+
+    def _as_owner(self):
+        if self.uid is not None:
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+        os.setsid()
+
+    def url(self, db):
+        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, db)
+
+    def start(self, databases=()):
+        if self.bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+        subprocess.run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "postgres",
+                        "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+                       preexec_fn=self._as_owner, check=True, capture_output=True, timeout=120)
+        self.log = open(os.path.join(self.dir, "postgres.log"), "wb")
+        self.proc = subprocess.Popen(
+            [os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port),
+             "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=200"],
+            preexec_fn=self._as_owner, stdout=self.log, stderr=subprocess.STDOUT)
+        _wait_tcp(self.port, 30, self.proc, "postgres")
+        for _ in range(100):  # listening is not yet accepting sessions
+            if self.psql("postgres", "SELECT 1", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        for db in databases:
+            self.psql("postgres", "CREATE DATABASE %s" % db)
+        return self
+
+    def psql(self, db, sql, check=True):
+        return subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-d", self.url(db), "-c", sql],
+                              capture_output=True, text=True, timeout=30, check=check)
+
+    def value(self, db, sql):
+        return self.psql(db, sql).stdout.strip()
+
+    def stop(self):
+        # SIGINT: PostgreSQL's "fast" shutdown (SIGTERM waits for sessions)
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+SERVICE_DB = {"user-service": "users", "order-service": "orders",
+              "payment-service": "payments", "notification-service": "notifications"}
+
+_SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def service_bin(name):
+    return os.path.join(os.environ.get("SLUICE_BUILDDIR", "build"), "services-demo", name, name)
+
+
+class Service:
+    """One reference service process with its environment."""
+
+    def __init__(self, name, env, port=None):
+        self.name = name
+        self.port = port or h.free_port()
+        self.env = dict(os.environ)
+        self.env.update({"PORT": str(self.port), "LOG_LEVEL": "debug"})
+        self.env.update(env)
+        self.proc = None
+        self.logpath = tempfile.mktemp(prefix="sluice-%s-" % name, suffix=".log")
+        self.reported = False
+        self.runs = []  # logs of earlier runs, for the sanitizer check
+        h.register_cleanup(self.kill)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self, wait=30):
+        self.log = open(self.logpath, "ab")
+        self.proc = subprocess.Popen([service_bin(self.name)], env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, preexec_fn=os.setsid)
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s:\n%s" % (self.name, self.proc.returncode,
+                                                                self.log_tail()))
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        raise RuntimeError("%s did not answer /health:\n%s" % (self.name, self.log_tail()))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=15):
+        """SIGTERM (drain) and the exit status."""
+        rc = _stop_proc(self.proc, timeout)
+        self.log.close()
+        return rc
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def logs(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_lines(self):
+        """The JSON log lines (other lines, e.g. sanitizer reports, skipped)."""
+        out = []
+        for line in self.logs().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def log_tail(self, n=20):
+        return "\n".join(self.logs().splitlines()[-n:])
+
+    def sanitizer_report(self):
+        text = self.logs()
+        for mark in _SANITIZER_MARKS:
+            i = text.find(mark)
+            if i >= 0:
+                return text[max(0, i - 200):i + 3000]
+        return None
+
+
+class System:
+    """PostgreSQL with the four databases, Redis, and the four services."""
+
+    def __init__(self, payment_limit=100000, claim_idle_ms=1500, extra_env=None):
+        self.pg = Postgres()
+        self.redis = Redis()
+        self.payment_limit = payment_limit
+        self.claim_idle_ms = claim_idle_ms
+        self.extra_env = extra_env or {}
+        self.services = {}
+
+    def start(self):
+        self.pg.start(SERVICE_DB.values())
+        self.redis.start()
+        for name in ("user-service", "order-service", "payment-service", "notification-service"):
+            self.services[name] = Service(name, self.env_for(name))
+        self.services["order-service"].env["USER_SERVICE_URL"] = self.services["user-service"].url
+        for s in self.services.values():
+            s.start()
+        return self
+
+    def env_for(self, name):
+        env = {"DB_URL": self.pg.url(SERVICE_DB[name]), "REDIS_URL": self.redis.url,
+               "PAYMENT_LIMIT_CENTS": str(self.payment_limit),
+               "CLAIM_IDLE_MS": str(self.claim_idle_ms)}
+        env.update(self.extra_env)
+        return env
+
+    def __getitem__(self, name):
+        return self.services[name]
+
+    def stop_services(self, t):
+        """SIGTERM every service: each must drain and exit 0 with no
+        sanitizer report."""
+        for s in self.services.values():
+            if not s.alive():
+                continue
+            rc = s.stop()
+            t.eq(rc, 0, "%s drains and exits 0 on SIGTERM" % s.name, s.log_tail())
+            rep = s.sanitizer_report()
+            t.ok(rep is None, "%s: no sanitizer report" % s.name, rep)
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """One request; returns (status, headers dict lowercased, parsed JSON or raw bytes)."""
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, rh, raw = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, rh, raw = e.code, e.headers, e.read()
+    headers_out = {k.lower(): v for k, v in rh.items()}
+    ctype = headers_out.get("content-type", "")
+    parsed = raw
+    if raw and "json" in ctype:
+        parsed = json.loads(raw)
+    elif not raw:
+        parsed = None
+    return status, headers_out, parsed
