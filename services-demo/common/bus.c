@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define READ_COUNT 32
 #define READ_BLOCK_MS "2000"
@@ -561,6 +562,17 @@ void bus_subscribe(struct bus *bus, const char *group, const char *consumer,
     svc_log(SVC_INFO, NULL, "consuming",
             json_pack("{s:s,s:s,s:i}", "group", group, "consumer", consumer, "streams", n_streams));
     read_next(bus);
+}
+
+void bus_subscribe_service(const char *const *streams, int n_streams, bus_handler handler)
+{
+    char consumer[160];
+    char hostname[64] = "host";
+    gethostname(hostname, sizeof hostname - 1);
+    hostname[sizeof hostname - 1] = '\0';
+    snprintf(consumer, sizeof consumer, "%s-%s-%d", svc_name(), hostname, (int)getpid());
+    bus_subscribe(svc_bus(), svc_name(), svc_env("CONSUMER_NAME", consumer), streams, n_streams,
+                  svc_env_int("CLAIM_IDLE_MS", 30000, 100, 86400000), handler);
 }
 
 static void on_connection_ready(struct bus *bus)

@@ -36,6 +36,10 @@ void bus_subscribe(struct bus *bus, const char *group, const char *consumer,
                    const char *const *streams, int n_streams, long long claim_idle_ms,
                    bus_handler handler);
 
+/* bus_subscribe for this service: group = the service's name, consumer =
+ * CONSUMER_NAME or <service>-<hostname>-<pid>, CLAIM_IDLE_MS (30 s). */
+void bus_subscribe_service(const char *const *streams, int n_streams, bus_handler handler);
+
 /* Relay the `outbox` table of `db` to the streams: every 200 ms and after
  * bus_relay_kick (call it when a statement wrote to the outbox). */
 void bus_relay_start(struct bus *bus, struct db *db);
