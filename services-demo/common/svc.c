@@ -445,9 +445,16 @@ void svc_reply_row(struct svc_req *r, PGresult *res, const char *error, int stat
         svc_unavailable(r, "database", error);
     else if (PQntuples(res) == 0 || PQnfields(res) == 0)
         svc_problem(r, 404, "not-found", not_found, NULL);
-    else
-        svc_reply(r, status, "application/json", PQgetvalue(res, 0, 0),
-                  (size_t)PQgetlength(res, 0, 0));
+    else {
+        /* PostgreSQL's json text has spaces around every colon: re-encode
+         * compactly (jansson keeps the members' order) */
+        json_t *v = json_loadb(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, NULL);
+        if (v)
+            svc_reply_json(r, status, v);
+        else
+            svc_reply(r, status, "application/json", PQgetvalue(res, 0, 0),
+                      (size_t)PQgetlength(res, 0, 0));
+    }
 }
 
 /* ---- validation --------------------------------------------------------------------- */
