@@ -40,6 +40,9 @@ struct subscription {
     int groups_waiting;
     bool reading;
     bool read_pending;  /* read our own pending entries (from id 0) next */
+    bool reading_own;   /* the read in flight is one of those */
+    unsigned claims;    /* XAUTOCLAIMs that took entries, so far */
+    unsigned claims_at_read;
     bool batch_failed;
     int in_batch;       /* handlers not yet done */
     struct event *next_read;
@@ -338,7 +341,7 @@ static const char *field(redisReply *fields, const char *name)
     return NULL;
 }
 
-static void deliver(struct bus *bus, const char *stream, redisReply *entry, long long deliveries)
+static void deliver(struct bus *bus, const char *stream, redisReply *entry, bool redelivery)
 {
     struct subscription *sub = bus->sub;
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
@@ -381,7 +384,7 @@ static void deliver(struct bus *bus, const char *stream, redisReply *entry, long
     ev->type = o->type;
     ev->time = o->time;
     ev->data = payload;
-    ev->deliveries = deliveries;
+    ev->redelivery = redelivery;
     struct svc_trace producer;
     bool traced = svc_trace_parse(field(fields, "traceparent"), &producer);
     svc_trace_child(traced ? &producer : NULL, &ev->trace);
@@ -389,7 +392,8 @@ static void deliver(struct bus *bus, const char *stream, redisReply *entry, long
     sub->in_batch++;
     svc_work_begin();
     svc_log(SVC_DEBUG, &ev->trace, "event received",
-            json_pack("{s:s,s:s,s:s}", "stream", stream, "entry", entry_id, "event_id", event_id));
+            json_pack("{s:s,s:s,s:s,s:b}", "stream", stream, "entry", entry_id, "event_id",
+                      event_id, "redelivery", redelivery));
     sub->handler(ev);
 }
 
@@ -426,13 +430,15 @@ static void on_read(redisAsyncContext *ac, void *reply, void *priv)
                 continue;
             for (size_t e = 0; e < sr->element[1]->elements; e++) {
                 deliver(bus, sr->element[0]->str, sr->element[1]->element[e],
-                        sub->read_pending ? 2 : 1);
+                        sub->reading_own);
                 delivered++;
             }
         }
     }
-    if (sub->read_pending && delivered == 0)
-        sub->read_pending = false; /* our backlog is done: new entries now */
+    /* our backlog is done: new entries now (unless a claim, made while
+     * this read was in flight, put more into it) */
+    if (sub->reading_own && delivered == 0 && sub->claims == sub->claims_at_read)
+        sub->read_pending = false;
     sub->in_batch--;
     batch_done(bus);
 }
@@ -501,8 +507,11 @@ static void read_next(struct bus *bus)
         argv[argc++] = sub->streams[i];
     for (int i = 0; i < sub->n_streams; i++)
         argv[argc++] = sub->read_pending ? "0" : ">";
-    if (redisAsyncCommandArgv(bus->block.ac, on_read, bus, argc, argv, NULL) == REDIS_OK)
+    if (redisAsyncCommandArgv(bus->block.ac, on_read, bus, argc, argv, NULL) == REDIS_OK) {
         sub->reading = true;
+        sub->reading_own = sub->read_pending;
+        sub->claims_at_read = sub->claims;
+    }
     else
         schedule_read(bus, RETRY_PAUSE_MS);
 }
@@ -520,6 +529,7 @@ static void on_claimed(struct bus *bus, redisReply *r, void *arg)
             json_pack("{s:s,s:i}", "stream", stream, "count", (int)n));
     /* they are in our pending list now: the next read takes them */
     bus->sub->read_pending = true;
+    bus->sub->claims++;
 }
 
 static void on_claim_timer(evutil_socket_t fd, short what, void *arg)

@@ -19,7 +19,7 @@ struct bus_event {
     json_t *data;           /* a JSON object */
     struct svc_trace trace; /* a span of the producer's trace */
     char traceparent[56];   /* our span, for events the handler stores */
-    long long deliveries;   /* how often the group delivered it (from 1) */
+    bool redelivery;        /* read again from our pending list (a retry or a claim) */
 };
 
 /* A handler calls bus_done exactly once, when its transaction committed

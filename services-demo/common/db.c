@@ -286,6 +286,16 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Notices (e.g. "already exists, skipping") go to the JSON log, not raw
+ * to stderr. */
+static void log_notice(void *arg, const char *message)
+{
+    char text[512];
+    snprintf(text, sizeof text, "%s", message);
+    text[strcspn(text, "\n")] = '\0';
+    svc_log(SVC_DEBUG, NULL, "database notice", json_pack("{s:s}", "notice", text));
+}
+
 static void conn_connect(struct db_conn *c)
 {
     const char *keys[] = {"dbname", "application_name", "options", NULL};
@@ -295,6 +305,7 @@ static void conn_connect(struct db_conn *c)
         conn_reset(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         return;
     }
+    PQsetNoticeProcessor(c->pg, log_notice, NULL);
     c->state = CONN_CONNECTING;
     arm_timer(c, CONNECT_WATCHDOG_S * 1000);
     wait_io(c, EV_WRITE);
@@ -445,6 +456,7 @@ bool db_run_startup_sql(const char *conninfo, const char *sql, int wait_seconds,
     for (;;) {
         PGconn *pg = PQconnectdbParams(keys, values, 1);
         if (pg && PQstatus(pg) == CONNECTION_OK) {
+            PQsetNoticeProcessor(pg, log_notice, NULL);
             PGresult *r = PQexec(pg, sql);
             ExecStatusType st = PQresultStatus(r);
             bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;

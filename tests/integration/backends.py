@@ -306,3 +306,104 @@ def http(method, url, body=None, headers=None, timeout=10):
     elif not raw:
         parsed = None
     return status, headers_out, parsed
+
+
+# ---------------------------------------------------------------------------
+# The npm tools of tests/services/js (OpenAPI validation, Pact)
+# ---------------------------------------------------------------------------
+def js_tools():
+    """A build-tree copy of tests/services/js with `npm ci` done once (the
+    source tree may be read-only, as in make distcheck). Returns
+    (directory, None) or (None, why)."""
+    import fcntl
+    src = os.path.join(os.environ.get("SLUICE_SRCDIR", "."), "tests", "services", "js")
+    dst = os.path.join(os.environ.get("SLUICE_BUILDDIR", "build"), "services-js")
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None, "node and npm are not installed (./dev test installs them)"
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(dst, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # test scripts run in parallel
+        for name in os.listdir(src):
+            if name.endswith((".js", ".json", ".mjs", ".cjs")):
+                shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+        stamp = os.path.join(dst, "node_modules", ".sluice-lock")
+        with open(os.path.join(src, "package-lock.json"), "rb") as f:
+            want = f.read()
+        try:
+            with open(stamp, "rb") as f:
+                have = f.read()
+        except OSError:
+            have = None
+        if have != want:
+            out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                                 cwd=dst, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                return None, "npm ci failed:\n" + out.stdout[-2000:] + out.stderr[-2000:]
+            with open(stamp, "wb") as f:
+                f.write(want)
+    return dst, None
+
+
+def run_node_tap(t, script, env, desc, args=(), timeout=300):
+    """Runs a node script of js_tools() that prints TAP and reports each of
+    its points as ours."""
+    tools, why = js_tools()
+    if tools is None:
+        t.ok(False, desc + ": npm tools available", why)
+        return False
+    full_env = dict(os.environ)
+    full_env.update(env)
+    try:
+        out = subprocess.run(["node", os.path.join(tools, script)] + list(args), cwd=tools,
+                             env=full_env,
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        t.ok(False, "%s finished within %d s" % (desc, timeout), str(e.stdout)[-3000:])
+        return False
+    points = 0
+    lines = out.stdout.splitlines()
+    for i, line in enumerate(lines):
+        ok = line.startswith("ok ")
+        if ok or line.startswith("not ok "):
+            points += 1
+            text = line.split(" - ", 1)[1] if " - " in line else line
+            diag = []
+            for follow in lines[i + 1:]:
+                if not follow.startswith("#"):
+                    break
+                diag.append(follow)
+            t.ok(ok, "%s: %s" % (desc, text), "\n".join(diag) or None)
+    t.ok(out.returncode == 0 and points > 0, "%s: exits 0 with test points" % desc,
+         "exit %s\nstdout tail:\n%s\nstderr tail:\n%s" % (out.returncode, out.stdout[-1500:],
+                                                          out.stderr[-3000:]))
+    return out.returncode == 0
+
+
+class Exchanges:
+    """Records requests and responses for validate-openapi.js."""
+
+    def __init__(self):
+        self.path = tempfile.mktemp(prefix="sluice-exchanges-", suffix=".jsonl")
+        self.f = open(self.path, "w")
+        h.register_cleanup(lambda: os.path.exists(self.path) and os.unlink(self.path))
+
+    def call(self, service, base, method, path, body=None, headers=None):
+        status, hdrs, parsed = http(method, base + path, body, headers)
+        self.f.write(json.dumps({
+            "service": service, "method": method, "path": path, "status": status,
+            "content_type": hdrs.get("content-type", ""),
+            "headers": hdrs,
+            "body": parsed if not isinstance(parsed, bytes) else parsed.decode("latin-1")}) + "\n")
+        self.f.flush()
+        return status, hdrs, parsed
+
+    def validate(self, t):
+        """One test point per recorded exchange (and per document)."""
+        self.f.close()
+        run_node_tap(t, "validate-openapi.js", {}, "OpenAPI", args=[self.path], timeout=120)
+
+
+def svc_uuid_ok(value):
+    import re
+    return isinstance(value, str) and re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value) is not None

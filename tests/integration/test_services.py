@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""The reference services (services-demo/) against a real PostgreSQL
+cluster and a real redis-server, both started here: each service's contract
+(status codes, bodies, RFC 9457 problems, Location, Allow), the saga
+(CONFIRMED, CANCELLED), W3C trace context from a request through HTTP calls
+and events, idempotent handlers (a repeated event changes nothing), an
+invalid event acknowledged, XAUTOCLAIM of what a dead consumer left
+pending, the transactional outbox (Redis down, order-service killed, nothing
+lost), user-service down (503), readiness, JSON logs, SIGTERM drains. Every
+recorded response is then checked against its service's OpenAPI document."""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sluice_harness as h  # noqa: E402
+import backends as b  # noqa: E402
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+UNKNOWN = "5d1d3bd0-0000-4000-8000-0000000000ff"
+LIMIT = 5000
+
+
+def is_problem(t, resp, status, slug, desc):
+    st, hd, body = resp
+    ok = (st == status and hd.get("content-type") == "application/problem+json" and
+          isinstance(body, dict) and body.get("status") == status and
+          body.get("type") == "https://sluice.dev/problems/" + slug and
+          isinstance(body.get("title"), str) and isinstance(body.get("detail"), str))
+    t.ok(ok, desc, repr(resp))
+    return ok
+
+
+def error_fields(resp):
+    body = resp[2]
+    if not isinstance(body, dict):
+        return set()
+    return {e.get("field") for e in body.get("errors", [])}
+
+
+def wait_for(fn, timeout=10.0, every=0.1):
+    deadline = time.time() + timeout
+    value = fn()
+    while not value and time.time() < deadline:
+        time.sleep(every)
+        value = fn()
+    return value
+
+
+def body(t):
+    S = b.System(payment_limit=LIMIT, claim_idle_ms=1500).start()
+    X = b.Exchanges()
+    U, O, P, N = (S[n] for n in ("user-service", "order-service", "payment-service",
+                                 "notification-service"))
+
+    def users(method, path, body=None, headers=None):
+        return X.call("user-service", U.url, method, path, body, headers)
+
+    def orders(method, path, body=None, headers=None):
+        return X.call("order-service", O.url, method, path, body, headers)
+
+    def payments(method, path):
+        return X.call("payment-service", P.url, method, path)
+
+    def notes(method, path):
+        return X.call("notification-service", N.url, method, path)
+
+    # ---- user-service ----------------------------------------------------------
+    st, hd, ada = users("POST", "/users", {"name": "Ada Lovelace", "email": "ada@example.com"})
+    t.ok(st == 201 and isinstance(ada, dict) and ada.get("role") == "user" and
+         b.svc_uuid_ok(ada.get("id")) and ada.get("email") == "ada@example.com",
+         "POST /users: 201 with the user, role defaults to user", repr((st, ada)))
+    t.eq(hd.get("location"), "/users/%s" % (ada or {}).get("id"), "POST /users: Location")
+    st, _, grace = users("POST", "/users", {"name": "Grace", "email": "grace@example.com",
+                                            "role": "admin"})
+    t.ok(st == 201 and grace["role"] == "admin", "POST /users with role admin: 201")
+    users("POST", "/users", {"name": "Edsger", "email": "edsger@example.com"})
+    is_problem(t, users("POST", "/users", {"name": "Ada 2", "email": "ADA@example.com"}), 409,
+               "conflict", "POST /users with a taken email (other case): 409")
+    for bad, field, what in [
+            ({"email": "x@example.com"}, "name", "name missing"),
+            ({"name": "n" * 201, "email": "x@example.com"}, "name", "name over 200 characters"),
+            ({"name": "", "email": "x@example.com"}, "name", "empty name"),
+            ({"name": 7, "email": "x@example.com"}, "name", "name not a string"),
+            ({"name": "X", "email": "not-an-email"}, "email", "email without @"),
+            ({"name": "X", "email": "a@localhost"}, "email", "email without a dotted domain"),
+            ({"name": "X", "email": "a b@example.com"}, "email", "email with a space"),
+            ({"name": "X", "email": "x@example.com", "role": "root"}, "role", "unknown role"),
+            ({"name": "X", "email": "x@example.com", "admin": True}, "admin", "unknown field")]:
+        r = users("POST", "/users", bad)
+        is_problem(t, r, 400, "validation-error", "POST /users, %s: 400" % what)
+        t.ok(field in error_fields(r), "POST /users, %s: errors name the field" % what, repr(r[2]))
+    is_problem(t, users("POST", "/users", b"{\"name\": "), 400, "validation-error",
+               "POST /users with broken JSON: 400")
+    is_problem(t, users("POST", "/users", b"[1,2]"), 400, "validation-error",
+               "POST /users with an array: 400")
+    is_problem(t, users("POST", "/users", b'{"name":"a","name":"b","email":"d@example.com"}'),
+               400, "validation-error", "POST /users with a duplicate key: 400")
+    is_problem(t, users("POST", "/users", b"{}", {"Content-Type": "text/plain"}), 415,
+               "unsupported-media-type", "POST /users as text/plain: 415")
+    st = b.http("POST", U.url + "/users", b"{" + b" " * 70000 + b"}")[0]
+    t.eq(st, 413, "POST /users with a 70 kB body: 413")
+
+    st, _, got = users("GET", "/users/" + ada["id"])
+    t.ok(st == 200 and got == ada, "GET /users/{id}: 200, the same user", repr(got))
+    st, _, got = users("GET", "/users/" + ada["id"].upper())
+    t.ok(st == 200 and got.get("id") == ada["id"], "GET /users/{ID} in capitals: the same user")
+    is_problem(t, users("GET", "/users/" + UNKNOWN), 404, "not-found", "GET unknown user: 404")
+    is_problem(t, users("GET", "/users/42"), 400, "validation-error", "GET /users/42: 400")
+    st, _, page = users("GET", "/users?limit=2")
+    t.ok(st == 200 and len(page["items"]) == 2 and page["total"] == 3 and page["limit"] == 2 and
+         page["offset"] == 0 and page["items"][0]["id"] == ada["id"],
+         "GET /users?limit=2: first page, oldest first, total 3", repr(page))
+    st, _, page2 = users("GET", "/users?limit=2&offset=2")
+    t.ok(st == 200 and len(page2["items"]) == 1 and page2["offset"] == 2,
+         "GET /users?limit=2&offset=2: the last user", repr(page2))
+    st, _, dflt = users("GET", "/users")
+    t.ok(st == 200 and dflt["limit"] == 20 and len(dflt["items"]) == 3, "GET /users: limit 20")
+    for q in ("limit=0", "limit=101", "limit=abc", "offset=-1", "limit=1.5"):
+        is_problem(t, users("GET", "/users?" + q), 400, "validation-error",
+                   "GET /users?%s: 400" % q)
+
+    st, _, upd = users("PUT", "/users/" + ada["id"], {"name": "Ada King", "email":
+                                                      "ada@example.com", "role": "admin"})
+    t.ok(st == 200 and upd["name"] == "Ada King" and upd["role"] == "admin" and
+         upd["created_at"] == ada["created_at"] and upd["updated_at"] != ada["updated_at"],
+         "PUT /users/{id}: 200, replaced, updated_at moves", repr(upd))
+    r = users("PUT", "/users/" + ada["id"], {"name": "Ada", "email": "ada@example.com"})
+    is_problem(t, r, 400, "validation-error", "PUT without role (full replacement): 400")
+    is_problem(t, users("PUT", "/users/" + ada["id"], {"name": "Ada", "email":
+                                                       "grace@example.com", "role": "user"}),
+               409, "conflict", "PUT to another user's email: 409")
+    is_problem(t, users("PUT", "/users/" + UNKNOWN, {"name": "N", "email": "n@example.com",
+                                                     "role": "user"}),
+               404, "not-found", "PUT unknown user: 404")
+    st, _, tmp = users("POST", "/users", {"name": "Temp", "email": "temp@example.com"})
+    st, hd, raw = users("DELETE", "/users/" + tmp["id"])
+    t.ok(st == 204 and raw is None, "DELETE /users/{id}: 204, no body")
+    is_problem(t, users("DELETE", "/users/" + tmp["id"]), 404, "not-found", "DELETE again: 404")
+    r = users("PATCH", "/users/" + ada["id"])
+    is_problem(t, r, 405, "method-not-allowed", "PATCH /users/{id}: 405")
+    t.eq(r[1].get("allow"), "GET, PUT, DELETE", "405 lists Allow")
+    is_problem(t, users("GET", "/nothing-here"), 404, "not-found", "unknown path: 404")
+
+    # ---- order-service and the saga ------------------------------------------------
+    tp = "00-%s-00f067aa0ba902b7-01" % TRACE
+    st, hd, o1 = orders("POST", "/orders", {"user_id": ada["id"], "total_cents": 1234,
+                                            "currency": "EUR"}, {"traceparent": tp})
+    t.ok(st == 201 and o1["status"] == "PENDING_PAYMENT" and o1["total_cents"] == 1234 and
+         o1["cancel_reason"] is None and o1["user_id"] == ada["id"],
+         "POST /orders: 201 PENDING_PAYMENT", repr((st, o1)))
+    t.eq(hd.get("location"), "/orders/" + o1["id"], "POST /orders: Location")
+    st, _, o2 = orders("POST", "/orders", {"user_id": ada["id"], "total_cents": LIMIT + 1,
+                                           "currency": "USD"})
+    t.eq(st, 201, "POST /orders over the payment limit: 201 (payment decides later)")
+
+    def status_of(order):
+        return lambda: (orders("GET", "/orders/" + order["id"])[2] or {}).get("status") \
+            not in (None, "PENDING_PAYMENT")
+
+    t.ok(wait_for(status_of(o1), 10), "order 1 settles within 10 s")
+    got = orders("GET", "/orders/" + o1["id"])[2]
+    t.eq(got["status"], "CONFIRMED", "order within the limit: CONFIRMED")
+    t.ok(wait_for(status_of(o2), 10), "order 2 settles within 10 s")
+    got = orders("GET", "/orders/" + o2["id"])[2]
+    t.ok(got["status"] == "CANCELLED" and got["cancel_reason"] == "amount_over_limit",
+         "order over the limit: CANCELLED, reason amount_over_limit", repr(got))
+
+    r = orders("POST", "/orders", {"user_id": UNKNOWN, "total_cents": 10, "currency": "EUR"})
+    is_problem(t, r, 422, "unknown-user", "POST /orders for an unknown user: 422")
+    for bad, field, what in [
+            ({"user_id": "nope", "total_cents": 10, "currency": "EUR"}, "user_id", "bad user_id"),
+            ({"user_id": ada["id"], "total_cents": 0, "currency": "EUR"}, "total_cents", "0 cents"),
+            ({"user_id": ada["id"], "total_cents": 1.5, "currency": "EUR"}, "total_cents",
+             "fractional cents"),
+            ({"user_id": ada["id"], "total_cents": "10", "currency": "EUR"}, "total_cents",
+             "cents as a string"),
+            ({"user_id": ada["id"], "total_cents": 10 ** 12, "currency": "EUR"}, "total_cents",
+             "too many cents"),
+            ({"user_id": ada["id"], "total_cents": 10, "currency": "eur"}, "currency",
+             "lowercase currency"),
+            ({"user_id": ada["id"], "total_cents": 10}, "currency", "no currency"),
+            ({"user_id": ada["id"], "total_cents": 10, "currency": "EUR", "status": "CONFIRMED"},
+             "status", "a status of its own")]:
+        r = orders("POST", "/orders", bad)
+        is_problem(t, r, 400, "validation-error", "POST /orders, %s: 400" % what)
+        t.ok(field in error_fields(r), "POST /orders, %s: errors name the field" % what,
+             repr(r[2]))
+
+    key = {"Idempotency-Key": "checkout-42"}
+    req = {"user_id": grace["id"], "total_cents": 300, "currency": "EUR"}
+    st1, _, k1 = orders("POST", "/orders", req, key)
+    st2, hd2, k2 = orders("POST", "/orders", req, key)
+    t.ok(st1 == 201 and st2 == 200 and k1["id"] == k2["id"] and
+         hd2.get("location") == "/orders/" + k1["id"],
+         "a repeated Idempotency-Key with the same body: 200, the same order", repr((k1, k2)))
+    is_problem(t, orders("POST", "/orders", dict(req, total_cents=301), key), 409, "conflict",
+               "the same Idempotency-Key with another body: 409")
+    is_problem(t, orders("POST", "/orders", req, {"Idempotency-Key": "x" * 201}), 400,
+               "validation-error", "an Idempotency-Key over 200 characters: 400")
+    st, _, lst = orders("GET", "/orders?user_id=" + grace["id"])
+    t.ok(st == 200 and [o["id"] for o in lst["items"]] == [k1["id"]],
+         "GET /orders?user_id: the one order the key made", repr(lst))
+    st, _, lst = orders("GET", "/orders?user_id=" + ada["id"])
+    t.ok(st == 200 and [o["id"] for o in lst["items"]] == [o1["id"], o2["id"]],
+         "GET /orders?user_id: oldest first", repr(lst))
+    is_problem(t, orders("GET", "/orders"), 400, "validation-error", "GET /orders without user_id")
+    is_problem(t, orders("GET", "/orders/" + UNKNOWN), 404, "not-found", "GET unknown order: 404")
+    is_problem(t, orders("GET", "/orders/zzz"), 400, "validation-error", "GET /orders/zzz: 400")
+    is_problem(t, orders("DELETE", "/orders/" + o1["id"]), 405, "method-not-allowed",
+               "DELETE /orders/{id}: 405")
+
+    # ---- payment-service, notification-service ----------------------------------------
+    st, _, pay = payments("GET", "/payments?order_id=" + o1["id"])
+    t.ok(st == 200 and len(pay["items"]) == 1 and pay["items"][0]["status"] == "SUCCEEDED" and
+         pay["items"][0]["amount_cents"] == 1234 and pay["items"][0]["reason"] is None,
+         "GET /payments?order_id: one SUCCEEDED payment", repr(pay))
+    pid = pay["items"][0]["id"]
+    st, _, one = payments("GET", "/payments/" + pid)
+    t.ok(st == 200 and one == pay["items"][0], "GET /payments/{id}: the same payment")
+    st, _, pay2 = payments("GET", "/payments?order_id=" + o2["id"])
+    t.ok(pay2["items"][0]["status"] == "FAILED" and
+         pay2["items"][0]["reason"] == "amount_over_limit", "the failed payment is recorded")
+    is_problem(t, payments("GET", "/payments/" + UNKNOWN), 404, "not-found",
+               "GET unknown payment: 404")
+    is_problem(t, payments("GET", "/payments"), 400, "validation-error",
+               "GET /payments without order_id: 400")
+    is_problem(t, payments("POST", "/payments"), 405, "method-not-allowed", "POST /payments: 405")
+
+    def notified(user, n):
+        return lambda: len((notes("GET", "/notifications?user_id=" + user)[2] or
+                            {}).get("items", [])) >= n
+
+    t.ok(wait_for(notified(ada["id"], 4), 10), "4 notifications for 2 orders within 10 s")
+    st, _, ns = notes("GET", "/notifications?user_id=" + ada["id"])
+    kinds = sorted((n["order_id"], n["event"]) for n in ns["items"])
+    t.eq(kinds, sorted([(o1["id"], "order.created"), (o1["id"], "payment.succeeded"),
+                        (o2["id"], "order.created"), (o2["id"], "payment.failed")]),
+         "one notification per event")
+    is_problem(t, notes("GET", "/notifications"), 400, "validation-error",
+               "GET /notifications without user_id: 400")
+    is_problem(t, notes("GET", "/notifications?user_id=abc"), 400, "validation-error",
+               "GET /notifications?user_id=abc: 400")
+
+    for s in (U, O, P, N):
+        st, _, rd = X.call(s.name, s.url, "GET", "/ready")
+        t.ok(st == 200 and rd["status"] == "ready", "%s /ready: 200" % s.name, repr(rd))
+        st, _, hl = X.call(s.name, s.url, "GET", "/health")
+        t.ok(st == 200 and hl == {"status": "ok"}, "%s /health: 200" % s.name)
+
+    # ---- trace context --------------------------------------------------------------
+    def traced(service, msg):
+        return [l for l in service.log_lines() if l.get("trace_id") == TRACE and
+                l.get("msg") == msg]
+
+    t.ok(traced(U, "request"), "user-service logged the user check in the caller's trace")
+    t.ok(traced(O, "order created"), "order-service logged the order in the caller's trace")
+    t.ok(traced(P, "payment stored"), "payment-service charged in the caller's trace (event)")
+    t.ok(traced(O, "order settled"), "the saga's end is in the same trace (second event)")
+    t.ok(traced(N, "notification recorded"), "notification-service too")
+    entries = S.redis.cli("XRANGE", "order.created", "-", "+")
+    t.ok(("00-" + TRACE) in entries, "the order.created entry carries the traceparent",
+         entries[-1500:])
+
+    # ---- idempotent handlers, invalid events, XAUTOCLAIM --------------------------------
+    pay_before = S.pg.value("payments", "SELECT count(*) FROM payments")
+    notes_before = S.pg.value("notifications", "SELECT count(*) FROM notifications")
+    first = S.pg.value("orders", "SELECT payload::text FROM outbox WHERE payload->>'order_id' = "
+                       "'%s'" % o1["id"])
+    ev_id = S.pg.value("orders", "SELECT id FROM outbox WHERE payload->>'order_id' = '%s'" %
+                       o1["id"])
+    S.redis.cli("XADD", "order.created", "*", "id", ev_id, "type", "order.created",
+                "time", "2026-01-01T00:00:00Z", "traceparent", tp, "data", first)
+    t.ok(wait_for(lambda: any(l.get("msg") == "order already charged; nothing to do"
+                              for l in P.log_lines()), 10),
+         "a repeated order.created: payment-service charges nothing")
+    t.ok(wait_for(lambda: any(l.get("msg") == "event already notified; nothing to do"
+                              for l in N.log_lines()), 10),
+         "a repeated order.created: notification-service records nothing")
+    t.eq(S.pg.value("payments", "SELECT count(*) FROM payments"), pay_before,
+         "still one payment per order")
+    t.eq(S.pg.value("notifications", "SELECT count(*) FROM notifications"), notes_before,
+         "still one notification per event")
+
+    S.redis.cli("XADD", "order.created", "*", "id", "not-a-uuid", "type", "order.created",
+                "data", "{broken")
+    t.ok(wait_for(lambda: any(l.get("msg") == "event is not valid; acknowledged without handling"
+                              for l in P.log_lines()), 10), "an invalid event is logged")
+    t.ok(wait_for(lambda: S.redis.cli("XPENDING", "order.created", "payment-service")
+                  .splitlines()[0].strip() == "1) (integer) 0", 10),
+         "... and acknowledged (nothing pending for payment-service)",
+         S.redis.cli("XPENDING", "order.created", "payment-service"))
+
+    # a consumer that took an event and died: payment-service claims it
+    t.eq(P.stop(), 0, "payment-service drains on SIGTERM")
+    st, _, o3 = orders("POST", "/orders", {"user_id": grace["id"], "total_cents": 77,
+                                           "currency": "EUR"})
+    taken = wait_for(lambda: o3["id"] in S.redis.cli(
+        "XREADGROUP", "GROUP", "payment-service", "ghost", "COUNT", "10", "STREAMS",
+        "order.created", ">"), 5)
+    t.ok(taken, "a ghost consumer took the order.created entry and never acknowledged it")
+    P.start()
+    t.ok(wait_for(status_of(o3), 15), "payment-service claims the ghost's entry (XAUTOCLAIM) "
+         "and the order settles")
+    t.ok(any(l.get("msg") == "claimed events another consumer left pending"
+             for l in P.log_lines()), "payment-service logged the claim")
+    t.eq(S.pg.value("payments", "SELECT count(*) FROM payments WHERE order_id = '%s'" % o3["id"]),
+         "1", "the claimed order was charged once")
+
+    # ---- the outbox: Redis down, order-service killed, nothing lost -------------------
+    S.redis.stop()
+    st, _, o4 = orders("POST", "/orders", {"user_id": grace["id"], "total_cents": 88,
+                                           "currency": "EUR"})
+    t.eq(st, 201, "with Redis down an order is still taken (stored with its event)")
+    t.eq(S.pg.value("orders", "SELECT count(*) FROM outbox WHERE published_at IS NULL AND "
+                    "payload->>'order_id' = '%s'" % o4["id"]), "1",
+         "its order.created waits in the outbox")
+    r = X.call("order-service", O.url, "GET", "/ready")
+    t.ok(r[0] == 503 and r[2]["checks"]["redis"] == "fail" and
+         r[2]["checks"]["database"] == "ok", "/ready with Redis down: 503, redis fail", repr(r))
+    O.kill()  # a crash: no drain
+    S.redis.start()  # an empty Redis: no streams, no groups
+    O.start()
+    t.ok(wait_for(status_of(o4), 20), "after the crash and Redis' restart the event is relayed "
+         "and the order settles")
+    t.eq(S.pg.value("orders", "SELECT count(*) FROM outbox WHERE published_at IS NULL"), "0",
+         "the outbox is empty")
+
+    # ---- user-service down ---------------------------------------------------------------
+    t.eq(U.stop(), 0, "user-service drains on SIGTERM")
+    is_problem(t, orders("POST", "/orders", {"user_id": ada["id"], "total_cents": 5,
+                                             "currency": "EUR"}),
+               503, "dependency-unavailable", "POST /orders with user-service down: 503")
+    U.start()
+    st, _, _ = orders("POST", "/orders", {"user_id": ada["id"], "total_cents": 5,
+                                          "currency": "EUR"})
+    t.eq(st, 201, "user-service back: orders are taken again")
+
+    # ---- logs, drain, OpenAPI -------------------------------------------------------------
+    for s in (U, O, P, N):
+        lines = [l for l in s.logs().splitlines() if l.strip()]
+        bad = []
+        for l in lines:
+            try:
+                v = json.loads(l)
+                if not all(k in v for k in ("time", "level", "service", "msg")):
+                    bad.append(l)
+            except ValueError:
+                bad.append(l)
+        t.ok(lines and not bad, "%s: every log line is JSON with time, level, service, msg"
+             % s.name, "\n".join(bad[:5]))
+    S.stop_services(t)
+    for s in (U, O, P, N):
+        t.ok(any(l.get("msg") == "drained; exiting" for l in s.log_lines()),
+             "%s logged its drain" % s.name)
+    X.validate(t)
+
+
+if __name__ == "__main__":
+    h.main(body, timeout=240)
