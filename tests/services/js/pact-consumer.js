@@ -210,11 +210,15 @@ if (process.env.PACT_WORKER) {
     .catch((e) => [{ ok: false, desc: 'pact consumer run', notes: String(e.stack || e).split('\n') }])
     .then((results) => process.send(results, () => process.exit(0)));
 } else {
-  let results = [{ ok: false, desc: 'pact consumer run', notes: ['the worker process reported nothing'] }];
-  const child = fork(__filename, process.argv.slice(2), { env: { ...process.env, PACT_WORKER: '1' }, stdio: ['ignore', 2, 2, 'ipc'] });
+  let results = null;
+  // PACT_DO_NOT_TRACK: no usage statistics sent from test runs.
+  const child = fork(__filename, process.argv.slice(2), {
+    env: { PACT_DO_NOT_TRACK: 'true', ...process.env, PACT_WORKER: '1' },
+    stdio: ['ignore', 2, 2, 'ipc'],
+  });
   child.on('message', (r) => { results = r; });
   child.on('exit', (code, signal) => {
-    if (signal) results.push({ ok: false, desc: 'pact consumer worker', notes: [`killed by ${signal}`] });
+    if (!results) results = [{ ok: false, desc: 'pact consumer run', notes: [`the worker ended (${signal || `exit ${code}`}) without a report; see stderr`] }];
     printTap(results);
   });
 }
