@@ -53,12 +53,12 @@ function freePort() {
 
 // Minimal HTTP client (http rather than fetch: fetch is "experimental" on
 // Node 18 and prints a warning).
-function request(method, url, body, headers = {}) {
+function request(method, url, body) {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const req = http.request(url, {
       method,
-      headers: data ? { 'Content-Type': 'application/json', 'Content-Length': data.length, ...headers } : headers,
+      headers: data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {},
       timeout: 10000,
     }, (res) => {
       const chunks = [];
@@ -85,7 +85,8 @@ async function withOrderService(userServiceUrl, fn) {
       PORT: String(port),
       LISTEN_ADDR: '127.0.0.1',
       USER_SERVICE_URL: userServiceUrl,
-      // Unset, order-service keeps its defaults (docs/services.md).
+      // REDIS_URL is passed through; without ORDERS_DB_URL, order-service
+      // keeps its default database (docs/services.md).
       ...(process.env.ORDERS_DB_URL ? { DB_URL: process.env.ORDERS_DB_URL } : {}),
       CONSUMER_NAME: `pact-${process.pid}`,
     },
