@@ -39,12 +39,12 @@ struct subscription {
     bool groups_ready;
     int groups_waiting;
     bool reading;
-    bool read_pending;  /* read our own pending entries (from id 0) next */
-    bool reading_own;   /* the read in flight is one of those */
-    unsigned claims;    /* XAUTOCLAIMs that took entries, so far */
+    bool read_pending; /* read our own pending entries (from id 0) next */
+    bool reading_own;  /* the read in flight is one of those */
+    unsigned claims;   /* XAUTOCLAIMs that took entries, so far */
     unsigned claims_at_read;
     bool batch_failed;
-    int in_batch;       /* handlers not yet done */
+    int in_batch; /* handlers not yet done */
     struct event *next_read;
     struct event *claim_timer;
 };
@@ -335,7 +335,8 @@ static const char *field(redisReply *fields, const char *name)
 {
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {
         redisReply *k = fields->element[i], *v = fields->element[i + 1];
-        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && strcmp(k->str, name) == 0)
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            strcmp(k->str, name) == 0)
             return v->str;
     }
     return NULL;
@@ -429,8 +430,7 @@ static void on_read(redisAsyncContext *ac, void *reply, void *priv)
                 sr->element[1]->type != REDIS_REPLY_ARRAY)
                 continue;
             for (size_t e = 0; e < sr->element[1]->elements; e++) {
-                deliver(bus, sr->element[0]->str, sr->element[1]->element[e],
-                        sub->reading_own);
+                deliver(bus, sr->element[0]->str, sr->element[1]->element[e], sub->reading_own);
                 delivered++;
             }
         }
@@ -511,8 +511,7 @@ static void read_next(struct bus *bus)
         sub->reading = true;
         sub->reading_own = sub->read_pending;
         sub->claims_at_read = sub->claims;
-    }
-    else
+    } else
         schedule_read(bus, RETRY_PAUSE_MS);
 }
 
@@ -542,7 +541,7 @@ static void on_claim_timer(evutil_socket_t fd, short what, void *arg)
     snprintf(idle, sizeof idle, "%lld", sub->claim_idle_ms);
     for (int i = 0; i < sub->n_streams; i++) {
         const char *argv[] = {"XAUTOCLAIM", sub->streams[i], sub->group, sub->consumer, idle,
-                              "0-0", "COUNT", "32", "JUSTID"};
+                              "0-0",        "COUNT",         "32",       "JUSTID"};
         cmd_send(bus, on_claimed, sub->streams[i], 9, argv, NULL);
     }
 }
@@ -673,7 +672,8 @@ static void on_xadd(struct bus *bus, redisReply *r, void *arg)
         bus->rows[x->row].published = true;
     else
         svc_log(SVC_WARN, NULL, "outbox: XADD failed; the event stays in the outbox",
-                json_pack("{s:s}", "error", r ? (r->str ? r->str : "unexpected reply") : "no connection"));
+                json_pack("{s:s}", "error",
+                          r ? (r->str ? r->str : "unexpected reply") : "no connection"));
     free(x);
     if (--bus->relay_xadds == 0)
         relay_mark(bus);
@@ -718,10 +718,14 @@ static void on_claimed_rows(PGresult *res, const char *sqlstate, const char *err
     for (int k = 0; k < n; k++) {
         int i = (int)order[k][1];
         bus->rows[k].seq = order[k][0];
-        const char *argv[] = {"XADD", PQgetvalue(res, i, 2), "MAXLEN", "~", STREAM_MAXLEN, "*",
-                              "id", PQgetvalue(res, i, 1), "type", PQgetvalue(res, i, 2),
-                              "time", PQgetvalue(res, i, 5), "traceparent", PQgetvalue(res, i, 4),
-                              "data", PQgetvalue(res, i, 3)};
+        const char *argv[] = {"XADD",        PQgetvalue(res, i, 2),
+                              "MAXLEN",      "~",
+                              STREAM_MAXLEN, "*",
+                              "id",          PQgetvalue(res, i, 1),
+                              "type",        PQgetvalue(res, i, 2),
+                              "time",        PQgetvalue(res, i, 5),
+                              "traceparent", PQgetvalue(res, i, 4),
+                              "data",        PQgetvalue(res, i, 3)};
         struct xadd_call *x = malloc(sizeof *x);
         if (x == NULL)
             continue;

@@ -11,8 +11,8 @@
 struct bus;
 
 struct bus_event {
-    const char *stream;     /* the topic */
-    const char *entry_id;   /* the stream entry id */
+    const char *stream;   /* the topic */
+    const char *entry_id; /* the stream entry id */
     const char *event_id;
     const char *type;
     const char *time;
@@ -53,16 +53,16 @@ void bus_stop(struct bus *bus);
 bool bus_idle(const struct bus *bus);
 
 /* The outbox table every publishing service creates. */
-#define BUS_OUTBOX_SQL                                                                   \
-    "CREATE TABLE IF NOT EXISTS outbox ("                                                \
-    " seq bigserial PRIMARY KEY,"                                                        \
-    " id uuid NOT NULL UNIQUE,"                                                          \
-    " topic text NOT NULL,"                                                              \
-    " payload jsonb NOT NULL,"                                                           \
-    " traceparent text NOT NULL DEFAULT '',"                                             \
-    " created_at timestamptz NOT NULL DEFAULT now(),"                                    \
-    " claimed_until timestamptz,"                                                        \
-    " published_at timestamptz);"                                                        \
+#define BUS_OUTBOX_SQL                                                                             \
+    "CREATE TABLE IF NOT EXISTS outbox ("                                                          \
+    " seq bigserial PRIMARY KEY,"                                                                  \
+    " id uuid NOT NULL UNIQUE,"                                                                    \
+    " topic text NOT NULL,"                                                                        \
+    " payload jsonb NOT NULL,"                                                                     \
+    " traceparent text NOT NULL DEFAULT '',"                                                       \
+    " created_at timestamptz NOT NULL DEFAULT now(),"                                              \
+    " claimed_until timestamptz,"                                                                  \
+    " published_at timestamptz);"                                                                  \
     "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"
 
 #endif

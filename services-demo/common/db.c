@@ -32,8 +32,8 @@ struct db_conn {
     struct event *io;
     struct event *timer; /* watchdog while connecting or busy; retry while down */
     struct db_job *job;
-    PGresult *result;    /* the statement's last result so far */
-    bool flushing;       /* libpq still has bytes to send */
+    PGresult *result; /* the statement's last result so far */
+    bool flushing;    /* libpq still has bytes to send */
     int backoff_ms;
 };
 
@@ -342,7 +342,8 @@ static void dispatch(struct db *db)
     }
 }
 
-struct db *db_open(struct event_base *base, const char *conninfo, const char *app_name, int pool_size)
+struct db *db_open(struct event_base *base, const char *conninfo, const char *app_name,
+                   int pool_size)
 {
     struct db *db = calloc(1, sizeof *db);
     if (db == NULL)

@@ -19,7 +19,8 @@ struct db;
  * the result after the callback returns. */
 typedef void (*db_cb)(PGresult *res, const char *sqlstate, const char *error, void *arg);
 
-struct db *db_open(struct event_base *base, const char *conninfo, const char *app_name, int pool_size);
+struct db *db_open(struct event_base *base, const char *conninfo, const char *app_name,
+                   int pool_size);
 /* Fails what is queued or running (callbacks run; db_query returns false
  * from then on) and closes the connections; db_free releases the pool. */
 void db_close(struct db *db);

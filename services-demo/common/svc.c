@@ -344,7 +344,8 @@ static const char *reason_phrase(int status)
     }
 }
 
-void svc_reply(struct svc_req *r, int status, const char *content_type, const char *body, size_t len)
+void svc_reply(struct svc_req *r, int status, const char *content_type, const char *body,
+               size_t len)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->http);
     struct evbuffer *buf = evbuffer_new();
@@ -400,7 +401,8 @@ static const char *problem_title(int status)
     }
 }
 
-void svc_problem(struct svc_req *r, int status, const char *slug, const char *detail, json_t *errors)
+void svc_problem(struct svc_req *r, int status, const char *slug, const char *detail,
+                 json_t *errors)
 {
     char type[128];
     snprintf(type, sizeof type, "https://sluice.dev/problems/%s", slug);
@@ -820,8 +822,8 @@ static void on_request(struct evhttp_request *http, void *arg)
                     json_pack("[{s:s,s:s}]", "field", "", "message", "malformed query string"));
         return;
     }
-    if (r->n_segments == 1 && (strcmp(r->segments[0], "health") == 0 ||
-                               strcmp(r->segments[0], "ready") == 0)) {
+    if (r->n_segments == 1 &&
+        (strcmp(r->segments[0], "health") == 0 || strcmp(r->segments[0], "ready") == 0)) {
         if (r->method != EVHTTP_REQ_GET) {
             svc_method_not_allowed(r, "GET");
             return;
@@ -892,8 +894,8 @@ void svc_init(const struct svc_options *opts)
     g.opts = *opts;
     signal(SIGPIPE, SIG_IGN);
     const char *level = svc_env("LOG_LEVEL", "info");
-    g.min_level = strcmp(level, "debug") == 0  ? SVC_DEBUG
-                  : strcmp(level, "warn") == 0 ? SVC_WARN
+    g.min_level = strcmp(level, "debug") == 0   ? SVC_DEBUG
+                  : strcmp(level, "warn") == 0  ? SVC_WARN
                   : strcmp(level, "error") == 0 ? SVC_ERROR
                                                 : SVC_INFO;
     int port = (int)svc_env_int("PORT", opts->default_port, 1, 65535);
@@ -941,8 +943,8 @@ void svc_init(const struct svc_options *opts)
     evhttp_set_max_headers_size(g.http, MAX_HEADER_BYTES);
     evhttp_set_timeout(g.http, 30);
     evhttp_set_allowed_methods(g.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                           EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
-                                           EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+                                           EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
+                                           EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(g.http, on_request, NULL);
     g.listener = evhttp_bind_socket_with_handle(g.http, addr, (ev_uint16_t)port);
     if (g.listener == NULL) {

@@ -59,27 +59,27 @@ struct svc_req {
     struct evhttp_request *http;
     enum evhttp_cmd_type method;
     const char *method_name;
-    char *path;                          /* raw path, owned */
-    char *segments[SVC_MAX_SEGMENTS];    /* into path_copy, percent-decoded */
+    char *path;                       /* raw path, owned */
+    char *segments[SVC_MAX_SEGMENTS]; /* into path_copy, percent-decoded */
     int n_segments;
     char *path_copy;
     struct evkeyvalq query;
-    bool query_ok;                       /* the query string parsed */
+    bool query_ok; /* the query string parsed */
     struct svc_trace trace;
-    char traceparent[56];                /* our span, for outgoing calls and events */
+    char traceparent[56]; /* our span, for outgoing calls and events */
     int64_t start_us;
-    void *data;                          /* the handler's own state */
+    void *data; /* the handler's own state */
     void (*data_free)(void *);
 };
 
 typedef void (*svc_handler)(struct svc_req *r);
 
 struct svc_options {
-    const char *name;        /* "user-service": logs, consumer names */
+    const char *name; /* "user-service": logs, consumer names */
     int default_port;
-    const char *default_db;  /* database name when DB_URL is not set */
-    const char *schema_sql;  /* run once at start, under an advisory lock */
-    svc_handler handler;     /* every request but /health and /ready */
+    const char *default_db; /* database name when DB_URL is not set */
+    const char *schema_sql; /* run once at start, under an advisory lock */
+    svc_handler handler;    /* every request but /health and /ready */
     bool uses_redis;
 };
 
@@ -107,12 +107,14 @@ const char *svc_param(struct svc_req *r, const char *name);
 const char *svc_header(struct svc_req *r, const char *name);
 
 /* Replies end the request: they log it and free `r`. */
-void svc_reply(struct svc_req *r, int status, const char *content_type, const char *body, size_t len);
+void svc_reply(struct svc_req *r, int status, const char *content_type, const char *body,
+               size_t len);
 void svc_reply_json(struct svc_req *r, int status, json_t *body /* stolen */);
 void svc_reply_header(struct svc_req *r, const char *name, const char *value); /* before a reply */
 /* RFC 9457: type https://sluice.dev/problems/<slug>, title, status, detail,
  * instance; `errors` (stolen, may be NULL) lists {field, message}. */
-void svc_problem(struct svc_req *r, int status, const char *slug, const char *detail, json_t *errors);
+void svc_problem(struct svc_req *r, int status, const char *slug, const char *detail,
+                 json_t *errors);
 /* 405 with Allow. */
 void svc_method_not_allowed(struct svc_req *r, const char *allow);
 /* 503 for a failed database or Redis call. */

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NOTIFICATION_JSON                                                                  \
-    "json_build_object('id', id, 'user_id', user_id, 'order_id', order_id, 'event', event," \
+#define NOTIFICATION_JSON                                                                          \
+    "json_build_object('id', id, 'user_id', user_id, 'order_id', order_id, 'event', event,"        \
     " 'event_id', event_id, 'message', message, 'created_at', created_at)"
 
 static const char SCHEMA[] =
@@ -41,8 +41,9 @@ static void handle(struct svc_req *r)
     }
     const char *user_id = svc_param(r, "user_id");
     if (!svc_is_uuid(user_id)) {
-        svc_problem(r, 400, "validation-error", "user_id must be a uuid",
-                    json_pack("[{s:s,s:s}]", "field", "user_id", "message", "user_id must be a uuid"));
+        svc_problem(
+            r, 400, "validation-error", "user_id must be a uuid",
+            json_pack("[{s:s,s:s}]", "field", "user_id", "message", "user_id must be a uuid"));
         return;
     }
     const char *params[] = {user_id};

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ORDER_JSON                                                                          \
-    "json_build_object('id', id, 'user_id', user_id, 'total_cents', total_cents,"          \
-    " 'currency', currency, 'status', status, 'cancel_reason', cancel_reason,"             \
+#define ORDER_JSON                                                                                 \
+    "json_build_object('id', id, 'user_id', user_id, 'total_cents', total_cents,"                  \
+    " 'currency', currency, 'status', status, 'cancel_reason', cancel_reason,"                     \
     " 'created_at', created_at, 'updated_at', updated_at)"
 
 #define USER_CHECK_TIMEOUT_S 3
@@ -47,9 +47,9 @@ struct new_order {
     char user_id[37];
     char total[24];
     char currency[4];
-    char *key;          /* Idempotency-Key or NULL */
+    char *key; /* Idempotency-Key or NULL */
     char fingerprint[96];
-    bool looked_up;     /* the key was looked up already (after a conflict) */
+    bool looked_up; /* the key was looked up already (after a conflict) */
 };
 
 static void new_order_free(void *p)
@@ -131,8 +131,9 @@ static void insert_order(struct svc_req *r)
     char order_id[37], event_id[37];
     svc_uuid(order_id);
     svc_uuid(event_id);
-    const char *params[] = {order_id, o->user_id, o->total, o->currency,
-                            o->key,   o->key ? o->fingerprint : NULL, event_id, r->traceparent};
+    const char *params[] = {order_id,    o->user_id,    o->total,
+                            o->currency, o->key,        o->key ? o->fingerprint : NULL,
+                            event_id,    r->traceparent};
     /* one statement, so one transaction: the order and its event are
      * stored together or not at all (the transactional outbox) */
     svc_query(r,
@@ -170,8 +171,8 @@ static void on_user_checked(struct evhttp_request *reply, void *arg)
 static void check_user(struct svc_req *r)
 {
     struct new_order *o = r->data;
-    struct evhttp_connection *conn =
-        evhttp_connection_base_new(svc_base(), NULL, user_service.host, (ev_uint16_t)user_service.port);
+    struct evhttp_connection *conn = evhttp_connection_base_new(svc_base(), NULL, user_service.host,
+                                                                (ev_uint16_t)user_service.port);
     struct evhttp_request *call = conn ? evhttp_request_new(on_user_checked, r) : NULL;
     if (call == NULL) {
         if (conn)
@@ -228,7 +229,8 @@ static void create_order(struct svc_req *r)
     }
     const char *key = svc_header(r, "Idempotency-Key");
     if (key && !valid_key(key))
-        svc_errors_add(&e, "Idempotency-Key", "Idempotency-Key must be 1 to 200 visible characters");
+        svc_errors_add(&e, "Idempotency-Key",
+                       "Idempotency-Key must be 1 to 200 visible characters");
     struct new_order *o = NULL;
     if (!svc_errors_any(&e) && user_id && total_ok && currency) {
         o = calloc(1, sizeof *o);
@@ -274,8 +276,9 @@ static void list_orders(struct svc_req *r)
 {
     const char *user_id = svc_param(r, "user_id");
     if (!svc_is_uuid(user_id)) {
-        svc_problem(r, 400, "validation-error", "user_id must be a uuid",
-                    json_pack("[{s:s,s:s}]", "field", "user_id", "message", "user_id must be a uuid"));
+        svc_problem(
+            r, 400, "validation-error", "user_id must be a uuid",
+            json_pack("[{s:s,s:s}]", "field", "user_id", "message", "user_id must be a uuid"));
         return;
     }
     const char *params[] = {user_id};
@@ -365,7 +368,8 @@ static void parse_user_service_url(const char *url)
     const char *scheme = u ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u ? evhttp_uri_get_host(u) : NULL;
     if (!u || !scheme || strcmp(scheme, "http") != 0 || !host || !*host) {
-        fprintf(stderr, "order-service: USER_SERVICE_URL must be http://host[:port][/path], not '%s'\n",
+        fprintf(stderr,
+                "order-service: USER_SERVICE_URL must be http://host[:port][/path], not '%s'\n",
                 url);
         exit(2);
     }

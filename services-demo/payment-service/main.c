@@ -10,21 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PAYMENT_JSON                                                                       \
-    "json_build_object('id', id, 'order_id', order_id, 'user_id', user_id,"               \
-    " 'amount_cents', amount_cents, 'currency', currency, 'status', status,"              \
+#define PAYMENT_JSON                                                                               \
+    "json_build_object('id', id, 'order_id', order_id, 'user_id', user_id,"                        \
+    " 'amount_cents', amount_cents, 'currency', currency, 'status', status,"                       \
     " 'reason', reason, 'created_at', created_at)"
 
-static const char SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS payments ("
-    " id uuid PRIMARY KEY,"
-    " order_id uuid NOT NULL UNIQUE,"
-    " user_id uuid NOT NULL,"
-    " amount_cents bigint NOT NULL,"
-    " currency text NOT NULL,"
-    " status text NOT NULL CHECK (status IN ('SUCCEEDED', 'FAILED')),"
-    " reason text,"
-    " created_at timestamptz NOT NULL DEFAULT now());" BUS_OUTBOX_SQL;
+static const char SCHEMA[] = "CREATE TABLE IF NOT EXISTS payments ("
+                             " id uuid PRIMARY KEY,"
+                             " order_id uuid NOT NULL UNIQUE,"
+                             " user_id uuid NOT NULL,"
+                             " amount_cents bigint NOT NULL,"
+                             " currency text NOT NULL,"
+                             " status text NOT NULL CHECK (status IN ('SUCCEEDED', 'FAILED')),"
+                             " reason text,"
+                             " created_at timestamptz NOT NULL DEFAULT now());" BUS_OUTBOX_SQL;
 
 static long long payment_limit_cents;
 
@@ -110,9 +109,15 @@ static void on_order_created(struct bus_event *ev)
     svc_uuid(payment_id);
     svc_uuid(event_id);
     snprintf(amount_text, sizeof amount_text, "%lld", amount);
-    const char *params[] = {payment_id, order_id,  user_id,      amount_text,
-                            currency,   ok ? "SUCCEEDED" : "FAILED",
-                            ok ? NULL : "amount_over_limit", event_id, ev->traceparent};
+    const char *params[] = {payment_id,
+                            order_id,
+                            user_id,
+                            amount_text,
+                            currency,
+                            ok ? "SUCCEEDED" : "FAILED",
+                            ok ? NULL : "amount_over_limit",
+                            event_id,
+                            ev->traceparent};
     /* the payment and its event in one statement; ON CONFLICT: an order
      * already charged gets neither a second payment nor a second event */
     if (!db_query(svc_db(),

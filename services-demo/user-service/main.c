@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define USER_JSON                                                                          \
-    "json_build_object('id', id, 'name', name, 'email', email, 'role', role,"             \
+#define USER_JSON                                                                                  \
+    "json_build_object('id', id, 'name', name, 'email', email, 'role', role,"                      \
     " 'created_at', created_at, 'updated_at', updated_at)"
 
 static const char SCHEMA[] =
@@ -96,9 +96,9 @@ static void create_user(struct svc_req *r)
         svc_uuid(id);
         const char *params[] = {id, f[0], f[1], f[2]};
         svc_query(r,
-                     "INSERT INTO users (id, name, email, role) VALUES ($1, $2, $3, $4)"
-                     " RETURNING " USER_JSON "::text, id",
-                     4, params, on_created);
+                  "INSERT INTO users (id, name, email, role) VALUES ($1, $2, $3, $4)"
+                  " RETURNING " USER_JSON "::text, id",
+                  4, params, on_created);
     }
     json_decref(body);
 }
@@ -112,9 +112,9 @@ static void replace_user(struct svc_req *r, const char *id)
     if (read_user(r, body, true, f)) {
         const char *params[] = {id, f[0], f[1], f[2]};
         svc_query(r,
-                     "UPDATE users SET name = $2, email = $3, role = $4, updated_at = now()"
-                     " WHERE id = $1 RETURNING " USER_JSON "::text, id",
-                     4, params, on_user);
+                  "UPDATE users SET name = $2, email = $3, role = $4, updated_at = now()"
+                  " WHERE id = $1 RETURNING " USER_JSON "::text, id",
+                  4, params, on_user);
     }
     json_decref(body);
 }
@@ -139,11 +139,11 @@ static void list_users(struct svc_req *r)
     snprintf(os, sizeof os, "%lld", offset);
     const char *params[] = {ls, os};
     svc_query(r,
-                 "SELECT json_build_object('items', coalesce((SELECT json_agg(p.j ORDER BY"
-                 " p.created_at, p.id) FROM (SELECT " USER_JSON " AS j, created_at, id FROM users"
-                 " ORDER BY created_at, id LIMIT $1::int OFFSET $2::int) p), '[]'::json),"
-                 " 'limit', $1::int, 'offset', $2::int, 'total', (SELECT count(*) FROM users))::text",
-                 2, params, on_list);
+              "SELECT json_build_object('items', coalesce((SELECT json_agg(p.j ORDER BY"
+              " p.created_at, p.id) FROM (SELECT " USER_JSON " AS j, created_at, id FROM users"
+              " ORDER BY created_at, id LIMIT $1::int OFFSET $2::int) p), '[]'::json),"
+              " 'limit', $1::int, 'offset', $2::int, 'total', (SELECT count(*) FROM users))::text",
+              2, params, on_list);
 }
 
 static void handle(struct svc_req *r)

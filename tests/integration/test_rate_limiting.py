@@ -13,50 +13,16 @@ import hmac
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sluice_harness as h  # noqa: E402
 from upstream import Upstream  # noqa: E402
-
-
-class Redis:
-    def __init__(self, port=None, password=None):
-        self.port = port or h.free_port()
-        self.password = password
-        self.proc = None
-        self.dir = tempfile.mkdtemp(prefix="sluice-redis-")
-        h.register_cleanup(self.stop)
-        h.register_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
-
-    def start(self):
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.dir]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from backends import Redis  # noqa: E402
 
 
 def b64(data):

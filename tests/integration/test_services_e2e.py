@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The whole system end to end through sluice-gateway, configured with
+conf/demo/gateway.yaml (only the loopback ports changed): PostgreSQL, Redis
+and the four reference services started here. A user created and an order
+placed with a JWT end CONFIRMED and notified within seconds; an order over
+the payment limit ends CANCELLED; payment-service killed (SIGKILL) while
+orders are being created and restarted later: every order still ends
+CONFIRMED or CANCELLED, each charged exactly once, each event notified
+exactly once, nothing left pending in any consumer group."""
+
+import importlib.util
+import os
+import re
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sluice_harness as h  # noqa: E402
+import backends as b  # noqa: E402
+
+SRCDIR = os.environ.get("SLUICE_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+LIMIT = 100000  # the demo's PAYMENT_LIMIT_CENTS
+
+
+def load_make_jwt():
+    spec = importlib.util.spec_from_file_location(
+        "make_jwt", os.path.join(SRCDIR, "conf", "demo", "make-jwt.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def wait_for(fn, timeout=10.0, every=0.1):
+    deadline = time.time() + timeout
+    value = fn()
+    while not value and time.time() < deadline:
+        time.sleep(every)
+        value = fn()
+    return value
+
+
+def body(t):
+    S = b.System(payment_limit=LIMIT, claim_idle_ms=1500).start()
+    with open(os.path.join(SRCDIR, "conf", "demo", "gateway.yaml")) as f:
+        config = f.read()
+    for name, demo_port in (("user-service", 8081), ("order-service", 8082),
+                            ("payment-service", 8083), ("notification-service", 8084)):
+        config = config.replace("http://127.0.0.1:%d/" % demo_port,
+                                "http://127.0.0.1:%d/" % S[name].port)
+    t.ok(not re.search(r"^[^#]*127\.0\.0\.1:808[1-4]", config, re.M),
+         "every demo port was replaced")
+    port = h.free_port()
+    gw = h.Gateway(config, port=port, env={"SLUICE_PROXY_LISTEN": "127.0.0.1:%d" % port,
+                                           "SLUICE_STATUS_LISTEN": "off"})
+    gw.start()
+    api = "http://127.0.0.1:%d/api/v1" % port
+    token = load_make_jwt().make_token(1)
+    auth = {"Authorization": "Bearer " + token}
+
+    st, _, _ = b.http("POST", api + "/users", {"name": "Ada", "email": "ada@example.com"})
+    t.eq(st, 401, "POST /api/v1/users without a JWT: 401 from the gateway")
+    expired = load_make_jwt().make_token(-1)
+    st, _, _ = b.http("GET", api + "/orders?user_id=5d1d3bd0-0000-4000-8000-000000000001",
+                      headers={"Authorization": "Bearer " + expired})
+    t.eq(st, 401, "an expired JWT: 401 (the demo checks exp)")
+
+    st, hd, user = b.http("POST", api + "/users", {"name": "Ada Lovelace",
+                                                   "email": "ada@example.com"}, auth)
+    t.ok(st == 201 and b.svc_uuid_ok((user or {}).get("id")), "create a user through the gateway",
+         repr((st, user)))
+    t.eq(hd.get("x-ratelimit-limit-minute"), "100", "the users route is rate limited (seed)")
+    st, _, got = b.http("GET", api + "/users/" + user["id"], headers=auth)
+    t.ok(st == 200 and got == user, "GET /api/v1/users/{id}: the same user")
+
+    def order(cents, currency="EUR"):
+        return b.http("POST", api + "/orders", {"user_id": user["id"], "total_cents": cents,
+                                               "currency": currency}, auth)
+
+    def status(order_id):
+        return (b.http("GET", api + "/orders/" + order_id, headers=auth)[2] or {}).get("status")
+
+    def notifications():
+        return (b.http("GET", api + "/notifications?user_id=" + user["id"],
+                       headers=auth)[2] or {}).get("items", [])
+
+    st, _, o1 = order(4200)
+    t.ok(st == 201 and o1["status"] == "PENDING_PAYMENT", "create an order with a JWT: 201",
+         repr((st, o1)))
+    started = time.time()
+    t.ok(wait_for(lambda: status(o1["id"]) == "CONFIRMED", 5),
+         "the order is CONFIRMED within 5 s (took %.2f s)" % (time.time() - started))
+    t.ok(wait_for(lambda: {(n["order_id"], n["event"]) for n in notifications()} >=
+                  {(o1["id"], "order.created"), (o1["id"], "payment.succeeded")}, 5),
+         "... and notified (order.created, payment.succeeded) within 5 s", repr(notifications()))
+    st, _, pays = b.http("GET", api + "/payments?order_id=" + o1["id"], headers=auth)
+    t.ok(st == 200 and len(pays["items"]) == 1 and pays["items"][0]["status"] == "SUCCEEDED",
+         "GET /api/v1/payments?order_id: one payment", repr(pays))
+
+    st, _, o2 = order(LIMIT + 1)
+    t.ok(wait_for(lambda: status(o2["id"]) == "CANCELLED", 5),
+         "an order over the payment limit ends CANCELLED")
+    got = b.http("GET", api + "/orders/" + o2["id"], headers=auth)[2]
+    t.eq(got.get("cancel_reason"), "amount_over_limit", "... with the payment's reason")
+
+    # ---- payment-service killed while orders are created ----------------------------
+    P = S["payment-service"]
+    created, errors = [], []
+    lock = threading.Lock()
+
+    def place(i):
+        cents = LIMIT + 50 + i if i % 4 == 0 else 1000 + i
+        st, _, o = order(cents)
+        with lock:
+            (created if st == 201 else errors).append((o if st == 201 else (st, o), cents))
+
+    threads = []
+    for i in range(60):
+        # stopped first: its blocked XREADGROUP is still served, so events are
+        # delivered to it and left pending when it is killed
+        if i == 10:
+            P.proc.send_signal(signal.SIGSTOP)
+        if i == 20:
+            P.proc.send_signal(signal.SIGKILL)
+        th = threading.Thread(target=place, args=(i,))
+        th.start()
+        threads.append(th)
+        time.sleep(0.02)
+    for th in threads:
+        th.join(30)
+    t.ok(not errors and len(created) == 60, "60 orders created while payment-service died",
+         repr(errors[:3]))
+    P.proc.wait(5)
+    time.sleep(1)
+    held = S.redis.cli("XPENDING", "order.created", "payment-service")
+    t.ok(not held.startswith("1) (integer) 0"),
+         "the killed payment-service left events pending (delivered, never acknowledged)", held)
+    pending = [o for o, _ in created if status(o["id"]) == "PENDING_PAYMENT"]
+    t.ok(pending, "with payment-service dead, orders wait in PENDING_PAYMENT (%d)" % len(pending))
+    P.start()  # a new process: a new consumer name; it claims what the dead one held
+
+    def all_settled():
+        return all(status(o["id"]) in ("CONFIRMED", "CANCELLED") for o, _ in created)
+
+    t.ok(wait_for(all_settled, 30, 0.5), "after the restart every order ends CONFIRMED or "
+         "CANCELLED within 30 s")
+    wrong = [(o["id"], cents, status(o["id"])) for o, cents in created
+             if status(o["id"]) != ("CONFIRMED" if cents <= LIMIT else "CANCELLED")]
+    t.ok(not wrong, "each order's end matches its amount", repr(wrong[:5]))
+
+    n_orders = len(created) + 2
+    ids = ",".join("'%s'" % o["id"] for o, _ in created + [(o1, 0), (o2, 0)])
+    t.eq(S.pg.value("payments", "SELECT count(*) FROM payments WHERE order_id IN (%s)" % ids),
+         str(n_orders), "one payment per order")
+    t.eq(S.pg.value("payments", "SELECT count(*) FROM (SELECT order_id FROM payments GROUP BY "
+                    "order_id HAVING count(*) > 1) d"), "0", "no order charged twice")
+    t.ok(wait_for(lambda: S.pg.value("notifications", "SELECT count(*) FROM notifications") ==
+                  str(2 * n_orders), 15),
+         "two notifications per order (order.created and its payment event)",
+         S.pg.value("notifications", "SELECT event, count(*) FROM notifications GROUP BY event"))
+    t.eq(S.pg.value("notifications", "SELECT count(*) FROM (SELECT order_id, event FROM "
+                    "notifications GROUP BY order_id, event HAVING count(*) > 1) d"), "0",
+         "no event notified twice")
+    t.eq(S.pg.value("orders", "SELECT count(*) FROM outbox WHERE published_at IS NULL"), "0",
+         "order-service's outbox is fully relayed")
+    t.eq(S.pg.value("payments", "SELECT count(*) FROM outbox WHERE published_at IS NULL"), "0",
+         "payment-service's outbox is fully relayed")
+    xlen = int(S.redis.cli("XLEN", "order.created").split()[-1])
+    t.eq(xlen, n_orders, "one order.created entry per order (none lost, none duplicated)")
+
+    def nothing_pending():
+        for stream, group in (("order.created", "payment-service"),
+                              ("order.created", "notification-service"),
+                              ("payment.succeeded", "order-service"),
+                              ("payment.failed", "order-service"),
+                              ("payment.succeeded", "notification-service"),
+                              ("payment.failed", "notification-service")):
+            first = S.redis.cli("XPENDING", stream, group).splitlines()[0].strip()
+            if first != "1) (integer) 0":
+                return False
+        return True
+
+    t.ok(wait_for(nothing_pending, 10), "no entry is left pending in any consumer group")
+    S.stop_services(t)
+
+
+if __name__ == "__main__":
+    h.main(body, timeout=240)
