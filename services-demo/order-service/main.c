@@ -50,6 +50,7 @@ struct new_order {
     char *key; /* Idempotency-Key or NULL */
     char fingerprint[96];
     bool looked_up; /* the key was looked up already (after a conflict) */
+    struct evhttp_connection *conn; /* to user-service, while checking */
 };
 
 static void new_order_free(void *p)
@@ -147,10 +148,21 @@ static void insert_order(struct svc_req *r)
               8, params, on_inserted);
 }
 
+static void free_connection(evutil_socket_t fd, short what, void *conn)
+{
+    evhttp_connection_free(conn);
+}
+
 static void on_user_checked(struct evhttp_request *reply, void *arg)
 {
     struct svc_req *r = arg;
     struct new_order *o = r->data;
+    /* not from inside its own callback; and libevent 2.1 leaks a connection
+     * that failed to connect even with evhttp_connection_free_on_completion */
+    struct timeval now = {0, 0};
+    if (event_base_once(svc_base(), -1, EV_TIMEOUT, free_connection, o->conn, &now) != 0)
+        svc_log(SVC_ERROR, &r->trace, "cannot schedule freeing a connection", NULL);
+    o->conn = NULL;
     int code = reply ? evhttp_request_get_response_code(reply) : 0;
     svc_log(SVC_DEBUG, &r->trace, "user-service answered",
             json_pack("{s:s,s:i}", "user_id", o->user_id, "status", code));
@@ -195,8 +207,7 @@ static void check_user(struct svc_req *r)
         svc_unavailable(r, "user-service", "cannot send the request");
         return;
     }
-    /* one connection per check, freed by libevent once the reply is in */
-    evhttp_connection_free_on_completion(conn);
+    o->conn = conn; /* one connection per check, freed after its reply */
 }
 
 static bool valid_key(const char *k)
