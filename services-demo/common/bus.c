@@ -51,10 +51,7 @@ struct subscription {
 
 struct bus {
     struct event_base *base;
-    char host[256];
-    int port;
-    int database;
-    char *username, *password;
+    struct bus_redis_url redis;
     struct rconn cmd;   /* XADD, XACK, XAUTOCLAIM, PING, XGROUP */
     struct rconn block; /* XREADGROUP BLOCK: it would hold up everything else */
     int cmd_outstanding;
@@ -79,8 +76,9 @@ static void rconn_connect(struct rconn *rc);
 
 /* ---- URL ------------------------------------------------------------------------ */
 
-static bool parse_url(struct bus *bus, const char *url, char *err, size_t err_size)
+bool bus_parse_url(const char *url, struct bus_redis_url *out, char *err, size_t err_size)
 {
+    memset(out, 0, sizeof *out);
     const char *p = url;
     if (strncmp(p, "redis://", 8) != 0) {
         snprintf(err, err_size, "REDIS_URL must start with redis:// (got '%s')", url);
@@ -92,46 +90,57 @@ static bool parse_url(struct bus *bus, const char *url, char *err, size_t err_si
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon) {
             if (colon > p)
-                bus->username = strndup(p, (size_t)(colon - p));
-            bus->password = strndup(colon + 1, (size_t)(at - colon - 1));
+                out->username = strndup(p, (size_t)(colon - p));
+            out->password = strndup(colon + 1, (size_t)(at - colon - 1));
         } else {
-            bus->password = strndup(p, (size_t)(at - p));
+            out->password = strndup(p, (size_t)(at - p));
         }
         p = at + 1;
     }
     size_t host_len = strcspn(p, ":/");
-    if (host_len == 0 || host_len >= sizeof bus->host) {
+    if (host_len == 0 || host_len >= sizeof out->host) {
         snprintf(err, err_size, "REDIS_URL has no host: '%s'", url);
+        bus_redis_url_free(out);
         return false;
     }
-    memcpy(bus->host, p, host_len);
-    bus->host[host_len] = '\0';
+    memcpy(out->host, p, host_len);
+    out->host[host_len] = '\0';
     p += host_len;
-    bus->port = 6379;
+    out->port = 6379;
     long long v;
     if (*p == ':') {
         char num[8] = {0};
         size_t n = strcspn(p + 1, "/");
         if (n == 0 || n >= sizeof num) {
             snprintf(err, err_size, "REDIS_URL has a bad port: '%s'", url);
+            bus_redis_url_free(out);
             return false;
         }
         memcpy(num, p + 1, n);
         if (!svc_parse_int(num, 1, 65535, &v)) {
             snprintf(err, err_size, "REDIS_URL has a bad port: '%s'", url);
+            bus_redis_url_free(out);
             return false;
         }
-        bus->port = (int)v;
+        out->port = (int)v;
         p += 1 + n;
     }
     if (*p == '/' && p[1]) {
         if (!svc_parse_int(p + 1, 0, 10000, &v)) {
             snprintf(err, err_size, "REDIS_URL has a bad database number: '%s'", url);
+            bus_redis_url_free(out);
             return false;
         }
-        bus->database = (int)v;
+        out->database = (int)v;
     }
     return true;
+}
+
+void bus_redis_url_free(struct bus_redis_url *u)
+{
+    free(u->username);
+    free(u->password);
+    u->username = u->password = NULL;
 }
 
 /* ---- connections -------------------------------------------------------------------- */
@@ -192,7 +201,7 @@ static void rconn_connect(struct rconn *rc)
     struct bus *bus = rc->bus;
     if (rc->ac || bus->closing)
         return;
-    redisAsyncContext *ac = redisAsyncConnect(bus->host, bus->port);
+    redisAsyncContext *ac = redisAsyncConnect(bus->redis.host, bus->redis.port);
     if (ac == NULL || ac->err) {
         svc_log(SVC_WARN, NULL, "redis: cannot connect",
                 json_pack("{s:s,s:s}", "connection", rc->role, "error",
@@ -212,15 +221,15 @@ static void rconn_connect(struct rconn *rc)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     rc->ac = ac;
     /* queued ahead of any other command on this connection */
-    if (bus->password) {
-        if (bus->username)
-            redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s %s", bus->username,
-                              bus->password);
+    if (bus->redis.password) {
+        if (bus->redis.username)
+            redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s %s", bus->redis.username,
+                              bus->redis.password);
         else
-            redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s", bus->password);
+            redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s", bus->redis.password);
     }
-    if (bus->database)
-        redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", bus->database);
+    if (bus->redis.database)
+        redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", bus->redis.database);
 }
 
 /* A command on the command connection, counted so a drain can wait for
@@ -840,9 +849,7 @@ struct bus *bus_open(struct event_base *base, const char *redis_url, char *err, 
     if (bus == NULL)
         return NULL;
     bus->base = base;
-    if (!parse_url(bus, redis_url, err, err_size)) {
-        free(bus->username);
-        free(bus->password);
+    if (!bus_parse_url(redis_url, &bus->redis, err, err_size)) {
         free(bus);
         return NULL;
     }
@@ -901,7 +908,6 @@ void bus_close(struct bus *bus)
     if (bus->relay_now)
         event_free(bus->relay_now);
     free(bus->rows);
-    free(bus->username);
-    free(bus->password);
+    bus_redis_url_free(&bus->redis);
     free(bus);
 }

@@ -28,6 +28,16 @@ struct bus_event {
 typedef void (*bus_handler)(struct bus_event *ev);
 void bus_done(struct bus_event *ev, bool ok);
 
+/* redis://[[user]:password@]host[:port][/db]; false with a message. */
+struct bus_redis_url {
+    char host[256];
+    int port;     /* 6379 when absent */
+    int database; /* 0 when absent */
+    char *username, *password;
+};
+bool bus_parse_url(const char *url, struct bus_redis_url *out, char *err, size_t err_size);
+void bus_redis_url_free(struct bus_redis_url *u);
+
 struct bus *bus_open(struct event_base *base, const char *redis_url, char *err, size_t err_size);
 void bus_close(struct bus *bus);
 

@@ -49,7 +49,7 @@ struct new_order {
     char currency[4];
     char *key; /* Idempotency-Key or NULL */
     char fingerprint[96];
-    bool looked_up; /* the key was looked up already (after a conflict) */
+    bool looked_up;                 /* the key was looked up already (after a conflict) */
     struct evhttp_connection *conn; /* to user-service, while checking */
 };
 
