@@ -461,11 +461,12 @@ bool db_run_startup_sql(const char *conninfo, const char *sql, int wait_seconds,
             PGresult *r = PQexec(pg, sql);
             ExecStatusType st = PQresultStatus(r);
             bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-            if (!ok)
+            if (!ok) {
                 snprintf(err, err_size, "%s", PQresultErrorMessage(r));
+                err[strcspn(err, "\n")] = '\0';
+            }
             PQclear(r);
             PQfinish(pg);
-            err[strcspn(err, "\n")] = '\0';
             return ok;
         }
         snprintf(err, err_size, "%s", pg ? PQerrorMessage(pg) : "out of memory");

@@ -184,7 +184,13 @@ class Service:
 
     def start(self, wait=30):
         self.log = open(self.logpath, "ab")
-        self.proc = subprocess.Popen([service_bin(self.name)], env=self.env, stdout=self.log,
+        argv = [service_bin(self.name)]
+        if os.environ.get("SLUICE_SERVICES_VALGRIND"):
+            # ./dev test runs one script so: memory errors and leaks make the
+            # SIGTERM exit status 99, which the drain checks report
+            argv = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
+                    "--errors-for-leak-kinds=definite,indirect"] + argv
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, preexec_fn=os.setsid)
         deadline = time.time() + wait
         while time.time() < deadline:
