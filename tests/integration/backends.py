@@ -403,10 +403,12 @@ class Exchanges:
         self.f.flush()
         return status, hdrs, parsed
 
-    def validate(self, t):
-        """One test point per recorded exchange (and per document)."""
+    def validate(self, t, extra_docs=None):
+        """One test point per recorded exchange (and per document).
+        extra_docs: {service name: path of another OpenAPI document}."""
         self.f.close()
-        run_node_tap(t, "validate-openapi.js", {}, "OpenAPI", args=[self.path], timeout=120)
+        env = {"OPENAPI_EXTRA_DOCS": ",".join("%s=%s" % kv for kv in (extra_docs or {}).items())}
+        run_node_tap(t, "validate-openapi.js", env, "OpenAPI", args=[self.path], timeout=120)
 
 
 def svc_uuid_ok(value):

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sluice_harness as h  # noqa: E402
 import backends as b  # noqa: E402
 
+SRCDIR = os.environ.get("SLUICE_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 UNKNOWN = "5d1d3bd0-0000-4000-8000-0000000000ff"
 LIMIT = 5000
@@ -105,6 +106,8 @@ def body(t):
 
     st, _, got = users("GET", "/users/" + ada["id"])
     t.ok(st == 200 and got == ada, "GET /users/{id}: 200, the same user", repr(got))
+    # the seed's contract, unchanged (../shared/fixtures/seed/user-service-openapi.yaml)
+    X.call("seed", U.url, "GET", "/users/" + ada["id"])
     st, _, got = users("GET", "/users/" + ada["id"].upper())
     t.ok(st == 200 and got.get("id") == ada["id"], "GET /users/{ID} in capitals: the same user")
     is_problem(t, users("GET", "/users/" + UNKNOWN), 404, "not-found", "GET unknown user: 404")
@@ -356,7 +359,8 @@ def body(t):
     for s in (U, O, P, N):
         t.ok(any(l.get("msg") == "drained; exiting" for l in s.log_lines()),
              "%s logged its drain" % s.name)
-    X.validate(t)
+    X.validate(t, {"seed": os.path.join(SRCDIR, "tests", "services",
+                                        "seed-user-service-openapi.yaml")})
 
 
 if __name__ == "__main__":
