@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Demo upstream for `./dev demo`: answers every request with a JSON echo of
-what it received (method, path, headers), so the headers sluice adds are
-visible. Standard library only; listens on 127.0.0.1:PORT (default 9001)."""
+"""An echo upstream for the example configuration conf/sluice.yml: answers
+every request with a JSON echo of what it received (method, path, headers),
+so the headers sluice adds are visible. Standard library only; listens on
+127.0.0.1:PORT (default 9001):
+
+    python3 conf/demo_upstream.py &  build/gateway/sluice-gateway -c conf/sluice.yml
+
+(./dev demo runs the reference services instead: docs/services.md)"""
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
