@@ -435,11 +435,6 @@ bool db_query(struct db *db, const char *sql, int n_params, const char *const *p
     return true;
 }
 
-int db_ready_connections(const struct db *db)
-{
-    return usable_connections(db);
-}
-
 int db_pending(const struct db *db)
 {
     int n = db->queued;

@@ -272,10 +272,6 @@ const char *svc_name(void)
 {
     return g.opts.name;
 }
-bool svc_draining(void)
-{
-    return g.draining;
-}
 void svc_work_begin(void)
 {
     g.in_flight++;
@@ -771,22 +767,29 @@ static const char *method_name(enum evhttp_cmd_type m)
     }
 }
 
-static void split_path(struct svc_req *r)
+/* Percent-decoded segments; false for a path no resource can have (more
+ * segments than any route, or a %00 that would cut a segment short). */
+static bool split_path(struct svc_req *r)
 {
     r->path_copy = strdup(r->path);
     if (r->path_copy == NULL)
-        return;
+        return false;
     char *save = NULL;
-    for (char *seg = strtok_r(r->path_copy, "/", &save); seg && r->n_segments < SVC_MAX_SEGMENTS;
-         seg = strtok_r(NULL, "/", &save)) {
-        char *decoded = evhttp_uridecode(seg, 0, NULL);
-        if (decoded) {
-            /* decoded is never longer than seg: copy back, keep one buffer */
-            memcpy(seg, decoded, strlen(decoded) + 1);
+    for (char *seg = strtok_r(r->path_copy, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        if (r->n_segments == SVC_MAX_SEGMENTS)
+            return false;
+        size_t len = 0;
+        char *decoded = evhttp_uridecode(seg, 0, &len);
+        if (decoded == NULL || len != strlen(decoded)) {
             free(decoded);
+            return false;
         }
+        /* decoded is never longer than seg: copy back, keep one buffer */
+        memcpy(seg, decoded, len + 1);
+        free(decoded);
         r->segments[r->n_segments++] = seg;
     }
+    return true;
 }
 
 static void on_request(struct evhttp_request *http, void *arg)
@@ -806,9 +809,7 @@ static void on_request(struct evhttp_request *http, void *arg)
     r->path = strdup(path && *path ? path : "/");
     struct svc_trace incoming;
     bool traced = svc_trace_parse(svc_header(r, "traceparent"), &incoming);
-    svc_trace_child(traced ? &incoming : NULL, &r->trace);
-    if (traced) /* our span's parent is the caller's span */
-        memcpy(r->trace.parent_id, incoming.parent_id, sizeof r->trace.parent_id);
+    svc_trace_child(traced ? &incoming : NULL, &r->trace); /* parent: the caller's span */
     svc_trace_format(&r->trace, r->traceparent);
     const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
     r->query_ok = evhttp_parse_query_str(q ? q : "", &r->query) == 0;
@@ -816,7 +817,10 @@ static void on_request(struct evhttp_request *http, void *arg)
         svc_problem(r, 503, "overloaded", "out of memory", NULL);
         return;
     }
-    split_path(r);
+    if (!split_path(r)) {
+        svc_problem(r, 404, "not-found", "no such resource", NULL);
+        return;
+    }
     if (!r->query_ok) {
         svc_problem(r, 400, "validation-error", "the query string is malformed",
                     json_pack("[{s:s,s:s}]", "field", "", "message", "malformed query string"));

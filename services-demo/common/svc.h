@@ -95,7 +95,6 @@ struct event_base *svc_base(void);
 struct db *svc_db(void);
 struct bus *svc_bus(void);
 const char *svc_name(void);
-bool svc_draining(void);
 
 /* Work that must finish before a drain may exit (handlers, relays). */
 void svc_work_begin(void);

@@ -147,6 +147,10 @@ def body(t):
     t.eq(r[1].get("allow"), "GET, PUT, DELETE", "405 lists Allow")
     # not recorded: no OpenAPI document describes a path that does not exist
     is_problem(t, b.http("GET", U.url + "/nothing-here"), 404, "not-found", "unknown path: 404")
+    is_problem(t, b.http("GET", U.url + "/users/" + UNKNOWN[:-1] + "%00"), 404, "not-found",
+               "a %00 in the path is no resource: 404")
+    is_problem(t, b.http("GET", U.url + "/a/b/c/d/e/f/g/h/i/j"), 404, "not-found",
+               "ten path segments: 404")
 
     # ---- order-service and the saga ------------------------------------------------
     tp = "00-%s-00f067aa0ba902b7-01" % TRACE
