@@ -340,6 +340,15 @@ void bus_done(struct bus_event *ev, bool ok)
     batch_done(bus);
 }
 
+void bus_query(struct bus_event *ev, const char *sql, int n_params, const char *const *params,
+               void (*cb)(PGresult *, const char *, const char *, void *))
+{
+    if (!db_query(svc_db(), sql, n_params, params, cb, ev)) {
+        svc_log(SVC_WARN, &ev->trace, "database unavailable; the event will come again", NULL);
+        bus_done(ev, false);
+    }
+}
+
 static const char *field(redisReply *fields, const char *name)
 {
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {

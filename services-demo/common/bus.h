@@ -28,6 +28,11 @@ struct bus_event {
 typedef void (*bus_handler)(struct bus_event *ev);
 void bus_done(struct bus_event *ev, bool ok);
 
+/* A handler's statement, with `ev` as the callback's argument; when the
+ * pool refuses it the event is done (not ok) and will come again. */
+void bus_query(struct bus_event *ev, const char *sql, int n_params, const char *const *params,
+               void (*cb)(PGresult *, const char *, const char *, void *));
+
 /* redis://[[user]:password@]host[:port][/db]; false with a message. */
 struct bus_redis_url {
     char host[256];

@@ -604,6 +604,17 @@ bool svc_check_int(json_t *obj, const char *key, long long min, long long max, l
     return true;
 }
 
+const char *svc_require_uuid(struct svc_req *r, const char *field, const char *value)
+{
+    if (svc_is_uuid(value))
+        return value;
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a uuid", field);
+    svc_problem(r, 400, "validation-error", msg,
+                json_pack("[{s:s,s:s}]", "field", field, "message", msg));
+    return NULL;
+}
+
 bool svc_is_email(const char *s)
 {
     /* deliberately simple: one @, a non-empty local part, a dotted domain

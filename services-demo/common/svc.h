@@ -155,6 +155,9 @@ const char *svc_check_enum(json_t *obj, const char *key, bool required, const ch
 bool svc_check_int(json_t *obj, const char *key, long long min, long long max, long long *out,
                    struct svc_errors *e);
 bool svc_is_email(const char *s);
+/* `value` (a path segment or query parameter named `field`) if it is a
+ * uuid; otherwise answers 400 and returns NULL. */
+const char *svc_require_uuid(struct svc_req *r, const char *field, const char *value);
 /* A decimal integer in [min, max] from a query parameter. */
 bool svc_parse_int(const char *text, long long min, long long max, long long *out);
 

@@ -39,13 +39,9 @@ static void handle(struct svc_req *r)
         svc_method_not_allowed(r, "GET");
         return;
     }
-    const char *user_id = svc_param(r, "user_id");
-    if (!svc_is_uuid(user_id)) {
-        svc_problem(
-            r, 400, "validation-error", "user_id must be a uuid",
-            json_pack("[{s:s,s:s}]", "field", "user_id", "message", "user_id must be a uuid"));
+    const char *user_id = svc_require_uuid(r, "user_id", svc_param(r, "user_id"));
+    if (user_id == NULL)
         return;
-    }
     const char *params[] = {user_id};
     svc_query(r,
               "SELECT json_build_object('items', coalesce(json_agg(" NOTIFICATION_JSON
@@ -106,13 +102,10 @@ static void on_event(struct bus_event *ev)
     char id[37];
     svc_uuid(id);
     const char *params[] = {id, ev->event_id, user_id, order_id, ev->stream, message};
-    if (!db_query(svc_db(),
-                  "INSERT INTO notifications (id, event_id, user_id, order_id, event, message)"
-                  " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-                  6, params, on_recorded, ev)) {
-        svc_log(SVC_WARN, &ev->trace, "database queue full; will retry", NULL);
-        bus_done(ev, false);
-    }
+    bus_query(ev,
+              "INSERT INTO notifications (id, event_id, user_id, order_id, event, message)"
+              " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+              6, params, on_recorded);
 }
 
 int main(void)

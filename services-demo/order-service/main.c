@@ -285,13 +285,9 @@ static void on_order(PGresult *res, const char *sqlstate, const char *error, voi
 
 static void list_orders(struct svc_req *r)
 {
-    const char *user_id = svc_param(r, "user_id");
-    if (!svc_is_uuid(user_id)) {
-        svc_problem(
-            r, 400, "validation-error", "user_id must be a uuid",
-            json_pack("[{s:s,s:s}]", "field", "user_id", "message", "user_id must be a uuid"));
+    const char *user_id = svc_require_uuid(r, "user_id", svc_param(r, "user_id"));
+    if (user_id == NULL)
         return;
-    }
     const char *params[] = {user_id};
     svc_query(r,
               "SELECT json_build_object('items', coalesce(json_agg(" ORDER_JSON
@@ -318,11 +314,8 @@ static void handle(struct svc_req *r)
         svc_method_not_allowed(r, "GET");
         return;
     }
-    if (!svc_is_uuid(r->segments[1])) {
-        svc_problem(r, 400, "validation-error", "id must be a uuid",
-                    json_pack("[{s:s,s:s}]", "field", "id", "message", "id must be a uuid"));
+    if (svc_require_uuid(r, "id", r->segments[1]) == NULL)
         return;
-    }
     const char *params[] = {r->segments[1]};
     svc_query(r, "SELECT " ORDER_JSON "::text FROM orders WHERE id = $1", 1, params, on_order);
 }
@@ -364,13 +357,10 @@ static void on_payment_event(struct bus_event *ev)
                             succeeded ? NULL : (reason ? reason : "payment_failed")};
     /* only from PENDING_PAYMENT: a second delivery, or a late contradicting
      * event, changes nothing */
-    if (!db_query(svc_db(),
-                  "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()"
-                  " WHERE id = $1 AND status = 'PENDING_PAYMENT' RETURNING status",
-                  3, params, on_settled, ev)) {
-        svc_log(SVC_WARN, &ev->trace, "database queue full; will retry", NULL);
-        bus_done(ev, false);
-    }
+    bus_query(ev,
+              "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()"
+              " WHERE id = $1 AND status = 'PENDING_PAYMENT' RETURNING status",
+              3, params, on_settled);
 }
 
 static void parse_user_service_url(const char *url)

@@ -46,13 +46,8 @@ static void handle(struct svc_req *r)
     }
     const char *field = r->n_segments == 2 ? "id" : "order_id";
     const char *id = r->n_segments == 2 ? r->segments[1] : svc_param(r, "order_id");
-    if (!svc_is_uuid(id)) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "%s must be a uuid", field);
-        svc_problem(r, 400, "validation-error", msg,
-                    json_pack("[{s:s,s:s}]", "field", field, "message", msg));
+    if (svc_require_uuid(r, field, id) == NULL)
         return;
-    }
     const char *params[] = {id};
     if (r->n_segments == 2)
         svc_query(r, "SELECT " PAYMENT_JSON "::text FROM payments WHERE id = $1", 1, params,
@@ -120,23 +115,20 @@ static void on_order_created(struct bus_event *ev)
                             ev->traceparent};
     /* the payment and its event in one statement; ON CONFLICT: an order
      * already charged gets neither a second payment nor a second event */
-    if (!db_query(svc_db(),
-                  "WITH p AS (INSERT INTO payments (id, order_id, user_id, amount_cents, currency,"
-                  "   status, reason) VALUES ($1, $2, $3, $4::bigint, $5, $6, $7)"
-                  "  ON CONFLICT (order_id) DO NOTHING RETURNING *),"
-                  " e AS (INSERT INTO outbox (id, topic, payload, traceparent)"
-                  "  SELECT $8, CASE WHEN status = 'SUCCEEDED' THEN 'payment.succeeded'"
-                  "   ELSE 'payment.failed' END,"
-                  "   CASE WHEN status = 'SUCCEEDED' THEN jsonb_build_object('order_id', order_id,"
-                  "    'user_id', user_id, 'payment_id', id, 'amount_cents', amount_cents,"
-                  "    'currency', currency)"
-                  "   ELSE jsonb_build_object('order_id', order_id, 'user_id', user_id,"
-                  "    'payment_id', id, 'reason', reason) END, $9 FROM p)"
-                  " SELECT id, status FROM p",
-                  9, params, on_charged, ev)) {
-        svc_log(SVC_WARN, &ev->trace, "database queue full; will retry", NULL);
-        bus_done(ev, false);
-    }
+    bus_query(ev,
+              "WITH p AS (INSERT INTO payments (id, order_id, user_id, amount_cents, currency,"
+              "   status, reason) VALUES ($1, $2, $3, $4::bigint, $5, $6, $7)"
+              "  ON CONFLICT (order_id) DO NOTHING RETURNING *),"
+              " e AS (INSERT INTO outbox (id, topic, payload, traceparent)"
+              "  SELECT $8, CASE WHEN status = 'SUCCEEDED' THEN 'payment.succeeded'"
+              "   ELSE 'payment.failed' END,"
+              "   CASE WHEN status = 'SUCCEEDED' THEN jsonb_build_object('order_id', order_id,"
+              "    'user_id', user_id, 'payment_id', id, 'amount_cents', amount_cents,"
+              "    'currency', currency)"
+              "   ELSE jsonb_build_object('order_id', order_id, 'user_id', user_id,"
+              "    'payment_id', id, 'reason', reason) END, $9 FROM p)"
+              " SELECT id, status FROM p",
+              9, params, on_charged);
 }
 
 int main(void)

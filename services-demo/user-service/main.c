@@ -167,11 +167,8 @@ static void handle(struct svc_req *r)
         svc_method_not_allowed(r, "GET, PUT, DELETE");
         return;
     }
-    if (!svc_is_uuid(id)) {
-        svc_problem(r, 400, "validation-error", "id must be a uuid",
-                    json_pack("[{s:s,s:s}]", "field", "id", "message", "id must be a uuid"));
+    if (svc_require_uuid(r, "id", id) == NULL)
         return;
-    }
     const char *params[] = {id};
     if (r->method == EVHTTP_REQ_GET)
         svc_query(r, "SELECT " USER_JSON "::text, id FROM users WHERE id = $1", 1, params, on_user);

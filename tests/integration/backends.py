@@ -415,3 +415,13 @@ def svc_uuid_ok(value):
     import re
     return isinstance(value, str) and re.fullmatch(
         r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value) is not None
+
+
+def wait_for(fn, timeout=10.0, every=0.1):
+    """fn's first true value within `timeout` seconds, else its last value."""
+    deadline = time.time() + timeout
+    value = fn()
+    while not value and time.time() < deadline:
+        time.sleep(every)
+        value = fn()
+    return value

@@ -12,7 +12,6 @@ recorded response is then checked against its service's OpenAPI document."""
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sluice_harness as h  # noqa: E402
@@ -39,15 +38,6 @@ def error_fields(resp):
     if not isinstance(body, dict):
         return set()
     return {e.get("field") for e in body.get("errors", [])}
-
-
-def wait_for(fn, timeout=10.0, every=0.1):
-    deadline = time.time() + timeout
-    value = fn()
-    while not value and time.time() < deadline:
-        time.sleep(every)
-        value = fn()
-    return value
 
 
 def body(t):
@@ -168,10 +158,10 @@ def body(t):
         return lambda: (b.http("GET", O.url + "/orders/" + order["id"])[2] or {}).get(
             "status") not in (None, "PENDING_PAYMENT")
 
-    t.ok(wait_for(status_of(o1), 10), "order 1 settles within 10 s")
+    t.ok(b.wait_for(status_of(o1), 10), "order 1 settles within 10 s")
     got = orders("GET", "/orders/" + o1["id"])[2]
     t.eq(got["status"], "CONFIRMED", "order within the limit: CONFIRMED")
-    t.ok(wait_for(status_of(o2), 10), "order 2 settles within 10 s")
+    t.ok(b.wait_for(status_of(o2), 10), "order 2 settles within 10 s")
     got = orders("GET", "/orders/" + o2["id"])[2]
     t.ok(got["status"] == "CANCELLED" and got["cancel_reason"] == "amount_over_limit",
          "order over the limit: CANCELLED, reason amount_over_limit", repr(got))
@@ -241,7 +231,7 @@ def body(t):
         return lambda: len((b.http("GET", N.url + "/notifications?user_id=" + user)[2] or
                             {}).get("items", [])) >= n
 
-    t.ok(wait_for(notified(ada["id"], 4), 10), "4 notifications for 2 orders within 10 s")
+    t.ok(b.wait_for(notified(ada["id"], 4), 10), "4 notifications for 2 orders within 10 s")
     st, _, ns = notes("GET", "/notifications?user_id=" + ada["id"])
     kinds = sorted((n["order_id"], n["event"]) for n in ns["items"])
     t.eq(kinds, sorted([(o1["id"], "order.created"), (o1["id"], "payment.succeeded"),
@@ -281,10 +271,10 @@ def body(t):
                        o1["id"])
     S.redis.cli("XADD", "order.created", "*", "id", ev_id, "type", "order.created",
                 "time", "2026-01-01T00:00:00Z", "traceparent", tp, "data", first)
-    t.ok(wait_for(lambda: any(l.get("msg") == "order already charged; nothing to do"
+    t.ok(b.wait_for(lambda: any(l.get("msg") == "order already charged; nothing to do"
                               for l in P.log_lines()), 10),
          "a repeated order.created: payment-service charges nothing")
-    t.ok(wait_for(lambda: any(l.get("msg") == "event already notified; nothing to do"
+    t.ok(b.wait_for(lambda: any(l.get("msg") == "event already notified; nothing to do"
                               for l in N.log_lines()), 10),
          "a repeated order.created: notification-service records nothing")
     t.eq(S.pg.value("payments", "SELECT count(*) FROM payments"), pay_before,
@@ -294,9 +284,9 @@ def body(t):
 
     S.redis.cli("XADD", "order.created", "*", "id", "not-a-uuid", "type", "order.created",
                 "data", "{broken")
-    t.ok(wait_for(lambda: any(l.get("msg") == "event is not valid; acknowledged without handling"
+    t.ok(b.wait_for(lambda: any(l.get("msg") == "event is not valid; acknowledged without handling"
                               for l in P.log_lines()), 10), "an invalid event is logged")
-    t.ok(wait_for(lambda: S.redis.cli("XPENDING", "order.created", "payment-service")
+    t.ok(b.wait_for(lambda: S.redis.cli("XPENDING", "order.created", "payment-service")
                   .splitlines()[0].strip() == "1) (integer) 0", 10),
          "... and acknowledged (nothing pending for payment-service)",
          S.redis.cli("XPENDING", "order.created", "payment-service"))
@@ -305,12 +295,12 @@ def body(t):
     t.eq(P.stop(), 0, "payment-service drains on SIGTERM")
     st, _, o3 = orders("POST", "/orders", {"user_id": grace["id"], "total_cents": 77,
                                            "currency": "EUR"})
-    taken = wait_for(lambda: o3["id"] in S.redis.cli(
+    taken = b.wait_for(lambda: o3["id"] in S.redis.cli(
         "XREADGROUP", "GROUP", "payment-service", "ghost", "COUNT", "10", "STREAMS",
         "order.created", ">"), 5)
     t.ok(taken, "a ghost consumer took the order.created entry and never acknowledged it")
     P.start()
-    t.ok(wait_for(status_of(o3), 15), "payment-service claims the ghost's entry (XAUTOCLAIM) "
+    t.ok(b.wait_for(status_of(o3), 15), "payment-service claims the ghost's entry (XAUTOCLAIM) "
          "and the order settles")
     t.ok(any(l.get("msg") == "claimed events another consumer left pending"
              for l in P.log_lines()), "payment-service logged the claim")
@@ -331,7 +321,7 @@ def body(t):
     O.kill()  # a crash: no drain
     S.redis.start()  # an empty Redis: no streams, no groups
     O.start()
-    t.ok(wait_for(status_of(o4), 20), "after the crash and Redis' restart the event is relayed "
+    t.ok(b.wait_for(status_of(o4), 20), "after the crash and Redis' restart the event is relayed "
          "and the order settles")
     t.eq(S.pg.value("orders", "SELECT count(*) FROM outbox WHERE published_at IS NULL"), "0",
          "the outbox is empty")

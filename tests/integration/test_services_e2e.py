@@ -32,15 +32,6 @@ def load_make_jwt():
     return mod
 
 
-def wait_for(fn, timeout=10.0, every=0.1):
-    deadline = time.time() + timeout
-    value = fn()
-    while not value and time.time() < deadline:
-        time.sleep(every)
-        value = fn()
-    return value
-
-
 def body(t):
     S = b.System(payment_limit=LIMIT, claim_idle_ms=1500).start()
     with open(os.path.join(SRCDIR, "conf", "demo", "gateway.yaml")) as f:
@@ -94,9 +85,9 @@ def body(t):
     t.ok(st == 201 and o1["status"] == "PENDING_PAYMENT", "create an order with a JWT: 201",
          repr((st, o1)))
     started = time.time()
-    t.ok(wait_for(lambda: status(o1["id"]) == "CONFIRMED", 5),
+    t.ok(b.wait_for(lambda: status(o1["id"]) == "CONFIRMED", 5),
          "the order is CONFIRMED within 5 s (took %.2f s)" % (time.time() - started))
-    t.ok(wait_for(lambda: {(n["order_id"], n["event"]) for n in notifications()} >=
+    t.ok(b.wait_for(lambda: {(n["order_id"], n["event"]) for n in notifications()} >=
                   {(o1["id"], "order.created"), (o1["id"], "payment.succeeded")}, 5),
          "... and notified (order.created, payment.succeeded) within 5 s", repr(notifications()))
     st, _, pays = b.http("GET", api + "/payments?order_id=" + o1["id"], headers=auth)
@@ -104,7 +95,7 @@ def body(t):
          "GET /api/v1/payments?order_id: one payment", repr(pays))
 
     st, _, o2 = order(LIMIT + 1)
-    t.ok(wait_for(lambda: status(o2["id"]) == "CANCELLED", 5),
+    t.ok(b.wait_for(lambda: status(o2["id"]) == "CANCELLED", 5),
          "an order over the payment limit ends CANCELLED")
     got = b.http("GET", api + "/orders/" + o2["id"], headers=auth)[2]
     t.eq(got.get("cancel_reason"), "amount_over_limit", "... with the payment's reason")
@@ -150,7 +141,7 @@ def body(t):
         now = statuses()
         return all(now.get(o["id"]) in ("CONFIRMED", "CANCELLED") for o, _ in created)
 
-    t.ok(wait_for(all_settled, 30, 0.5), "after the restart every order ends CONFIRMED or "
+    t.ok(b.wait_for(all_settled, 30, 0.5), "after the restart every order ends CONFIRMED or "
          "CANCELLED within 30 s")
     now = statuses()
     wrong = [(o["id"], cents, now.get(o["id"])) for o, cents in created
@@ -163,7 +154,7 @@ def body(t):
          str(n_orders), "one payment per order")
     t.eq(S.pg.value("payments", "SELECT count(*) FROM (SELECT order_id FROM payments GROUP BY "
                     "order_id HAVING count(*) > 1) d"), "0", "no order charged twice")
-    t.ok(wait_for(lambda: S.pg.value("notifications", "SELECT count(*) FROM notifications") ==
+    t.ok(b.wait_for(lambda: S.pg.value("notifications", "SELECT count(*) FROM notifications") ==
                   str(2 * n_orders), 15),
          "two notifications per order (order.created and its payment event)",
          S.pg.value("notifications", "SELECT event, count(*) FROM notifications GROUP BY event"))
@@ -189,7 +180,7 @@ def body(t):
                 return False
         return True
 
-    t.ok(wait_for(nothing_pending, 10), "no entry is left pending in any consumer group")
+    t.ok(b.wait_for(nothing_pending, 10), "no entry is left pending in any consumer group")
     S.stop_services(t)
 
 

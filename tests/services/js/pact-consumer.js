@@ -15,7 +15,7 @@
 // over the IPC channel.
 'use strict';
 
-const { fork, spawn } = require('child_process');
+const { spawn } = require('child_process');
 const fs = require('fs');
 const http = require('http');
 const net = require('net');
@@ -197,29 +197,4 @@ async function work() {
   return results;
 }
 
-function printTap(results) {
-  console.log(`1..${results.length}`);
-  results.forEach((r, i) => {
-    console.log(`${r.ok ? 'ok' : 'not ok'} ${i + 1} - ${r.desc}`);
-    for (const n of r.notes || []) console.log(`# ${n}`);
-  });
-  process.exit(results.every((r) => r.ok) ? 0 : 1);
-}
-
-if (process.env.PACT_WORKER) {
-  work()
-    .catch((e) => [{ ok: false, desc: 'pact consumer run', notes: String(e.stack || e).split('\n') }])
-    .then((results) => process.send(results, () => process.exit(0)));
-} else {
-  let results = null;
-  // PACT_DO_NOT_TRACK: no usage statistics sent from test runs.
-  const child = fork(__filename, process.argv.slice(2), {
-    env: { PACT_DO_NOT_TRACK: 'true', ...process.env, PACT_WORKER: '1' },
-    stdio: ['ignore', 2, 2, 'ipc'],
-  });
-  child.on('message', (r) => { results = r; });
-  child.on('exit', (code, signal) => {
-    if (!results) results = [{ ok: false, desc: 'pact consumer run', notes: [`the worker ended (${signal || `exit ${code}`}) without a report; see stderr`] }];
-    printTap(results);
-  });
-}
+require('./pact-worker')(__filename, work, 'pact consumer run');
