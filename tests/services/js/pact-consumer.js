@@ -22,18 +22,8 @@ const net = require('net');
 const path = require('path');
 
 const CONSUMER = 'order-service';
-const PROVIDER = 'user-service';
-const KNOWN = '5d1d3bd0-0000-4000-8000-000000000001';
-const MISSING = '5d1d3bd0-0000-4000-8000-0000000000ff';
+const { runInWorker, env, PROVIDER, KNOWN, MISSING } = require('./pact-worker');
 
-function env(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.log(`1..1\nnot ok 1 - ${name} is set`);
-    process.exit(1);
-  }
-  return v;
-}
 const ORDER_SERVICE_BIN = env('ORDER_SERVICE_BIN');
 const PACT_DIR = path.resolve(env('PACT_DIR'));
 const PACT_FILE = path.join(PACT_DIR, `${CONSUMER}-${PROVIDER}.json`);
@@ -197,4 +187,4 @@ async function work() {
   return results;
 }
 
-require('./pact-worker')(__filename, work, 'pact consumer run');
+runInWorker(__filename, work, 'pact consumer run');

@@ -17,18 +17,8 @@ const fs = require('fs');
 const http = require('http');
 const path = require('path');
 
-const PROVIDER = 'user-service';
-const KNOWN = '5d1d3bd0-0000-4000-8000-000000000001';
-const MISSING = '5d1d3bd0-0000-4000-8000-0000000000ff';
+const { runInWorker, env, PROVIDER, KNOWN, MISSING } = require('./pact-worker');
 
-function env(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.log(`1..1\nnot ok 1 - ${name} is set`);
-    process.exit(1);
-  }
-  return v;
-}
 const PACT_DIR = path.resolve(env('PACT_DIR'));
 const USER_SERVICE_URL = env('USER_SERVICE_URL');
 const USERS_DB_URL = env('USERS_DB_URL');
@@ -113,4 +103,4 @@ async function work() {
   return results;
 }
 
-require('./pact-worker')(__filename, work, 'pact provider verification');
+runInWorker(__filename, work, 'pact provider verification');

@@ -1,5 +1,6 @@
 'use strict';
-// Shared by the Pact scripts: Pact's JS logger and its Rust core both write
+// Shared by the Pact scripts: the contract's names and ids, env(), and the
+// worker runner. Pact's JS logger and its Rust core both write
 // to stdout, which must carry nothing but TAP. So a script re-runs itself as
 // a worker process whose stdout goes to stderr; the worker sends its
 // results back over IPC and the parent prints them as TAP.
@@ -15,7 +16,7 @@ function printTap(results) {
 }
 
 // work(): a promise of [{ok, desc, notes}]; label names the run in failures.
-module.exports = function runInWorker(filename, work, label) {
+function runInWorker(filename, work, label) {
   if (process.env.PACT_WORKER) {
     work()
       .catch((e) => [{ ok: false, desc: label, notes: String(e.stack || e).split('\n') }])
@@ -33,4 +34,22 @@ module.exports = function runInWorker(filename, work, label) {
     if (!results) results = [{ ok: false, desc: label, notes: [`the worker ended (${signal || `exit ${code}`}) without a report; see stderr`] }];
     printTap(results);
   });
+}
+
+// A required environment variable; without it the script fails as TAP.
+function env(name) {
+  const v = process.env[name];
+  if (!v) {
+    console.log(`1..1\nnot ok 1 - ${name} is set`);
+    process.exit(1);
+  }
+  return v;
+}
+
+module.exports = {
+  runInWorker,
+  env,
+  PROVIDER: 'user-service',
+  KNOWN: '5d1d3bd0-0000-4000-8000-000000000001', // the user that exists
+  MISSING: '5d1d3bd0-0000-4000-8000-0000000000ff', // the one that does not
 };
