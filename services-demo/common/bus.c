@@ -883,7 +883,9 @@ bool bus_idle(const struct bus *bus)
 {
     const struct subscription *sub = bus->sub;
     bool consuming = sub && (sub->reading || sub->in_batch > 0);
-    return !consuming && !bus->relay_running && bus->cmd_outstanding == 0;
+    /* a kicked relay has an event just stored to publish: let it run first */
+    bool relay_due = bus->relay_now && evtimer_pending(bus->relay_now, NULL);
+    return !consuming && !bus->relay_running && !relay_due && bus->cmd_outstanding == 0;
 }
 
 void bus_close(struct bus *bus)
