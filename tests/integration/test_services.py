@@ -11,7 +11,11 @@ recorded response is then checked against its service's OpenAPI document."""
 
 import json
 import os
+import signal
+import socket
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sluice_harness as h  # noqa: E402
@@ -31,6 +35,14 @@ def is_problem(t, resp, status, slug, desc):
           isinstance(body.get("title"), str) and isinstance(body.get("detail"), str))
     t.ok(ok, desc, repr(resp))
     return ok
+
+
+def _accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def error_fields(resp):
@@ -335,6 +347,32 @@ def body(t):
     st, _, _ = orders("POST", "/orders", {"user_id": ada["id"], "total_cents": 5,
                                           "currency": "EUR"})
     t.eq(st, 201, "user-service back: orders are taken again")
+
+    # ---- drain with a request in flight ------------------------------------------------
+    # user-service frozen: POST /orders waits on its user check while
+    # order-service is told to stop; the request still gets its answer
+    U.proc.send_signal(signal.SIGSTOP)
+    answer = {}
+
+    def post():
+        answer["r"] = orders("POST", "/orders", {"user_id": ada["id"], "total_cents": 6,
+                                                "currency": "EUR"})
+
+    th = threading.Thread(target=post)
+    th.start()
+    time.sleep(0.5)
+    O.proc.send_signal(signal.SIGTERM)
+    refused = b.wait_for(lambda: not _accepts(O.port), 3)
+    t.ok(refused, "draining order-service no longer accepts connections")
+    U.proc.send_signal(signal.SIGCONT)
+    th.join(10)
+    t.eq(answer.get("r", (None,))[0], 201, "the request in flight at SIGTERM is answered (201)")
+    rc = O.stop()
+    t.eq(rc, 0, "order-service exits 0 after the drain", O.log_tail())
+    O.start()
+    late = answer.get("r", (None, None, None))[2] or {}
+    t.ok("id" in late and b.wait_for(status_of(late), 15),
+         "the order taken during the drain settles (its event was not lost)", repr(late))
 
     # ---- logs, drain, OpenAPI -------------------------------------------------------------
     for s in (U, O, P, N):
