@@ -435,6 +435,11 @@ bool db_query(struct db *db, const char *sql, int n_params, const char *const *p
     return true;
 }
 
+bool db_full(const struct db *db)
+{
+    return db->queued >= QUEUE_LIMIT;
+}
+
 int db_pending(const struct db *db)
 {
     int n = db->queued;

@@ -29,6 +29,8 @@ void db_free(struct db *db);
  * cb) when the queue is full or the pool is closing. */
 bool db_query(struct db *db, const char *sql, int n_params, const char *const *params, db_cb cb,
               void *arg);
+/* The queue is at its bound: db_query refuses until it drains. */
+bool db_full(const struct db *db);
 /* Statements queued or running. */
 int db_pending(const struct db *db);
 

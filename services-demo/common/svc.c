@@ -432,8 +432,12 @@ void svc_unavailable(struct svc_req *r, const char *what, const char *error)
 void svc_query(struct svc_req *r, const char *sql, int n_params, const char *const *params,
                void (*cb)(PGresult *, const char *, const char *, void *))
 {
-    if (!db_query(g.db, sql, n_params, params, cb, r))
-        svc_unavailable(r, "database", NULL);
+    if (db_query(g.db, sql, n_params, params, cb, r))
+        return;
+    if (db_full(g.db))
+        svc_problem(r, 503, "overloaded", "too many requests are waiting for the database", NULL);
+    else
+        svc_unavailable(r, "database", "no connection");
 }
 
 void svc_reply_row(struct svc_req *r, PGresult *res, const char *error, int status,

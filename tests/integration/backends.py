@@ -118,7 +118,19 @@ class Postgres:
         subprocess.run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "postgres",
                         "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
                        preexec_fn=self._as_owner, check=True, capture_output=True, timeout=120)
-        self.log = open(os.path.join(self.dir, "postgres.log"), "wb")
+        self._launch()
+        for db in databases:
+            self.psql("postgres", "CREATE DATABASE %s" % db)
+        return self
+
+    def restart(self):
+        """Stops the server and starts it again on the same port and data."""
+        self.stop()
+        self._launch()
+        return self
+
+    def _launch(self):
+        self.log = open(os.path.join(self.dir, "postgres.log"), "ab")
         self.proc = subprocess.Popen(
             [os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port),
              "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
@@ -130,9 +142,6 @@ class Postgres:
             if self.psql("postgres", "SELECT 1", check=False).returncode == 0:
                 break
             time.sleep(0.1)
-        for db in databases:
-            self.psql("postgres", "CREATE DATABASE %s" % db)
-        return self
 
     def psql(self, db, sql, check=True):
         return subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",

@@ -348,6 +348,25 @@ def body(t):
                                           "currency": "EUR"})
     t.eq(st, 201, "user-service back: orders are taken again")
 
+    # ---- PostgreSQL down and back -------------------------------------------------------
+    S.pg.stop()
+    started = time.time()
+    r = users("POST", "/users", {"name": "Down", "email": "down@example.com"})
+    is_problem(t, r, 503, "dependency-unavailable", "POST /users with PostgreSQL down: 503")
+    t.ok(time.time() - started < 3, "... answered at once, not after a hang (%.2f s)"
+         % (time.time() - started))
+    r = X.call("order-service", O.url, "GET", "/ready")
+    t.ok(r[0] == 503 and r[2]["checks"]["database"] == "fail",
+         "/ready with PostgreSQL down: 503, database fail", repr(r))
+    S.pg.restart()
+    t.ok(b.wait_for(lambda: b.http("POST", U.url + "/users", {"name": "Back", "email":
+                                                             "back@example.com"})[0] == 201, 15),
+         "PostgreSQL back: user-service reconnects and creates users again")
+    st, _, o5 = orders("POST", "/orders", {"user_id": grace["id"], "total_cents": 99,
+                                           "currency": "EUR"})
+    t.ok(st == 201 and b.wait_for(status_of(o5), 15),
+         "... and the saga runs again (order settled)", repr((st, o5)))
+
     # ---- drain with a request in flight ------------------------------------------------
     # user-service frozen: POST /orders waits on its user check while
     # order-service is told to stop; the request still gets its answer
