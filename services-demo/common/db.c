@@ -7,7 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_LIMIT 1024
 #define CONNECT_WATCHDOG_S 5
 /* The server cancels a statement after statement_timeout; this catches a
  * server or network that no longer answers at all. */
@@ -45,6 +44,7 @@ struct db {
     int n_conns;
     struct db_job *head, *tail;
     int queued;
+    int queue_limit;
     bool closing;
 };
 
@@ -343,7 +343,7 @@ static void dispatch(struct db *db)
 }
 
 struct db *db_open(struct event_base *base, const char *conninfo, const char *app_name,
-                   int pool_size)
+                   int pool_size, int queue_limit)
 {
     struct db *db = calloc(1, sizeof *db);
     if (db == NULL)
@@ -352,6 +352,7 @@ struct db *db_open(struct event_base *base, const char *conninfo, const char *ap
     db->conninfo = strdup(conninfo);
     db->app_name = strdup(app_name);
     db->n_conns = pool_size;
+    db->queue_limit = queue_limit;
     db->conns = calloc((size_t)pool_size, sizeof *db->conns);
     if (!db->conninfo || !db->app_name || !db->conns) {
         db_close(db);
@@ -402,7 +403,7 @@ void db_free(struct db *db)
 bool db_query(struct db *db, const char *sql, int n_params, const char *const *params, db_cb cb,
               void *arg)
 {
-    if (db->closing || db->queued >= QUEUE_LIMIT)
+    if (db->closing || db->queued >= db->queue_limit)
         return false;
     if (usable_connections(db) == 0 && connecting_connections(db) == 0)
         return false; /* all down and waiting to retry: fail fast */
@@ -437,7 +438,7 @@ bool db_query(struct db *db, const char *sql, int n_params, const char *const *p
 
 bool db_full(const struct db *db)
 {
-    return db->queued >= QUEUE_LIMIT;
+    return db->queued >= db->queue_limit;
 }
 
 int db_pending(const struct db *db)

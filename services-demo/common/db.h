@@ -19,8 +19,9 @@ struct db;
  * the result after the callback returns. */
 typedef void (*db_cb)(PGresult *res, const char *sqlstate, const char *error, void *arg);
 
+/* pool_size connections; at most queue_limit statements wait for one. */
 struct db *db_open(struct event_base *base, const char *conninfo, const char *app_name,
-                   int pool_size);
+                   int pool_size, int queue_limit);
 /* Fails what is queued or running (callbacks run; db_query returns false
  * from then on) and closes the connections; db_free releases the pool. */
 void db_close(struct db *db);

@@ -920,6 +920,7 @@ void svc_init(const struct svc_options *opts)
     int port = (int)svc_env_int("PORT", opts->default_port, 1, 65535);
     const char *addr = svc_env("LISTEN_ADDR", "127.0.0.1");
     int pool = (int)svc_env_int("DB_POOL", 4, 1, 64);
+    int queue = (int)svc_env_int("DB_QUEUE", 1024, 1, 1000000);
     g.drain_timeout_ms = svc_env_int("DRAIN_TIMEOUT_MS", 10000, 0, 600000);
     char *fallback_db = default_db_url(opts->default_db);
     const char *db_url = svc_env("DB_URL", fallback_db);
@@ -944,7 +945,7 @@ void svc_init(const struct svc_options *opts)
     g.base = event_base_new();
     if (g.base == NULL)
         exit(1);
-    g.db = db_open(g.base, db_url, opts->name, pool);
+    g.db = db_open(g.base, db_url, opts->name, pool, queue);
     free(fallback_db);
     if (g.db == NULL) {
         svc_log(SVC_ERROR, NULL, "cannot open the database pool", NULL);

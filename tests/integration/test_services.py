@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -347,6 +348,44 @@ def body(t):
     st, _, _ = orders("POST", "/orders", {"user_id": ada["id"], "total_cents": 5,
                                           "currency": "EUR"})
     t.eq(st, 201, "user-service back: orders are taken again")
+
+    # ---- backpressure: a bounded statement queue ----------------------------------------
+    # one connection, two waiting statements; the users table locked for 3 s:
+    # the first request waits on the lock, two wait in the queue, the rest
+    # are refused at once with 503 overloaded
+    small = b.Service("user-service", dict(S.env_for("user-service"), DB_POOL="1",
+                                           DB_QUEUE="2")).start()
+    locker = subprocess.Popen(["psql", "-X", "-q", "-d", S.pg.url("users"), "-c",
+                               "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; "
+                               "SELECT pg_sleep(3); COMMIT;"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    b.wait_for(lambda: S.pg.value("postgres", "SELECT count(*) FROM pg_locks WHERE mode = "
+                                  "'AccessExclusiveLock' AND granted") != "0", 5)
+    results = []
+
+    def get_one():
+        begun = time.time()
+        r = b.http("GET", small.url + "/users/" + ada["id"], timeout=15)
+        results.append((r[0], (r[2] or {}).get("type") if isinstance(r[2], dict) else None,
+                        time.time() - begun))
+
+    workers = [threading.Thread(target=get_one) for _ in range(8)]
+    for w in workers:
+        w.start()
+        time.sleep(0.05)
+    for w in workers:
+        w.join(20)
+    locker.wait(10)
+    ok200 = [x for x in results if x[0] == 200]
+    refused = [x for x in results if x[0] == 503]
+    t.ok(len(ok200) == 3 and len(refused) == 5, "8 requests on 1 connection + a queue of 2 "
+         "while the table is locked: 3 answered after the lock, 5 refused", repr(results))
+    t.ok(refused and all(x[1] == "https://sluice.dev/problems/overloaded" and x[2] < 1.0
+                         for x in refused),
+         "the refused ones are 503 overloaded, at once", repr(refused))
+    t.eq(small.stop(), 0, "the small-pool user-service drains and exits 0")
+    t.ok(small.sanitizer_report() is None, "the small-pool user-service: no sanitizer report",
+         small.sanitizer_report())
 
     # ---- PostgreSQL down and back -------------------------------------------------------
     S.pg.stop()
