@@ -6,7 +6,9 @@ placed with a JWT end CONFIRMED and notified within seconds; an order over
 the payment limit ends CANCELLED; payment-service killed (SIGKILL) while
 orders are being created and restarted later: every order still ends
 CONFIRMED or CANCELLED, each charged exactly once, each event notified
-exactly once, nothing left pending in any consumer group."""
+exactly once, nothing left pending in any consumer group. Then a second
+order-service and a second payment-service: two relays on one outbox, two
+consumers in one group, still exactly once."""
 
 import importlib.util
 import os
@@ -181,6 +183,45 @@ def body(t):
         return True
 
     t.ok(b.wait_for(nothing_pending, 10), "no entry is left pending in any consumer group")
+
+    # ---- two instances of order-service and payment-service ----------------------------
+    # both order-services relay one outbox (claims with SKIP LOCKED), both
+    # payment-services share one consumer group: still one event per order,
+    # one payment per order, and both payment-services do part of the work
+    O2 = b.Service("order-service", dict(S.env_for("order-service"),
+                                         USER_SERVICE_URL=S["user-service"].url))
+    P2 = b.Service("payment-service", S.env_for("payment-service"))
+    O2.start()
+    P2.start()
+    before = int(S.redis.cli("XLEN", "order.created").split()[-1])
+    twins = []
+    for i in range(40):
+        base = (S["order-service"] if i % 2 else O2).url
+        st, _, o = b.http("POST", base + "/orders", {"user_id": user["id"], "total_cents": 500 + i,
+                                                    "currency": "EUR"})
+        if st == 201:
+            twins.append(o["id"])
+    t.eq(len(twins), 40, "40 orders created, alternating between two order-services")
+
+    def twins_settled():
+        now = statuses()
+        return all(now.get(i) == "CONFIRMED" for i in twins)
+
+    t.ok(b.wait_for(twins_settled, 20, 0.5), "all 40 end CONFIRMED")
+    after = int(S.redis.cli("XLEN", "order.created").split()[-1])
+    t.eq(after - before, 40, "the two relays published each order.created once")
+    ids = ",".join("'%s'" % i for i in twins)
+    t.eq(S.pg.value("payments", "SELECT count(*) FROM payments WHERE order_id IN (%s)" % ids),
+         "40", "one payment per order with two payment-services in one group")
+    stored = [sum(1 for l in svc.log_lines() if l.get("msg") == "payment stored" and
+                  l.get("order_id") in twins) for svc in (P, P2)]
+    t.ok(sum(stored) == 40 and all(n > 0 for n in stored),
+         "both payment-services charged part of them (%d + %d)" % tuple(stored))
+    t.ok(b.wait_for(nothing_pending, 10), "nothing left pending")
+    for extra in (O2, P2):
+        t.eq(extra.stop(), 0, "the second %s drains and exits 0" % extra.name, extra.log_tail())
+        t.ok(extra.sanitizer_report() is None, "the second %s: no sanitizer report" % extra.name,
+             extra.sanitizer_report())
     S.stop_services(t)
 
 
