@@ -455,6 +455,29 @@ static double prev_weight(const struct timeval *tv, time_t start, time_t end)
     return w < 0 ? 0 : w > 1 ? 1 : w;
 }
 
+/* Period p's window around now: the start, and the end noted for the
+ * headers. */
+static time_t usage_window(struct usage *u, int p, const struct timeval *tv, time_t *end)
+{
+    time_t start;
+    window_of((enum period)p, tv->tv_sec, &start, end);
+    u->end[p] = *end;
+    return start;
+}
+
+/* Notes period p's count before this request; true when the request may be
+ * counted in it, false when this period (the first one over its limit,
+ * noted in stop) or an earlier one refuses it. */
+static bool usage_admit(struct usage *u, int p, long long used)
+{
+    u->used[p] = used;
+    if (u->stop < 0 && used < u->limit[p])
+        return true;
+    if (u->stop < 0)
+        u->stop = p;
+    return false;
+}
+
 static void local_take(const struct rl_conf *c, const char *scope, const char *id, size_t id_len,
                        const struct timeval *tv, struct usage *u)
 {
@@ -463,9 +486,7 @@ static void local_take(const struct rl_conf *c, const char *scope, const char *i
     for (int p = 0; p < N_PERIODS; p++) {
         if (!u->limited[p])
             continue;
-        time_t start, end;
-        window_of((enum period)p, tv->tv_sec, &start, &end);
-        u->end[p] = end;
+        time_t end, start = usage_window(u, p, tv, &end);
         uint64_t h = hash64(scope, p, id, id_len);
         uint64_t win = window_index((enum period)p, start);
         long long prev = 0;
@@ -488,12 +509,8 @@ static void local_take(const struct rl_conf *c, const char *scope, const char *i
             if ((word >> 32) != (atomic_load(slot) >> 32))
                 word = atomic_load(slot);
             long long count = (long long)(word & 0xffffffffu);
-            u->used[p] = prev + count;
-            if (u->stop >= 0 || prev + count >= u->limit[p]) {
-                if (u->stop < 0)
-                    u->stop = p;
+            if (!usage_admit(u, p, prev + count))
                 break;
-            }
             if (atomic_compare_exchange_weak_explicit(slot, &word, word + 1, memory_order_acq_rel,
                                                       memory_order_acquire)) {
                 taken[p] = slot;
@@ -1070,10 +1087,8 @@ static enum sl_plugin_result redis_take(struct sl_plugin_ctx *ctx, const struct 
     for (int p = 0; p < N_PERIODS; p++) {
         if (!call->usage.limited[p])
             continue;
-        time_t start, end, pstart, pend;
-        window_of((enum period)p, tv->tv_sec, &start, &end);
+        time_t end, pstart, pend, start = usage_window(&call->usage, p, tv, &end);
         window_of((enum period)p, start - 1, &pstart, &pend);
-        call->usage.end[p] = end;
         call->argv[k] = key_for(c, id, id_len, p, start, &call->argvlen[k]);
         k++;
         call->argv[k] = key_for(c, id, id_len, p, pstart, &call->argvlen[k]);
@@ -1239,9 +1254,7 @@ static void sync_take(struct rl_worker *w, const struct rl_conf *c, const char *
     for (int p = 0; p < N_PERIODS; p++) {
         if (!u->limited[p])
             continue;
-        time_t start, end;
-        window_of((enum period)p, tv->tv_sec, &start, &end);
-        u->end[p] = end;
+        time_t end, start = usage_window(u, p, tv, &end);
         size_t key_len;
         char *key = key_for(c, id, id_len, p, start, &key_len);
         struct sync_entry *e =
@@ -1250,13 +1263,8 @@ static void sync_take(struct rl_worker *w, const struct rl_conf *c, const char *
             atomic_fetch_add_explicit(&local_full_total, 1, memory_order_relaxed);
             continue;
         }
-        long long used = e->remote + e->inflight + e->delta;
-        u->used[p] = used;
-        if (u->stop >= 0 || used >= u->limit[p]) {
-            if (u->stop < 0)
-                u->stop = p;
+        if (!usage_admit(u, p, e->remote + e->inflight + e->delta))
             continue;
-        }
         e->delta++;
         taken[p] = e;
     }
