@@ -24,6 +24,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+#include "snapshot.h"
 #include "util.h"
 
 #define ADMIN_MAX_HEAD 16384
@@ -79,27 +80,25 @@ static void post_config(struct admin_conn *ac, const char *data, size_t len)
 {
     struct sl_config_error err;
     char body[1400];
-    struct sl_config *cfg = sl_config_load_buffer(data, len, "POST /config", ac->admin->role, &err);
-    char hash[sizeof cfg->hash] = "";
-    if (cfg != NULL)
-        memcpy(hash, cfg->hash, sizeof hash);
-    char rerr[512] = "";
-    bool ok = cfg != NULL && sl_server_reload(ac->admin->srv, cfg, rerr, sizeof rerr) == 0;
-    sl_metrics_reload_result(ok);
-    if (!ok) {
-        const char *why = cfg == NULL ? err.text : rerr;
+    struct sl_snapshot *snap =
+        sl_snapshot_load_buffer(data, len, "POST /config", ac->admin->role, &err);
+    sl_metrics_reload_result(snap != NULL);
+    if (!snap) {
         char esc[1100];
-        if (sl_json_escape(why, strlen(why), esc, sizeof esc) < 0)
+        if (sl_json_escape(err.text, strlen(err.text), esc, sizeof esc) < 0)
             snprintf(esc, sizeof esc, "(message too long)");
         /* Kong's shape for a refused declarative configuration */
         snprintf(body, sizeof body,
                  "{\"code\":14,\"name\":\"invalid declarative configuration\","
                  "\"message\":\"declarative config is invalid: %s\",\"fields\":{}}",
                  esc);
-        sl_error("POST /config refused: %s; the current configuration stays", why);
+        sl_error("POST /config refused: %s; the current configuration stays", err.text);
         respond(ac, 400, body);
         return;
     }
+    char hash[sizeof snap->cfg->hash];
+    memcpy(hash, snap->cfg->hash, sizeof hash); /* snap is the server's after the call */
+    sl_server_reload(ac->admin->srv, snap);
     sl_notice("POST /config: configuration reloaded (%s)", hash);
     snprintf(body, sizeof body,
              "{\"message\":\"configuration loaded\",\"configuration_hash\":\"%s\"}", hash);

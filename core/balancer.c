@@ -36,7 +36,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "server.h"
+#include "snapshot.h"
 #include "util.h"
 
 #define SL_RR_MAX_SCHEDULE 65536u

@@ -34,7 +34,7 @@
 
 #include "balancer.h"
 #include "log.h"
-#include "server.h"
+#include "snapshot.h"
 #include "util.h"
 
 #define SL_PROBE_MAX_STATUS_LINE 1024

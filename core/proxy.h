@@ -1,10 +1,7 @@
 /*
  * The proxy: client connections and the life of one request, from the
- * first byte of its head to the last byte of the response.
- *
- * Ownership: a struct sl_client is owned by its worker (kept in the
- * worker's list) from accept until it is closed; it is freed only from a
- * deferred callback, never from inside one of its own bufferevent callbacks.
+ * first byte of its head to the last byte of the response. Its parts and
+ * their ownership are described in proxy_internal.h.
  */
 #ifndef SL_PROXY_H
 #define SL_PROXY_H
@@ -13,10 +10,11 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct sl_worker;
+#include "server.h"
 
+/* A connection accepted on a listener of `kind` (taken: closed on failure). */
 void sl_proxy_accept(struct sl_worker *w, int fd, const struct sockaddr *peer, int peer_len,
-                     uint16_t listen_port, bool ssl);
+                     enum sl_listener_kind kind, uint16_t listen_port, bool ssl);
 
 /* Drain: close idle keep-alive clients now, let busy ones finish and close. */
 void sl_proxy_drain(struct sl_worker *w);

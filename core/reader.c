@@ -1,9 +1,14 @@
 #include "reader.h"
 
+#include "http1.h"
+
 #include <errno.h>
 #include <string.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/uio.h>
 
 /* Bytes asked for per read: large enough for a request head or a body
@@ -233,4 +238,106 @@ void sl_reader_drained(struct sl_reader *r)
         return; /* the bufferevent watches its own watermark */
     if (!input_full(r))
         reader_resume(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* writing now, and scanning chunked bytes in place                          */
+
+/*
+ * sl_bev_write_now() for a TLS bufferevent. libevent 2.1's OpenSSL bufferevent
+ * writes only from its write event: enabling writing costs an epoll_ctl to
+ * add the event, a loop iteration, and another epoll_ctl to remove it. So,
+ * as nginx does, the response goes out here with SSL_write, in one record
+ * when it fits one. This is safe only while libevent has no write of its
+ * own in progress: writing is disabled exactly when the output was empty
+ * after the last write (sl_bev_write_now enables it otherwise, the client's and the
+ * upstream's write callbacks disable it when drained), so no retry of a partial SSL_write is
+ * pending. Whatever the socket does not take, libevent writes from its
+ * event, retrying with the same bytes at the same place (the bytes stay at
+ * the front of the output until written).
+ */
+#define SL_TLS_RECORD 16384
+static bool tls_write_now(struct bufferevent *bev, struct evbuffer *out)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (bufferevent_get_enabled(bev) & EV_WRITE)
+        return evbuffer_get_length(out) == 0; /* libevent's write is under way */
+    while (evbuffer_get_length(out) > 0) {
+        size_t len = evbuffer_get_length(out);
+        if (len > SL_TLS_RECORD)
+            len = SL_TLS_RECORD;
+        const void *data = evbuffer_pullup(out, (ev_ssize_t)len);
+        if (!data)
+            break;
+        ERR_clear_error();
+        int n = SSL_write(ssl, data, (int)len);
+        if (n <= 0) {
+            /* blocked (libevent retries the same bytes) or failed (libevent
+             * meets the error again and reports it to the event callback) */
+            bufferevent_enable(bev, EV_WRITE);
+            return false;
+        }
+        evbuffer_drain(out, (size_t)n);
+    }
+    /* libevent armed the write event when the bytes were queued (in this
+     * loop iteration): disarming it now cancels both in the changelist,
+     * no epoll_ctl at all */
+    bufferevent_disable(bev, EV_WRITE);
+    return true;
+}
+
+/*
+ * Write queued output now, from the callback that queued it, the way nginx
+ * does, instead of arming the write event and writing on the next loop
+ * iteration: that saves two epoll_ctl calls per write. Only when the socket
+ * cannot take everything does the bufferevent's write event take over; its
+ * callback runs once the output drained to the low watermark. A write error
+ * is left for that write event to report. True when the output is empty.
+ */
+bool sl_bev_write_now(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (bufferevent_openssl_get_ssl(bev) != NULL)
+        return tls_write_now(bev, out);
+    /* libevent keeps the start of a bufferevent's output frozen outside its
+     * own write callback; thaw it for this write, as that callback does */
+    evbuffer_unfreeze(out, 1);
+    while (evbuffer_get_length(out) > 0) {
+        int n = evbuffer_write(out, bufferevent_getfd(bev));
+        if (n <= 0 && !(n < 0 && errno == EINTR))
+            break;
+    }
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) == 0) {
+        bufferevent_disable(bev, EV_WRITE);
+        return true;
+    }
+    bufferevent_enable(bev, EV_WRITE);
+    return false;
+}
+
+/*
+ * Run the chunked scanner over `in` from `offset` on, without consuming
+ * it. Returns how many bytes belong to the body (all of them, or up to its
+ * end), or -1 on a framing error.
+ */
+long sl_scan_chunked_evbuffer(struct sl_chunked_scanner *s, struct evbuffer *in, size_t offset)
+{
+    size_t total = offset, len = evbuffer_get_length(in);
+    while (total < len && !s->done) {
+        struct evbuffer_ptr pos;
+        if (evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_SET) < 0)
+            break;
+        struct evbuffer_iovec vec[16];
+        int n = evbuffer_peek(in, -1, &pos, vec, 16);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n && i < 16 && !s->done; i++) {
+            long used = sl_chunked_scan(s, vec[i].iov_base, vec[i].iov_len);
+            if (used < 0)
+                return -1;
+            total += (size_t)used;
+        }
+    }
+    return (long)(total - offset);
 }

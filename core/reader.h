@@ -1,5 +1,6 @@
 /*
- * Reading a socket into a bufferevent's input without libevent's read path.
+ * Reading a socket into a bufferevent's input without libevent's read path,
+ * and writing a bufferevent's output at once (sl_bev_write_now).
  *
  * Why: libevent's evbuffer_read() asks the kernel how much is readable
  * (ioctl FIONREAD) before every read. On a proxy that is one extra system
@@ -22,6 +23,8 @@
 #include <stdint.h>
 
 struct event;
+struct evbuffer;
+struct sl_chunked_scanner;
 
 struct sl_reader {
     struct event *ev; /* EV_READ | EV_PERSIST on the socket */
@@ -64,5 +67,23 @@ void sl_reader_disable(struct sl_reader *r);
 
 /* The input was drained: resume reading if the high-water mark had paused it. */
 void sl_reader_drained(struct sl_reader *r);
+
+/*
+ * Write the bufferevent's queued output now, from the callback that queued
+ * it (as nginx does), instead of arming the write event and writing on the
+ * next loop iteration: two epoll_ctl calls saved per write. Only when the
+ * socket cannot take everything does the write event take over (its
+ * callback runs once the output drained to the low watermark). A write
+ * error is left for that event to report. True when the output is empty.
+ * Plain sockets and OpenSSL bufferevents alike.
+ */
+bool sl_bev_write_now(struct bufferevent *bev);
+
+/*
+ * Run a chunked scanner (http1.h) over `in` from `offset` on without
+ * consuming anything. Returns how many bytes belong to the body (all of
+ * them, or up to its end), or -1 on a framing error.
+ */
+long sl_scan_chunked_evbuffer(struct sl_chunked_scanner *s, struct evbuffer *in, size_t offset);
 
 #endif

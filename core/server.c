@@ -1,5 +1,4 @@
 #include "server.h"
-#include "tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -26,6 +25,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "plugin_runtime.h"
+#include "snapshot.h"
 #include "status.h"
 #include "upstream.h"
 #include "util.h"
@@ -36,90 +36,39 @@
 #define SL_ACCESS_LOG_MAX_BUFFER (4 * 1024 * 1024)
 
 /* ------------------------------------------------------------------------ */
-/* snapshots                                                                 */
-
-static bool has_ssl_listener(const struct sl_node_config *node)
-{
-    for (size_t i = 0; i < node->n_proxy_listen; i++)
-        if (node->proxy_listen[i].ssl)
-            return true;
-    return false;
-}
-
-struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, char *err, size_t err_size)
-{
-    struct sl_snapshot *snap = calloc(1, sizeof *snap);
-    if (!snap) {
-        snprintf(err, err_size, "out of memory");
-        sl_config_unref(cfg);
-        return NULL;
-    }
-    snap->cfg = cfg;
-    atomic_init(&snap->refcount, 1);
-    if (has_ssl_listener(&cfg->node)) {
-        snap->tls = sl_tls_new(cfg, err, err_size);
-        if (!snap->tls) {
-            sl_snapshot_unref(snap);
-            return NULL;
-        }
-    }
-    snap->service_tls = calloc(cfg->n_services ? cfg->n_services : 1, sizeof *snap->service_tls);
-    if (!snap->service_tls) {
-        snprintf(err, err_size, "out of memory");
-        sl_snapshot_unref(snap);
-        return NULL;
-    }
-    for (size_t i = 0; i < cfg->n_services; i++) {
-        const struct sl_service *svc = &cfg->services[i];
-        if (strcmp(svc->protocol, "https") != 0)
-            continue;
-        char why[400];
-        snap->service_tls[i] = sl_tls_client_ctx(cfg, svc, why, sizeof why);
-        if (!snap->service_tls[i]) {
-            snprintf(err, err_size, "%s:%d:%d: %s", cfg->source_path, svc->line, svc->column, why);
-            sl_snapshot_unref(snap);
-            return NULL;
-        }
-    }
-    snap->router = sl_router_build(cfg);
-    if (!snap->router) {
-        snprintf(err, err_size, "out of memory");
-        sl_snapshot_unref(snap);
-        return NULL;
-    }
-    snap->balancer = sl_balancer_new(cfg, err, err_size);
-    if (!snap->balancer) {
-        sl_snapshot_unref(snap);
-        return NULL;
-    }
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    snap->loaded_at_unix_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-    return snap;
-}
-
-struct sl_snapshot *sl_snapshot_ref(struct sl_snapshot *snap)
-{
-    atomic_fetch_add_explicit(&snap->refcount, 1, memory_order_relaxed);
-    return snap;
-}
-
-void sl_snapshot_unref(struct sl_snapshot *snap)
-{
-    if (!snap || atomic_fetch_sub_explicit(&snap->refcount, 1, memory_order_acq_rel) != 1)
-        return;
-    if (snap->router)
-        sl_router_free(snap->router);
-    if (snap->balancer)
-        sl_balancer_free(snap->balancer);
-    sl_tls_free(snap->tls);
-    free(snap->service_tls);
-    sl_config_unref(snap->cfg);
-    free(snap);
-}
-
-/* ------------------------------------------------------------------------ */
 /* listeners                                                                 */
+
+const char *sl_listener_kind_to_str(enum sl_listener_kind kind)
+{
+    switch (kind) {
+    case SL_LISTENER_PROXY:
+        return "proxy";
+    case SL_LISTENER_INBOUND:
+        return "inbound";
+    case SL_LISTENER_OUTBOUND:
+        return "outbound";
+    }
+    return "?";
+}
+
+/* One listen entry of the node block and what its connections are for. */
+struct listener_spec {
+    const struct sl_listen *listen;
+    enum sl_listener_kind kind;
+};
+
+#define SL_MAX_LISTENERS 66 /* the loader's 64 proxy_listen entries, inbound, outbound */
+
+/* The traffic listeners of a configuration, in a fixed order (a reload
+ * compares them): the gateway's proxy_listen entries. */
+static size_t listener_specs(const struct sl_config *cfg, struct listener_spec *out)
+{
+    const struct sl_node_config *node = &cfg->node;
+    size_t n = 0;
+    for (size_t i = 0; i < node->n_proxy_listen && n < SL_MAX_LISTENERS; i++)
+        out[n++] = (struct listener_spec){&node->proxy_listen[i], SL_LISTENER_PROXY};
+    return n;
+}
 
 /* A socket bound to ai; -1 with errno set on failure. */
 static int bind_socket(const struct addrinfo *ai, bool reuseport)
@@ -188,7 +137,7 @@ static void worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
 {
     struct accept_ctx *ctx = arg;
     (void)listener;
-    sl_proxy_accept(ctx->w, fd, peer, peer_len, ctx->ls->port, ctx->ls->ssl);
+    sl_proxy_accept(ctx->w, fd, peer, peer_len, ctx->ls->kind, ctx->ls->port, ctx->ls->ssl);
 }
 
 #define SL_ACCEPT_PAUSE_MS 100
@@ -473,8 +422,9 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     }
     w->snapshot = sl_snapshot_ref(srv->snapshot);
 
-    w->n_listeners = node->n_proxy_listen;
-    w->listeners = calloc(w->n_listeners, sizeof *w->listeners);
+    struct listener_spec specs[SL_MAX_LISTENERS];
+    w->n_listeners = listener_specs(srv->snapshot->cfg, specs);
+    w->listeners = calloc(w->n_listeners ? w->n_listeners : 1, sizeof *w->listeners);
     struct accept_ctx *ctxs = calloc(w->n_listeners, sizeof *ctxs);
     if (!w->listeners || !ctxs) {
         free(ctxs);
@@ -484,13 +434,14 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
     for (size_t i = 0; i < w->n_listeners; i++)
         w->listeners[i].fd = -1;
     for (size_t i = 0; i < w->n_listeners; i++) {
-        const struct sl_listen *l = &node->proxy_listen[i];
+        const struct sl_listen *l = specs[i].listen;
         int fd = open_listener(l, index == 0, err, err_size);
         if (fd < 0) {
             free(ctxs);
             return SL_ERR;
         }
         w->listeners[i].fd = fd;
+        w->listeners[i].kind = specs[i].kind;
         w->listeners[i].port = l->port;
         w->listeners[i].ssl = l->ssl;
         ctxs[i].w = w;
@@ -572,19 +523,25 @@ static void worker_free(struct sl_worker *w)
 
 static bool send_one(struct sl_worker *w, char cmd, struct sl_snapshot *snap);
 
-/* A config that did not come through sl_plugins_attach() yet (tests, the
- * admin API) gets its plugins checked here; on failure cfg is dropped. */
-static bool attach_plugins(struct sl_config *cfg, char *err, size_t err_size)
+/* Undo a start that failed: the first n_threads workers' threads are
+ * running, the first n_init workers are initialised. */
+static int start_failed(struct sl_server *srv, int n_init, int n_threads)
 {
-    struct sl_config_error cerr;
-    if (sl_plugins_attach(cfg, &cerr))
-        return true;
-    snprintf(err, err_size, "%s", cerr.text);
-    sl_config_unref(cfg);
-    return false;
+    for (int j = 0; j < n_threads; j++)
+        send_one(&srv->workers[j], 's', NULL);
+    for (int j = 0; j < n_threads; j++)
+        pthread_join(srv->workers[j].thread, NULL);
+    for (int j = 0; j < n_init; j++)
+        worker_free(&srv->workers[j]);
+    free(srv->workers);
+    srv->workers = NULL;
+    srv->n_workers = 0;
+    sl_snapshot_unref(srv->snapshot);
+    srv->snapshot = NULL;
+    return SL_ERR;
 }
 
-int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
+int sl_server_start(struct sl_server *srv, struct sl_snapshot *snap, char *err, size_t err_size)
 {
     pthread_mutex_init(&srv->reload_lock, NULL);
     /* glibc gives freed memory back to the kernel as soon as the top of a
@@ -594,60 +551,35 @@ int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, siz
      * keep-alive request's CPU. Fixed thresholds keep it in the heap. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
-    if (!attach_plugins(cfg, err, err_size))
-        return SL_ERR;
-    srv->snapshot = sl_snapshot_new(cfg, err, err_size);
-    if (!srv->snapshot)
-        return SL_ERR;
+    srv->snapshot = snap;
+    const struct sl_config *cfg = snap->cfg;
     int n = cfg->node.worker_processes > 0 ? cfg->node.worker_processes : 1;
     srv->workers = calloc((size_t)n, sizeof *srv->workers);
     if (!srv->workers) {
         snprintf(err, err_size, "out of memory");
-        return SL_ERR;
+        return start_failed(srv, 0, 0);
     }
     srv->n_workers = n;
     /* bind everything before any thread starts, so a bad address fails fast */
-    for (int i = 0; i < n; i++) {
-        if (worker_init(srv, &srv->workers[i], i, err, err_size) != SL_OK) {
-            srv->n_workers = i + 1;
-            for (int j = 0; j <= i; j++)
-                worker_free(&srv->workers[j]);
-            free(srv->workers);
-            srv->workers = NULL;
-            srv->n_workers = 0;
-            return SL_ERR;
-        }
-    }
+    for (int i = 0; i < n; i++)
+        if (worker_init(srv, &srv->workers[i], i, err, err_size) != SL_OK)
+            return start_failed(srv, i + 1, 0);
     int admin_fd = -1;
     if (cfg->node.admin_listen.port != 0 &&
         (admin_fd = open_listener(&cfg->node.admin_listen, true, err, err_size)) < 0) {
         char why[256];
         snprintf(why, sizeof why, "admin_listen: %s", err);
         snprintf(err, err_size, "%s", why);
-        for (int j = 0; j < n; j++)
-            worker_free(&srv->workers[j]);
-        free(srv->workers);
-        srv->workers = NULL;
-        srv->n_workers = 0;
-        return SL_ERR;
+        return start_failed(srv, n, 0);
     }
     for (int i = 0; i < n; i++) {
         atomic_fetch_add(&srv->workers_running, 1);
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
             snprintf(err, err_size, "cannot start worker thread %d", i);
             atomic_fetch_sub(&srv->workers_running, 1);
-            for (int j = 0; j < i; j++)
-                send_one(&srv->workers[j], 's', NULL);
-            for (int j = 0; j < i; j++)
-                pthread_join(srv->workers[j].thread, NULL);
-            for (int j = 0; j < n; j++)
-                worker_free(&srv->workers[j]);
-            free(srv->workers);
-            srv->workers = NULL;
-            srv->n_workers = 0;
             if (admin_fd >= 0)
                 close(admin_fd);
-            return SL_ERR;
+            return start_failed(srv, n, i);
         }
         srv->workers[i].started = true;
     }
@@ -685,37 +617,25 @@ static void send_all(struct sl_server *srv, char cmd)
         send_one(&srv->workers[i], cmd, NULL);
 }
 
-static bool same_listeners(const struct sl_node_config *a, const struct sl_node_config *b)
+static bool same_listeners(const struct sl_config *a, const struct sl_config *b)
 {
-    if (a->n_proxy_listen != b->n_proxy_listen || a->worker_processes != b->worker_processes)
+    struct listener_spec la[SL_MAX_LISTENERS], lb[SL_MAX_LISTENERS];
+    size_t na = listener_specs(a, la), nb = listener_specs(b, lb);
+    if (na != nb || a->node.worker_processes != b->node.worker_processes)
         return false;
-    for (size_t i = 0; i < a->n_proxy_listen; i++)
-        if (a->proxy_listen[i].port != b->proxy_listen[i].port ||
-            a->proxy_listen[i].ssl != b->proxy_listen[i].ssl ||
-            strcmp(a->proxy_listen[i].host, b->proxy_listen[i].host) != 0)
+    for (size_t i = 0; i < na; i++)
+        if (la[i].kind != lb[i].kind || la[i].listen->port != lb[i].listen->port ||
+            la[i].listen->ssl != lb[i].listen->ssl ||
+            strcmp(la[i].listen->host, lb[i].listen->host) != 0)
             return false;
     return true;
 }
 
-static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
-
-int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
+void sl_server_reload(struct sl_server *srv, struct sl_snapshot *snap)
 {
     pthread_mutex_lock(&srv->reload_lock);
-    int rc = server_reload(srv, cfg, err, err_size);
-    pthread_mutex_unlock(&srv->reload_lock);
-    return rc;
-}
-
-static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size)
-{
-    if (!attach_plugins(cfg, err, err_size))
-        return SL_ERR;
-    struct sl_snapshot *snap = sl_snapshot_new(cfg, err, err_size);
-    if (!snap)
-        return SL_ERR;
-    if (!same_listeners(&srv->snapshot->cfg->node, &cfg->node))
-        sl_warn("reload: proxy_listen and worker_processes changes take effect on restart");
+    if (!same_listeners(srv->snapshot->cfg, snap->cfg))
+        sl_warn("reload: listener and worker_processes changes take effect on restart");
     for (int i = 0; i < srv->n_workers; i++) {
         sl_snapshot_ref(snap);
         if (!send_one(&srv->workers[i], 'r', snap))
@@ -725,7 +645,7 @@ static int server_reload(struct sl_server *srv, struct sl_config *cfg, char *err
     struct sl_snapshot *old = srv->snapshot;
     srv->snapshot = snap;
     sl_snapshot_unref(old);
-    return SL_OK;
+    pthread_mutex_unlock(&srv->reload_lock);
 }
 
 void sl_server_drain(struct sl_server *srv)

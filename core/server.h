@@ -1,12 +1,9 @@
 /*
- * The server: configuration snapshots, worker threads and their listeners,
- * graceful drain.
+ * The server: worker threads and their listeners, reloads, graceful drain.
+ * Configuration snapshots are in snapshot.h.
  *
  * Ownership:
  *  - struct sl_server is owned by main(); it outlives every worker.
- *  - struct sl_snapshot is reference counted (atomic). The server holds one
- *    reference to the current snapshot, each worker one, and each request in
- *    flight one, so a request always finishes on the snapshot it started on.
  *  - struct sl_worker is owned by the server; its event_base, listeners,
  *    DNS base, upstream pool and client connections belong to its thread and
  *    are touched only from it (no locks on the request path). Other threads
@@ -21,7 +18,7 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "router.h"
+#include "snapshot.h"
 
 struct event_base;
 struct event;
@@ -35,25 +32,13 @@ struct accept_ctx;
 struct status_conn;
 struct evconnlistener;
 
-struct sl_tls;
-
-struct sl_snapshot {
-    atomic_int refcount;
-    struct sl_config *cfg;    /* owned: one config reference */
-    struct sl_router *router; /* owned */
-    uint64_t loaded_at_unix_ms;
-    struct sl_balancer *balancer; /* owned: per-upstream balancing (balancer.h) */
-    struct sl_tls *tls;           /* owned: certificates (tls.h); NULL without ssl listeners */
-    /* per service (by index): the client TLS context of an https service,
-     * else NULL; the contexts are tls.c's (process lifetime) */
-    struct ssl_ctx_st **service_tls;
+/* What a listener is for: each kind has its own request pipeline. */
+enum sl_listener_kind {
+    SL_LISTENER_PROXY,    /* the gateway's proxy_listen: plugins, router, services */
+    SL_LISTENER_INBOUND,  /* the sidecar's inbound_listen: everything to the local app */
+    SL_LISTENER_OUTBOUND, /* the sidecar's outbound_listen: by authority to a service */
 };
-
-/* Takes cfg's reference (also on failure, when it is dropped); NULL with
- * err filled when cfg cannot be served (a certificate OpenSSL refuses). */
-struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, char *err, size_t err_size);
-struct sl_snapshot *sl_snapshot_ref(struct sl_snapshot *snap);
-void sl_snapshot_unref(struct sl_snapshot *snap);
+const char *sl_listener_kind_to_str(enum sl_listener_kind kind);
 
 /* Counters shared with the status API: relaxed atomics, one writer each. */
 struct sl_worker_stats {
@@ -68,7 +53,8 @@ struct sl_worker_stats {
 
 struct sl_listener_socket {
     int fd;
-    uint16_t port; /* the port of the proxy_listen entry */
+    enum sl_listener_kind kind;
+    uint16_t port; /* the port of its listen entry */
     bool ssl;
     struct evconnlistener *listener;
     struct event *resume_timer; /* re-enables accepting after running out of fds */
@@ -125,18 +111,18 @@ struct sl_server {
 
 /*
  * Bind every listener (SO_REUSEPORT, one socket per worker per entry) and
- * start the workers. Returns SL_OK, or SL_ERR with a message in err.
- * Takes the caller's reference to cfg.
+ * start the workers on snap (from sl_snapshot_load; the caller's reference
+ * is taken, also on failure). Returns SL_OK, or SL_ERR with a message in err.
  */
-int sl_server_start(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
+int sl_server_start(struct sl_server *srv, struct sl_snapshot *snap, char *err, size_t err_size);
 
 /*
  * From any thread (the main thread on SIGHUP, the admin thread on POST
- * /config; serialised): make cfg (validated already; its reference is
+ * /config; serialised): make snap (from sl_snapshot_load; its reference is
  * taken) the configuration of every new request. Requests in flight finish
  * on the snapshot they started with. Listener changes need a restart.
  */
-int sl_server_reload(struct sl_server *srv, struct sl_config *cfg, char *err, size_t err_size);
+void sl_server_reload(struct sl_server *srv, struct sl_snapshot *snap);
 
 /* From the main thread: graceful drain (SIGTERM) or immediate stop (SIGINT). */
 void sl_server_drain(struct sl_server *srv);

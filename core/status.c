@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+#include "snapshot.h"
 
 #define STATUS_MAX_HEAD 8192
 #define STATUS_TIMEOUT_S 10

@@ -16,8 +16,9 @@
 #include "metrics.h"
 #include "plugin.h"
 #include "plugins.h"
-#include "tls.h"
+#include "balancer.h"
 #include "server.h"
+#include "snapshot.h"
 
 static void usage(FILE *out)
 {
@@ -34,33 +35,15 @@ static void usage(FILE *out)
                  "Every key of the gateway: block can be overridden by SLUICE_<KEY>.\n");
 }
 
-static struct sl_config *load(const char *path)
+/* The file, loaded and validated in full (snapshot.h); NULL after the
+ * message went to stderr. */
+static struct sl_snapshot *load(const char *path)
 {
     struct sl_config_error err;
-    struct sl_config *cfg = sl_config_load(path, "gateway", &err);
-    if (!cfg) {
+    struct sl_snapshot *snap = sl_snapshot_load(path, "gateway", &err);
+    if (!snap)
         fprintf(stderr, "%s\n", err.text);
-        return NULL;
-    }
-    /* every plugin instance: a known plugin with a valid config */
-    if (!sl_plugins_attach(cfg, &err)) {
-        fprintf(stderr, "%s\n", err.text);
-        sl_config_unref(cfg);
-        return NULL;
-    }
-    /* ssl listeners: the certificates must make a TLS context */
-    for (size_t i = 0; i < cfg->node.n_proxy_listen; i++)
-        if (cfg->node.proxy_listen[i].ssl) {
-            struct sl_tls *tls = sl_tls_new(cfg, err.text, sizeof err.text);
-            if (!tls) {
-                fprintf(stderr, "%s\n", err.text);
-                sl_config_unref(cfg);
-                return NULL;
-            }
-            sl_tls_free(tls);
-            break;
-        }
-    return cfg;
+    return snap;
 }
 
 int main(int argc, char **argv)
@@ -92,18 +75,19 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    struct sl_config *cfg = load(path);
-    if (!cfg) {
+    struct sl_snapshot *snap = load(path);
+    if (!snap) {
         sl_plugins_shutdown();
         return 1;
     }
     if (check_only) {
         printf("%s: configuration is valid\n", path);
-        sl_config_unref(cfg);
+        sl_snapshot_unref(snap);
+        sl_balancer_registry_sweep();
         sl_plugins_shutdown();
         return 0;
     }
-    int level = sl_log_level_from_name(cfg->node.log_level);
+    int level = sl_log_level_from_name(snap->cfg->node.log_level);
     if (level >= 0)
         sl_log_set_level((enum sl_log_level)level);
 
@@ -120,8 +104,8 @@ int main(int argc, char **argv)
     struct sl_server srv;
     memset(&srv, 0, sizeof srv);
     char err[512];
-    int workers = cfg->node.worker_processes;
-    if (sl_server_start(&srv, cfg, err, sizeof err) != 0) {
+    int workers = snap->cfg->node.worker_processes;
+    if (sl_server_start(&srv, snap, err, sizeof err) != 0) {
         fprintf(stderr, "sluice-gateway: %s\n", err);
         return 1;
     }
@@ -148,20 +132,16 @@ int main(int argc, char **argv)
             break;
         case SIGHUP: {
             /* load and validate on this thread; workers only swap a pointer */
-            struct sl_config *next = load(path);
+            struct sl_snapshot *next = load(path);
+            sl_metrics_reload_result(next != NULL);
             if (!next) {
-                sl_metrics_reload_result(false);
                 sl_error("SIGHUP: %s refused; the current configuration stays", path);
                 break;
             }
-            char hash[sizeof next->hash];
-            memcpy(hash, next->hash, sizeof hash); /* next is the server's after the call */
-            bool ok = sl_server_reload(&srv, next, err, sizeof err) == 0;
-            sl_metrics_reload_result(ok);
-            if (ok)
-                sl_notice("SIGHUP: configuration reloaded from %s (%s)", path, hash);
-            else
-                sl_error("SIGHUP: reload failed: %s", err);
+            char hash[sizeof next->cfg->hash];
+            memcpy(hash, next->cfg->hash, sizeof hash); /* next is the server's after the call */
+            sl_server_reload(&srv, next);
+            sl_notice("SIGHUP: configuration reloaded from %s (%s)", path, hash);
             break;
         }
         default:

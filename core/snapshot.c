@@ -1,0 +1,108 @@
+#include "snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "balancer.h"
+#include "plugin.h"
+#include "router.h"
+#include "tls.h"
+
+static bool has_ssl_listener(const struct sl_node_config *node)
+{
+    for (size_t i = 0; i < node->n_proxy_listen; i++)
+        if (node->proxy_listen[i].ssl)
+            return true;
+    return false;
+}
+
+static struct sl_snapshot *fail(struct sl_snapshot *snap, struct sl_config_error *err,
+                                const char *message)
+{
+    if (message)
+        snprintf(err->text, sizeof err->text, "%s", message);
+    sl_snapshot_unref(snap);
+    return NULL;
+}
+
+struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, struct sl_config_error *err)
+{
+    struct sl_snapshot *snap = calloc(1, sizeof *snap);
+    if (!snap) {
+        snprintf(err->text, sizeof err->text, "out of memory");
+        sl_config_unref(cfg);
+        return NULL;
+    }
+    snap->cfg = cfg;
+    atomic_init(&snap->refcount, 1);
+    /* every plugin instance: a known plugin with a valid config (a config
+     * loaded by the caller may not have been checked yet) */
+    if (!cfg->plugin_runtime && !sl_plugins_attach(cfg, err))
+        return fail(snap, err, NULL);
+    if (has_ssl_listener(&cfg->node)) {
+        snap->tls = sl_tls_new(cfg, err->text, sizeof err->text);
+        if (!snap->tls)
+            return fail(snap, err, NULL);
+    }
+    snap->service_tls = calloc(cfg->n_services ? cfg->n_services : 1, sizeof *snap->service_tls);
+    if (!snap->service_tls)
+        return fail(snap, err, "out of memory");
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct sl_service *svc = &cfg->services[i];
+        if (strcmp(svc->protocol, "https") != 0)
+            continue;
+        char why[400];
+        snap->service_tls[i] = sl_tls_client_ctx(cfg, svc, why, sizeof why);
+        if (!snap->service_tls[i]) {
+            snprintf(err->text, sizeof err->text, "%s:%d:%d: %s", cfg->source_path, svc->line,
+                     svc->column, why);
+            return fail(snap, err, NULL);
+        }
+    }
+    snap->router = sl_router_build(cfg);
+    if (!snap->router)
+        return fail(snap, err, "out of memory");
+    snap->balancer = sl_balancer_new(cfg, err->text, sizeof err->text);
+    if (!snap->balancer)
+        return fail(snap, err, NULL);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    snap->loaded_at_unix_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+    return snap;
+}
+
+struct sl_snapshot *sl_snapshot_load(const char *path, const char *role,
+                                     struct sl_config_error *err)
+{
+    struct sl_config *cfg = sl_config_load(path, role, err);
+    return cfg ? sl_snapshot_new(cfg, err) : NULL;
+}
+
+struct sl_snapshot *sl_snapshot_load_buffer(const char *data, size_t len, const char *source_name,
+                                            const char *role, struct sl_config_error *err)
+{
+    struct sl_config *cfg = sl_config_load_buffer(data, len, source_name, role, err);
+    return cfg ? sl_snapshot_new(cfg, err) : NULL;
+}
+
+struct sl_snapshot *sl_snapshot_ref(struct sl_snapshot *snap)
+{
+    atomic_fetch_add_explicit(&snap->refcount, 1, memory_order_relaxed);
+    return snap;
+}
+
+void sl_snapshot_unref(struct sl_snapshot *snap)
+{
+    if (!snap || atomic_fetch_sub_explicit(&snap->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    if (snap->router)
+        sl_router_free(snap->router);
+    if (snap->balancer)
+        sl_balancer_free(snap->balancer);
+    sl_tls_free(snap->tls);
+    free(snap->service_tls);
+    sl_config_unref(snap->cfg);
+    free(snap);
+}
