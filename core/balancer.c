@@ -615,13 +615,22 @@ static const struct sl_lb_upstream *find_upstream(const struct sl_balancer *b,
 /* ------------------------------------------------------------------------ */
 /* picking                                                                   */
 
-/* A candidate: usable, and (first pass) not tried by this request yet. */
-static bool candidate(const struct sl_lb_target *t, uint64_t tried, bool allow_tried)
+/* What one pick may choose from: the request's tried set and the
+ * caller's filter (outlier ejection). */
+struct pick_ctx {
+    uint64_t tried;
+    const struct sl_lb_filter *filter;
+};
+
+/* A candidate: usable, let through by the filter, and (first pass) not
+ * tried by this request yet. */
+static bool candidate(const struct sl_lb_target *t, const struct pick_ctx *pc, bool allow_tried)
 {
-    return target_usable(t) && (allow_tried || !(tried & tried_bit(t)));
+    return target_usable(t) && (allow_tried || !(pc->tried & tried_bit(t))) &&
+           (!pc->filter || pc->filter->usable(pc->filter->arg, t->index));
 }
 
-static struct sl_lb_target *pick_round_robin(struct sl_lb_upstream *u, uint64_t tried)
+static struct sl_lb_target *pick_round_robin(struct sl_lb_upstream *u, const struct pick_ctx *pc)
 {
     if (u->schedule_len == 0)
         return NULL;
@@ -629,14 +638,15 @@ static struct sl_lb_target *pick_round_robin(struct sl_lb_upstream *u, uint64_t 
     for (int pass = 0; pass < 2; pass++) {
         for (size_t k = 0; k < u->schedule_len; k++) {
             struct sl_lb_target *t = &u->targets[u->schedule[(start + k) % u->schedule_len]];
-            if (candidate(t, tried, pass == 1))
+            if (candidate(t, pc, pass == 1))
                 return t;
         }
     }
     return NULL;
 }
 
-static struct sl_lb_target *pick_least_connections(struct sl_lb_upstream *u, uint64_t tried)
+static struct sl_lb_target *pick_least_connections(struct sl_lb_upstream *u,
+                                                   const struct pick_ctx *pc)
 {
     size_t n = u->n_targets;
     if (n == 0)
@@ -648,7 +658,7 @@ static struct sl_lb_target *pick_least_connections(struct sl_lb_upstream *u, uin
         uint64_t best_load = 0;
         for (size_t k = 0; k < n; k++) {
             struct sl_lb_target *t = &u->targets[(start + k) % n];
-            if (!candidate(t, tried, pass == 1))
+            if (!candidate(t, pc, pass == 1))
                 continue;
             long a = atomic_load_explicit(&t->health->active, memory_order_relaxed);
             uint64_t load = (uint64_t)(a > 0 ? a : 0) + 1;
@@ -664,8 +674,8 @@ static struct sl_lb_target *pick_least_connections(struct sl_lb_upstream *u, uin
     return NULL;
 }
 
-static struct sl_lb_target *pick_consistent_hashing(struct sl_lb_upstream *u, uint64_t tried,
-                                                    uint64_t hash)
+static struct sl_lb_target *pick_consistent_hashing(struct sl_lb_upstream *u,
+                                                    const struct pick_ctx *pc, uint64_t hash)
 {
     if (u->ring_len == 0)
         return NULL;
@@ -674,7 +684,7 @@ static struct sl_lb_target *pick_consistent_hashing(struct sl_lb_upstream *u, ui
         size_t idx = start;
         for (size_t k = 0; k < u->ring_len; k++) {
             uint32_t ti = u->ring[idx];
-            if (ti != UINT32_MAX && candidate(&u->targets[ti], tried, pass == 1))
+            if (ti != UINT32_MAX && candidate(&u->targets[ti], pc, pass == 1))
                 return &u->targets[ti];
             idx = idx == 0 ? u->ring_len - 1 : idx - 1; /* Kong walks counter-clockwise */
         }
@@ -687,14 +697,14 @@ static double latency_score(const struct sl_lb_target *t, uint64_t now_ms)
     return ewma_now(t->health, now_ms, 0.0) / (double)t->conf->weight;
 }
 
-static struct sl_lb_target *pick_latency(struct sl_lb_upstream *u, uint64_t tried)
+static struct sl_lb_target *pick_latency(struct sl_lb_upstream *u, const struct pick_ctx *pc)
 {
     size_t n = u->n_targets;
     uint64_t now = sl_now_ms();
     for (int pass = 0; pass < 2; pass++) {
         size_t count = 0;
         for (size_t i = 0; i < n; i++)
-            count += candidate(&u->targets[i], tried, pass == 1);
+            count += candidate(&u->targets[i], pc, pass == 1);
         if (count == 0)
             continue;
         /* the power of two random choices among the candidates */
@@ -706,7 +716,7 @@ static struct sl_lb_target *pick_latency(struct sl_lb_upstream *u, uint64_t trie
         }
         struct sl_lb_target *ta = NULL, *tb = NULL;
         for (size_t i = 0, k = 0; i < n; i++) {
-            if (!candidate(&u->targets[i], tried, pass == 1))
+            if (!candidate(&u->targets[i], pc, pass == 1))
                 continue;
             if (k == a)
                 ta = &u->targets[i];
@@ -734,7 +744,7 @@ static bool upstream_above_threshold(const struct sl_lb_upstream *u)
 }
 
 const struct sl_target *sl_balancer_pick(const struct sl_balancer *b, const struct sl_upstream *up,
-                                         struct sl_lb_state *st)
+                                         struct sl_lb_state *st, const struct sl_lb_filter *filter)
 {
     sl_balancer_release(st);
     const struct sl_lb_upstream *cu = find_upstream(b, up);
@@ -746,20 +756,20 @@ const struct sl_target *sl_balancer_pick(const struct sl_balancer *b, const stru
     if (!upstream_above_threshold(u))
         return NULL;
     struct sl_lb_target *t = NULL;
+    struct pick_ctx pc = {st->tried, filter};
     switch (up->algorithm) {
     case SL_LB_ROUND_ROBIN:
-        t = pick_round_robin(u, st->tried);
+        t = pick_round_robin(u, &pc);
         break;
     case SL_LB_LEAST_CONNECTIONS:
-        t = pick_least_connections(u, st->tried);
+        t = pick_least_connections(u, &pc);
         break;
     case SL_LB_CONSISTENT_HASHING:
         /* no value to hash: Kong hashes "" (all such requests, one target) */
-        t = pick_consistent_hashing(u, st->tried,
-                                    st->hash_set ? st->hash : sl_lb_hash_bytes("", 0));
+        t = pick_consistent_hashing(u, &pc, st->hash_set ? st->hash : sl_lb_hash_bytes("", 0));
         break;
     case SL_LB_LATENCY:
-        t = pick_latency(u, st->tried);
+        t = pick_latency(u, &pc);
         break;
     }
     if (!t)

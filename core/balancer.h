@@ -60,16 +60,23 @@ struct sl_lb_state {
 struct sl_balancer *sl_balancer_new(const struct sl_config *cfg, char *err, size_t err_size);
 void sl_balancer_free(struct sl_balancer *b);
 
+/* Targets a pick may use besides health: usable(arg, index of the target
+ * in its upstream). */
+struct sl_lb_filter {
+    bool (*usable)(void *arg, size_t target_index);
+    void *arg;
+};
+
 /*
  * Pick a target of `up` for a request: per the algorithm, among healthy
- * targets of weight > 0, preferring one not tried yet by this request (a
- * retry goes elsewhere when it can). Counts the target as an active
- * connection until sl_balancer_release() or the next pick. Returns NULL
- * when no target can be used (Kong: 503 "failure to get a peer from the
- * ring-balancer").
+ * targets of weight > 0 that `filter` (may be NULL) lets through,
+ * preferring one not tried yet by this request (a retry goes elsewhere
+ * when it can). Counts the target as an active connection until
+ * sl_balancer_release() or the next pick. Returns NULL when no target can
+ * be used (Kong: 503 "failure to get a peer from the ring-balancer").
  */
 const struct sl_target *sl_balancer_pick(const struct sl_balancer *b, const struct sl_upstream *up,
-                                         struct sl_lb_state *st);
+                                         struct sl_lb_state *st, const struct sl_lb_filter *filter);
 
 /* The request is done with its current target (idempotent). */
 void sl_balancer_release(struct sl_lb_state *st);

@@ -31,6 +31,52 @@ struct sl_cidr {
     unsigned prefix_len;
 };
 
+/* retry_policy.retry_on (Envoy's names) */
+#define SL_RETRY_CONNECT_FAILURE                                                                   \
+    0x01u                    /* "connect-failure": connect refused/failed/timed out, DNS failure */
+#define SL_RETRY_RESET 0x02u /* "reset": the connection closed or reset before a response head */
+#define SL_RETRY_GATEWAY_ERROR 0x04u /* "gateway-error": 502, 503, 504 (and per-try timeout) */
+#define SL_RETRY_5XX 0x08u           /* "5xx": any 5xx, reset, connect failure, per-try timeout */
+#define SL_RETRY_RETRIABLE_4XX 0x10u /* "retriable-4xx": 409 */
+#define SL_RETRY_STATUS_CODES 0x20u  /* "retriable-status-codes": retriable_status_codes */
+
+struct sl_retry_policy {
+    bool set;                         /* the service has a retry_policy block */
+    unsigned retry_on;                /* SL_RETRY_* bits */
+    uint16_t *retriable_status_codes; /* owned by the snapshot */
+    size_t n_retriable_status_codes;
+    uint32_t num_retries;                   /* default 2 */
+    uint32_t per_try_timeout_ms;            /* default 0: the service's read_timeout */
+    uint32_t timeout_ms;                    /* whole request over all attempts; default 0: none */
+    uint32_t backoff_base_interval_ms;      /* default 25 */
+    uint32_t backoff_max_interval_ms;       /* default 250 (10 x base when only base is set) */
+    double budget_ratio;                    /* default 0.2 */
+    uint32_t budget_min_retries_per_second; /* default 10 */
+    uint32_t budget_ttl_ms;                 /* default 10000 */
+    uint64_t max_body_bytes;                /* default 65536 */
+    int line, column;                       /* of the retry_policy key's value */
+};
+
+struct sl_circuit_breakers {
+    bool set;                      /* the block is present (absent: no limits at all) */
+    uint32_t max_connections;      /* default 1024 */
+    uint32_t max_pending_requests; /* default 1024 */
+    uint32_t max_requests;         /* default 1024 */
+    uint32_t max_retries;          /* default 3 */
+    int line, column;
+};
+
+struct sl_outlier_detection {
+    bool set;                             /* the block is present (absent: off) */
+    uint32_t consecutive_5xx;             /* default 5; 0 disables this rule */
+    uint32_t consecutive_gateway_failure; /* default 5; 0 disables this rule */
+    uint32_t interval_ms;                 /* default 10000 */
+    uint32_t base_ejection_time_ms;       /* default 30000 */
+    uint32_t max_ejection_time_ms;        /* default 300000 */
+    uint32_t max_ejection_percent;        /* default 10 (0..100) */
+    int line, column;
+};
+
 struct sl_node_config {
     struct sl_listen *proxy_listen;
     size_t n_proxy_listen;
@@ -65,6 +111,16 @@ struct sl_node_config {
     uint32_t graceful_shutdown_timeout_ms; /* SIGTERM drain grace; default 10000; 0 = none */
     bool access_log;                       /* JSON line per request on stdout; default true */
     char log_level[16]; /* "debug" "info" "notice" "warn" "error"; default "notice" */
+
+    /* sidecar role (zero/empty in the gateway role) */
+    char service_name[128];           /* required in the sidecar role */
+    struct sl_listen inbound_listen;  /* default 0.0.0.0:15006 */
+    struct sl_listen outbound_listen; /* default 127.0.0.1:15001 */
+    char app_url[512];                /* default "http://127.0.0.1:8080", as written */
+    char app_host[256];               /* parsed from app_url (IPv6 without brackets) */
+    uint16_t app_port;                /* parsed; default 80 when the URL has none */
+    uint32_t drain_delay_ms;          /* default 5000 */
+    struct sl_circuit_breakers inbound_circuit_breakers; /* key inbound_circuit_breakers */
 };
 
 /*
@@ -120,12 +176,15 @@ struct sl_service {
     /* The upstream entity whose name equals `host` (Kong: then the host is
      * balanced over its targets instead of resolved); NULL otherwise. */
     const struct sl_upstream *upstream;
-    bool tls_verify;          /* upstream TLS (issue 4); default false */
-    int tls_verify_depth;     /* -1 = not set */
-    char **ca_certificates;   /* ids of ca_certificates entities */
+    bool tls_verify;        /* upstream TLS (issue 4); default false */
+    int tls_verify_depth;   /* -1 = not set */
+    char **ca_certificates; /* ids of ca_certificates entities */
     size_t n_ca_certificates;
-    size_t index;                /* position in sl_config.services */
-    int line, column;            /* where the entity starts in the file */
+    size_t index;     /* position in sl_config.services */
+    int line, column; /* where the entity starts in the file */
+    struct sl_retry_policy retry_policy;
+    struct sl_circuit_breakers circuit_breakers;
+    struct sl_outlier_detection outlier_detection;
 };
 
 /* One entry of a route's `headers` map. */
@@ -151,7 +210,7 @@ struct sl_route {
     size_t n_headers;
     char **snis; /* lower case */
     size_t n_snis;
-    int regex_priority; /* default 0 */
+    int regex_priority;         /* default 0 */
     bool strip_path;            /* default true */
     bool preserve_host;         /* default false */
     struct sl_service *service; /* never NULL for a proxied route */
@@ -220,11 +279,11 @@ enum sl_hash_on {
 
 /* Kong's healthchecks block; a counter of 0 disables that check. */
 struct sl_healthcheck_counters {
-    uint32_t interval_ms; /* Kong writes seconds (may be fractional); 0 = off */
-    uint32_t successes;        /* healthy only */
-    uint32_t tcp_failures;     /* unhealthy only */
-    uint32_t timeouts;         /* unhealthy only */
-    uint32_t http_failures;    /* unhealthy only */
+    uint32_t interval_ms;   /* Kong writes seconds (may be fractional); 0 = off */
+    uint32_t successes;     /* healthy only */
+    uint32_t tcp_failures;  /* unhealthy only */
+    uint32_t timeouts;      /* unhealthy only */
+    uint32_t http_failures; /* unhealthy only */
     uint16_t *http_statuses;
     size_t n_http_statuses;
 };
@@ -232,28 +291,29 @@ struct sl_healthcheck_counters {
 struct sl_healthchecks {
     double threshold; /* percentage; default 0 */
     struct {
-        char *type;            /* "http" (default), "https", "tcp" */
-        uint32_t timeout_ms;   /* default 1000 */
-        uint32_t concurrency;  /* default 10 */
-        char *http_path;       /* default "/" */
-        char *https_sni;       /* may be NULL */
-        bool https_verify_certificate; /* default true */
+        char *type;                      /* "http" (default), "https", "tcp" */
+        uint32_t timeout_ms;             /* default 1000 */
+        uint32_t concurrency;            /* default 10 */
+        char *http_path;                 /* default "/" */
+        char *https_sni;                 /* may be NULL */
+        bool https_verify_certificate;   /* default true */
         struct sl_route_header *headers; /* extra request headers; may be empty */
         size_t n_headers;
-        struct sl_healthcheck_counters healthy;   /* statuses default [200, 302] */
-        struct sl_healthcheck_counters unhealthy; /* statuses default [429,404,500,501,502,503,504,505] */
+        struct sl_healthcheck_counters healthy; /* statuses default [200, 302] */
+        struct sl_healthcheck_counters
+            unhealthy; /* statuses default [429,404,500,501,502,503,504,505] */
     } active;
     struct {
-        char *type; /* "http" (default), "https", "tcp" */
+        char *type;                               /* "http" (default), "https", "tcp" */
         struct sl_healthcheck_counters healthy;   /* statuses 200-208, 226, 300-308 */
         struct sl_healthcheck_counters unhealthy; /* statuses [429, 500, 503] */
     } passive;
 };
 
 struct sl_target {
-    char *id;   /* may be NULL */
-    char *host; /* name or IP (IPv6 without brackets) */
-    uint16_t port; /* default 8000 */
+    char *id;        /* may be NULL */
+    char *host;      /* name or IP (IPv6 without brackets) */
+    uint16_t port;   /* default 8000 */
     uint32_t weight; /* default 100; 0 = never picked */
     const struct sl_upstream *upstream;
     size_t index; /* position in its upstream's targets */
@@ -269,7 +329,7 @@ struct sl_upstream {
     char *hash_on_cookie, *hash_on_cookie_path; /* path default "/" */
     char *hash_on_query_arg, *hash_fallback_query_arg;
     char *hash_on_uri_capture, *hash_fallback_uri_capture;
-    uint32_t slots; /* default 10000 */
+    uint32_t slots;    /* default 10000 */
     char *host_header; /* may be NULL */
     struct sl_healthchecks healthchecks;
     struct sl_target *targets; /* in file order (top-level ones appended) */
@@ -285,15 +345,15 @@ struct sl_sni {
 };
 
 struct sl_certificate {
-    char *id;               /* may be NULL */
-    char *cert, *key;       /* PEM */
+    char *id;                 /* may be NULL */
+    char *cert, *key;         /* PEM */
     char *cert_alt, *key_alt; /* PEM, may be NULL (the other key type) */
     size_t index;
     int line, column;
 };
 
 struct sl_ca_certificate {
-    char *id; /* may be NULL */
+    char *id;   /* may be NULL */
     char *cert; /* PEM */
     int line, column;
 };
@@ -302,6 +362,7 @@ struct sl_arena; /* private allocator owning every string and array of a snapsho
 
 struct sl_config {
     atomic_int refcount;
+    const char *role;  /* "gateway" or "sidecar" (static string) */
     char *source_path; /* file it came from */
     char format_version[8];
     struct sl_node_config node;

@@ -12,6 +12,7 @@
 
 #include "autoconfig.h"
 #include "balancer.h"
+#include "resilience.h"
 #include "server.h"
 
 const double sl_metrics_buckets[SL_METRICS_N_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -334,8 +335,10 @@ void sl_metrics_render(const struct sl_server *srv, const struct sl_snapshot *sn
                              "target (1 in its current state).\n"
                              "# TYPE sluice_upstream_target_health gauge\n");
     struct target_ctx tctx = {out};
-    if (snap != NULL)
+    if (snap != NULL) {
         sl_balancer_foreach_target(snap, target_line, &tctx);
+        sl_resilience_render(snap, sl_snapshot_is_sidecar(snap), out);
+    }
 
     evbuffer_add_printf(
         out,

@@ -99,13 +99,27 @@ struct sl_attempt {
      * the request is done) and the targets tried; all zero otherwise */
     struct sl_lb_state lb;
     /* where the connection goes (the service's host, or the picked target;
-     * owned by the snapshot) */
+     * owned by the snapshot), and its index for outlier detection */
     const char *target_host;
     uint16_t target_port;
+    size_t target_index;
+    bool probe; /* this try is the probe of a target whose ejection ended */
     struct sl_upstream_pending *pending; /* connecting */
     struct sl_upstream_conn *up;         /* connected */
-    bool body_started;                   /* a request body byte went to this try's connection */
-    int reset_errno;                     /* SL_FAIL_RESET: the socket error, 0 for a plain close */
+    uint64_t queued; /* bytes put in this try's output (reached = queued - still there) */
+    int reset_errno; /* SL_FAIL_RESET: the socket error, 0 for a plain close */
+
+    /* resilience (resilience.h): the service's shared state, and what this
+     * request counts in its circuit breakers */
+    const struct sl_svc_resilience *res;
+    bool counted_request, counted_pending, counted_retry;
+    /* the request body as sent, so that another try can send it again
+     * (retry_policy.max_body_bytes at most); NULL when not kept */
+    struct evbuffer *replay;
+    bool replay_overflow;      /* the body outgrew the bound: it cannot go again */
+    struct event *backoff_ev;  /* the wait before the next try */
+    struct event *deadline_ev; /* retry_policy.timeout over all tries */
+    uint64_t deadline_us;      /* when it fires (0: no such timeout) */
 };
 
 /*

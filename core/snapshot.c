@@ -7,6 +7,7 @@
 
 #include "balancer.h"
 #include "plugin.h"
+#include "resilience.h"
 #include "router.h"
 #include "tls.h"
 
@@ -25,6 +26,35 @@ static struct sl_snapshot *fail(struct sl_snapshot *snap, struct sl_config_error
         snprintf(err->text, sizeof err->text, "%s", message);
     sl_snapshot_unref(snap);
     return NULL;
+}
+
+bool sl_snapshot_is_sidecar(const struct sl_snapshot *snap)
+{
+    return snap->cfg->role && strcmp(snap->cfg->role, "sidecar") == 0;
+}
+
+/* The sidecar's local application as a service: what the inbound listener
+ * proxies to. Kong's service defaults, no retries (inbound never retries),
+ * inbound_circuit_breakers as its circuit breakers. */
+static struct sl_service *app_service_new(const struct sl_config *cfg)
+{
+    const struct sl_node_config *node = &cfg->node;
+    struct sl_service *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return NULL;
+    svc->name = (char *)node->service_name;
+    svc->protocol = (char *)"http";
+    svc->host = (char *)node->app_host;
+    svc->port = node->app_port;
+    svc->connect_timeout_ms = 60000;
+    svc->read_timeout_ms = 60000;
+    svc->write_timeout_ms = 60000;
+    svc->retries = 0;
+    svc->enabled = true;
+    svc->tls_verify_depth = -1;
+    svc->index = SIZE_MAX; /* not one of cfg->services */
+    svc->circuit_breakers = node->inbound_circuit_breakers;
+    return svc;
 }
 
 struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, struct sl_config_error *err)
@@ -67,6 +97,11 @@ struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, struct sl_config_erro
     snap->balancer = sl_balancer_new(cfg, err->text, sizeof err->text);
     if (!snap->balancer)
         return fail(snap, err, NULL);
+    if (sl_snapshot_is_sidecar(snap) && !(snap->app_service = app_service_new(cfg)))
+        return fail(snap, err, "out of memory");
+    snap->resilience = sl_resilience_new(cfg, snap->app_service, err->text, sizeof err->text);
+    if (!snap->resilience)
+        return fail(snap, err, NULL);
     struct timeval tv;
     gettimeofday(&tv, NULL);
     snap->loaded_at_unix_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
@@ -103,6 +138,8 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
         sl_balancer_free(snap->balancer);
     sl_tls_free(snap->tls);
     free(snap->service_tls);
+    sl_resilience_free(snap->resilience);
+    free(snap->app_service);
     sl_config_unref(snap->cfg);
     free(snap);
 }

@@ -14,6 +14,7 @@
 #define SL_SNAPSHOT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,7 +39,13 @@ struct sl_snapshot {
     /* owned: retry budgets, circuit breakers and outlier state per service
      * (resilience.h); the state itself is process-wide and outlives it */
     struct sl_resilience *resilience;
+    /* the sidecar role: the local application (node app_url), as a service
+     * of its own for the inbound listener; NULL for the gateway. Owned. */
+    struct sl_service *app_service;
 };
+
+/* Is this the sidecar's configuration? */
+bool sl_snapshot_is_sidecar(const struct sl_snapshot *snap);
 
 /*
  * Load `path` for `role` ("gateway" or "sidecar") and validate all of it:

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "resilience.h"
 #include "tls.h"
 #include "util.h"
 
@@ -80,6 +81,8 @@ struct sl_upstream_pending {
     sl_upstream_cb cb;
     void *arg;
     uint32_t connect_timeout_ms;
+    struct sl_svc_state *limit_state; /* max_connections (see sl_upstream_want) */
+    uint32_t max_connections;
     struct sl_upstream_conn *conn; /* pooled (deferred) or connecting */
     enum sl_upstream_error deferred_error;
     struct event *deferred;
@@ -167,6 +170,10 @@ void sl_upstream_pool_configure(struct sl_upstream_pool *pool, const struct sl_n
 
 static void conn_free(struct sl_upstream_conn *conn)
 {
+    if (conn->counted_by) {
+        sl_breaker_leave(conn->counted_by, SL_BREAKER_CONNECTIONS);
+        sl_svc_state_put(conn->counted_by);
+    }
     sl_reader_free(&conn->rd);
     if (conn->bev)
         bufferevent_free(conn->bev);
@@ -526,10 +533,21 @@ static void connect_event(struct bufferevent *bev, short what, void *arg)
 static void start_connect(struct sl_upstream_pending *p)
 {
     struct sl_upstream_target *t = p->target;
+    if (p->limit_state &&
+        !sl_breaker_enter(p->limit_state, SL_BREAKER_CONNECTIONS, p->max_connections)) {
+        pending_finish(p, NULL, SL_UPSTREAM_OVERFLOW);
+        return;
+    }
     struct sl_upstream_conn *conn = calloc(1, sizeof *conn);
     if (!conn) {
+        if (p->limit_state)
+            sl_breaker_leave(p->limit_state, SL_BREAKER_CONNECTIONS);
         pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
         return;
+    }
+    if (p->limit_state) {
+        sl_svc_state_hold(p->limit_state);
+        conn->counted_by = p->limit_state;
     }
     unsigned i = t->next_addr++ % t->n_addrs;
     memcpy(&conn->addr, &t->addrs[i], t->addr_lens[i]);
@@ -545,7 +563,7 @@ static void start_connect(struct sl_upstream_pending *p)
     int fd = socket(conn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         sl_error("upstream: socket: %s", strerror(errno));
-        free(conn);
+        conn_free(conn);
         pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
         return;
     }
@@ -554,7 +572,7 @@ static void start_connect(struct sl_upstream_pending *p)
     conn->bev = bufferevent_socket_new(p->pool->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!conn->bev) {
         close(fd);
-        free(conn);
+        conn_free(conn);
         pending_finish(p, NULL, SL_UPSTREAM_CONNECT_FAILED);
         return;
     }
@@ -592,12 +610,12 @@ static void idle_read(struct bufferevent *bev, void *arg)
     idle_event(bev, BEV_EVENT_READING, arg);
 }
 
-struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, const char *host,
-                                                uint16_t port, SSL_CTX *tls,
-                                                uint32_t connect_timeout_ms, bool allow_reuse,
+struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool,
+                                                const struct sl_upstream_want *want,
                                                 sl_upstream_cb cb, void *arg)
 {
-    struct sl_upstream_target *t = target_get(pool, host, port, tls);
+    const char *host = want->host;
+    struct sl_upstream_target *t = target_get(pool, host, want->port, want->tls);
     if (!t)
         return NULL;
     struct sl_upstream_pending *p = calloc(1, sizeof *p);
@@ -612,7 +630,9 @@ struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, c
     p->target = t;
     p->cb = cb;
     p->arg = arg;
-    p->connect_timeout_ms = connect_timeout_ms ? connect_timeout_ms : 60000;
+    p->connect_timeout_ms = want->connect_timeout_ms ? want->connect_timeout_ms : 60000;
+    p->limit_state = want->state;
+    p->max_connections = want->max_connections;
     p->state = PENDING_DEFERRED;
 
     if (t->dns_state == DNS_NONE && sl_is_ip_literal(host))
@@ -620,7 +640,7 @@ struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, c
 
     /* an expired name is resolved again before a pooled connection is used */
     bool name_fresh = t->dns_state == DNS_READY && sl_now_ms() < t->expires_ms;
-    if (allow_reuse && name_fresh) {
+    if (want->allow_reuse && name_fresh) {
         while (t->idle_head) {
             struct sl_upstream_conn *c = t->idle_head;
             idle_unlink(c);

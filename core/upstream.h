@@ -36,6 +36,9 @@ struct sl_upstream_conn {
     bool reused;        /* came from the pool */
     bool tls;           /* bev is a TLS bufferevent (handshake done once acquired) */
     uint32_t requests;  /* requests sent on it so far */
+    /* the service state that counts it (circuit_breakers.max_connections);
+     * held while the connection lives; NULL when not counted */
+    struct sl_svc_state *counted_by;
     /* pool bookkeeping */
     struct sl_upstream_target *target;
     struct sl_upstream_conn *next_idle;
@@ -46,9 +49,10 @@ struct sl_upstream_conn {
 
 enum sl_upstream_error {
     SL_UPSTREAM_OK = 0,
-    SL_UPSTREAM_DNS_FAILED,     /* 503 name resolution failed */
-    SL_UPSTREAM_CONNECT_FAILED, /* refused, unreachable: 502 */
-    SL_UPSTREAM_CONNECT_TIMEOUT /* 504 */
+    SL_UPSTREAM_DNS_FAILED,      /* 503 name resolution failed */
+    SL_UPSTREAM_CONNECT_FAILED,  /* refused, unreachable: 502 */
+    SL_UPSTREAM_CONNECT_TIMEOUT, /* 504 */
+    SL_UPSTREAM_OVERFLOW,        /* a new connection would pass max_connections */
 };
 
 /* conn is NULL when error != SL_UPSTREAM_OK. */
@@ -61,18 +65,31 @@ void sl_upstream_pool_free(struct sl_upstream_pool *pool);
 /* Limits from the node config (applied to connections released later). */
 void sl_upstream_pool_configure(struct sl_upstream_pool *pool, const struct sl_node_config *node);
 
+/* What a request wants a connection to. */
+struct sl_upstream_want {
+    const char *host;
+    uint16_t port;
+    struct ssl_ctx_st *tls; /* a client context from sl_tls_client_ctx, or NULL */
+    uint32_t connect_timeout_ms;
+    bool allow_reuse;
+    /* circuit_breakers.max_connections: a new connection is counted in
+     * `state` (held while it lives) and refused with SL_UPSTREAM_OVERFLOW
+     * when `max_connections` are open already; state NULL: not counted */
+    struct sl_svc_state *state;
+    uint32_t max_connections; /* 0: no limit */
+};
+
 /*
  * Get a connection to host:port: an idle pooled one when allow_reuse, else a
- * new connect (after resolving host). With tls (a client context from
- * sl_tls_client_ctx) the connection speaks TLS to host (SNI, and the name
- * checked when the context verifies) and the callback runs after the
- * handshake; a failed handshake is SL_UPSTREAM_CONNECT_FAILED. Pooled
- * connections are kept apart per (host, port, tls). The callback always
- * runs later from the event loop, never inside this call.
+ * new connect (after resolving host). With tls the connection speaks TLS to
+ * host (SNI, and the name checked when the context verifies) and the
+ * callback runs after the handshake; a failed handshake is
+ * SL_UPSTREAM_CONNECT_FAILED. Pooled connections are kept apart per (host,
+ * port, tls). The callback always runs later from the event loop, never
+ * inside this call.
  */
-struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool, const char *host,
-                                                uint16_t port, struct ssl_ctx_st *tls,
-                                                uint32_t connect_timeout_ms, bool allow_reuse,
+struct sl_upstream_pending *sl_upstream_acquire(struct sl_upstream_pool *pool,
+                                                const struct sl_upstream_want *want,
                                                 sl_upstream_cb cb, void *arg);
 void sl_upstream_cancel(struct sl_upstream_pending *pending);
 

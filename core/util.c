@@ -22,9 +22,8 @@ static uint64_t next_random(void)
     return result;
 }
 
-void sl_request_id(char out[SL_REQUEST_ID_LEN + 1])
+static void seed_random(void)
 {
-    static const char hex[] = "0123456789abcdef";
     if (!request_id_seeded) {
         if (getrandom(request_id_state, sizeof request_id_state, 0) != sizeof request_id_state) {
             request_id_state[0] = sl_now_us() ^ (uint64_t)(uintptr_t)&request_id_state;
@@ -34,6 +33,18 @@ void sl_request_id(char out[SL_REQUEST_ID_LEN + 1])
             request_id_state[1] = 1;
         request_id_seeded = true;
     }
+}
+
+uint64_t sl_random64(void)
+{
+    seed_random();
+    return next_random();
+}
+
+void sl_request_id(char out[SL_REQUEST_ID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    seed_random();
     uint64_t words[2] = {next_random(), next_random()};
     for (int w = 0; w < 2; w++)
         for (int i = 0; i < 16; i++)

@@ -26,6 +26,10 @@ enum sl_rc {
  */
 void sl_request_id(char out[SL_REQUEST_ID_LEN + 1]);
 
+/* A random 64-bit number from the same per-thread generator (not for
+ * secrets): jitter, random choices. */
+uint64_t sl_random64(void);
+
 /* Monotonic clock in milliseconds / microseconds. */
 uint64_t sl_now_ms(void);
 uint64_t sl_now_us(void);

@@ -75,7 +75,7 @@ static struct sl_balancer *build(struct fixture *f)
 /* Index of the picked target, -1 when none; the pick is released. */
 static int pick_once(struct sl_balancer *b, struct fixture *f, struct sl_lb_state *st)
 {
-    const struct sl_target *t = sl_balancer_pick(b, &f->up, st);
+    const struct sl_target *t = sl_balancer_pick(b, &f->up, st, NULL);
     sl_balancer_release(st);
     return t ? (int)(t - f->targets) : -1;
 }
@@ -105,7 +105,7 @@ static void report_status_for(struct sl_balancer *b, struct fixture *f, int inde
         memset(&st, 0, sizeof st);
         st.hash = sl_lb_hash_bytes(&tries, sizeof tries); /* spreads consistent-hashing */
         st.hash_set = true;
-        const struct sl_target *t = sl_balancer_pick(b, &f->up, &st);
+        const struct sl_target *t = sl_balancer_pick(b, &f->up, &st, NULL);
         if (t && t - f->targets == index) {
             sl_balancer_report_status(&st, status);
             sl_balancer_release(&st);
@@ -184,7 +184,7 @@ START_TEST(retry_goes_to_another_target)
         st.hash_set = true;
         int seen[3] = {0};
         for (int i = 0; i < 3; i++) {
-            const struct sl_target *t = sl_balancer_pick(b, &f.up, &st);
+            const struct sl_target *t = sl_balancer_pick(b, &f.up, &st, NULL);
             ck_assert_ptr_nonnull(t);
             seen[t - f.targets]++;
         }
@@ -192,7 +192,7 @@ START_TEST(retry_goes_to_another_target)
         ck_assert_msg(seen[0] == 1 && seen[1] == 1 && seen[2] == 1, "algorithm %zu: %d %d %d", a,
                       seen[0], seen[1], seen[2]);
         /* all tried: a fourth try still gets one */
-        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &st));
+        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &st, NULL));
         sl_balancer_release(&st);
         for (size_t i = 0; i < 3; i++)
             ck_assert_int_eq(sl_balancer_target_active(b, &f.up, i), 0);
@@ -213,7 +213,7 @@ START_TEST(lc_prefers_least_loaded)
     memset(held, 0, sizeof held);
     int seen[3] = {0};
     for (int i = 0; i < 3; i++) {
-        const struct sl_target *t = sl_balancer_pick(b, &f.up, &held[i]);
+        const struct sl_target *t = sl_balancer_pick(b, &f.up, &held[i], NULL);
         ck_assert_ptr_nonnull(t);
         seen[t - f.targets]++;
     }
@@ -224,7 +224,7 @@ START_TEST(lc_prefers_least_loaded)
     for (int i = 0; i < 5; i++) {
         struct sl_lb_state st;
         memset(&st, 0, sizeof st);
-        const struct sl_target *t = sl_balancer_pick(b, &f.up, &st);
+        const struct sl_target *t = sl_balancer_pick(b, &f.up, &st, NULL);
         ck_assert_int_eq((int)(t - f.targets), freed);
         sl_balancer_release(&st);
     }
@@ -243,7 +243,7 @@ START_TEST(lc_weighted)
     struct sl_lb_state held[30];
     memset(held, 0, sizeof held);
     for (int i = 0; i < 30; i++)
-        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &held[i]));
+        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &held[i], NULL));
     /* connections spread as the weights: 20 and 10 */
     ck_assert_int_eq(sl_balancer_target_active(b, &f.up, 0), 20);
     ck_assert_int_eq(sl_balancer_target_active(b, &f.up, 1), 10);
@@ -371,7 +371,7 @@ START_TEST(latency_prefers_the_fast_target)
     for (int i = 0; i < 40; i++) {
         struct sl_lb_state st;
         memset(&st, 0, sizeof st);
-        const struct sl_target *t = sl_balancer_pick(b, &f.up, &st);
+        const struct sl_target *t = sl_balancer_pick(b, &f.up, &st, NULL);
         ck_assert_ptr_nonnull(t);
         sl_balancer_report_latency(&st, t == &f.targets[0] ? 200000 : 2000);
         sl_balancer_release(&st);
@@ -528,7 +528,7 @@ START_TEST(passive_tcp_and_timeouts)
     for (int i = 0; i < 20; i++) {
         struct sl_lb_state st;
         memset(&st, 0, sizeof st);
-        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &st));
+        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &st, NULL));
         sl_balancer_report_timeout(&st);
         sl_balancer_release(&st);
     }
@@ -537,7 +537,7 @@ START_TEST(passive_tcp_and_timeouts)
     for (int i = 0; i < 4; i++) {
         struct sl_lb_state st;
         memset(&st, 0, sizeof st);
-        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &st));
+        ck_assert_ptr_nonnull(sl_balancer_pick(b, &f.up, &st, NULL));
         sl_balancer_report_tcp_failure(&st);
         sl_balancer_release(&st);
     }
