@@ -22,7 +22,8 @@ const double sl_metrics_buckets[SL_METRICS_N_BUCKETS] = {0.001, 0.005, 0.01, 0.0
 #define SERIES_SLOTS 512 /* a power of 2 */
 
 struct series {
-    atomic_int used; /* published after the key is written */
+    atomic_int used;    /* published after the key is written */
+    char direction[12]; /* "" (gateway), "inbound", "outbound" (sidecar) */
     char service[NAME_MAX_LEN];
     char route[NAME_MAX_LEN];
     int code;
@@ -77,9 +78,12 @@ void sl_histogram_observe(struct sl_histogram *h, uint64_t us)
     atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
 }
 
-static uint64_t key_hash(const char *service, const char *route, int code)
+static uint64_t key_hash(const char *direction, const char *service, const char *route, int code)
 {
     uint64_t h = 14695981039346656037ULL;
+    for (const char *p = direction; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h = (h ^ 0xfe) * 1099511628211ULL;
     for (const char *p = service; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     h = (h ^ 0xff) * 1099511628211ULL;
@@ -88,35 +92,38 @@ static uint64_t key_hash(const char *service, const char *route, int code)
     return (h ^ (uint64_t)code) * 1099511628211ULL;
 }
 
-static struct series *series_for(struct sl_metrics *m, const char *service, const char *route,
-                                 int code)
+static struct series *series_for(struct sl_metrics *m, const char *direction, const char *service,
+                                 const char *route, int code)
 {
     if (strlen(service) >= NAME_MAX_LEN || strlen(route) >= NAME_MAX_LEN)
         return &m->overflow;
-    size_t slot = key_hash(service, route, code) & (SERIES_SLOTS - 1);
+    size_t slot = key_hash(direction, service, route, code) & (SERIES_SLOTS - 1);
     for (size_t probe = 0; probe < SERIES_SLOTS; probe++) {
         struct series *s = &m->slots[(slot + probe) & (SERIES_SLOTS - 1)];
         /* only this thread writes: a relaxed read of its own flag suffices */
         if (!atomic_load_explicit(&s->used, memory_order_relaxed)) {
+            snprintf(s->direction, sizeof s->direction, "%s", direction);
             snprintf(s->service, NAME_MAX_LEN, "%s", service);
             snprintf(s->route, NAME_MAX_LEN, "%s", route);
             s->code = code;
             atomic_store_explicit(&s->used, 1, memory_order_release);
             return s;
         }
-        if (s->code == code && strcmp(s->service, service) == 0 && strcmp(s->route, route) == 0)
+        if (s->code == code && strcmp(s->service, service) == 0 && strcmp(s->route, route) == 0 &&
+            strcmp(s->direction, direction) == 0)
             return s;
     }
     return &m->overflow;
 }
 
-void sl_metrics_observe(struct sl_metrics *m, const char *service, const char *route, int status,
-                        uint64_t bytes_in, uint64_t bytes_out, uint64_t total_us,
-                        uint64_t upstream_us)
+void sl_metrics_observe(struct sl_metrics *m, const char *direction, const char *service,
+                        const char *route, int status, uint64_t bytes_in, uint64_t bytes_out,
+                        uint64_t total_us, uint64_t upstream_us)
 {
     if (m == NULL)
         return;
-    struct series *s = series_for(m, service ? service : "", route ? route : "", status);
+    struct series *s = series_for(m, direction ? direction : "", service ? service : "",
+                                  route ? route : "", status);
     atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->bytes_in, bytes_in, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->bytes_out, bytes_out, memory_order_relaxed);
@@ -152,7 +159,9 @@ long sl_metrics_escape_label(const char *in, char *out, size_t out_size)
 /* ---- scrape -------------------------------------------------------------- */
 
 struct agg {
-    char service[NAME_MAX_LEN * 2 + 1], route[NAME_MAX_LEN * 2 + 1]; /* escaped */
+    /* the labels before code/le: `direction="..",` (sidecar) service, route */
+    char labels[NAME_MAX_LEN * 4 + 64];
+    char direction[12];
     int code;
     uint64_t requests, bytes_in, bytes_out;
     uint64_t hist[3][SL_METRICS_N_BUCKETS + 1], hist_sum[3];
@@ -163,11 +172,11 @@ struct agg_set {
     size_t n, cap;
 };
 
-static struct agg *agg_find(struct agg_set *set, const char *service, const char *route, int code)
+static struct agg *agg_find(struct agg_set *set, const char *labels, const char *direction,
+                            int code)
 {
     for (size_t i = 0; i < set->n; i++)
-        if (set->items[i].code == code && strcmp(set->items[i].service, service) == 0 &&
-            strcmp(set->items[i].route, route) == 0)
+        if (set->items[i].code == code && strcmp(set->items[i].labels, labels) == 0)
             return &set->items[i];
     if (set->n == set->cap) {
         size_t cap = set->cap ? set->cap * 2 : 64;
@@ -179,20 +188,25 @@ static struct agg *agg_find(struct agg_set *set, const char *service, const char
     }
     struct agg *a = &set->items[set->n++];
     memset(a, 0, sizeof *a);
-    snprintf(a->service, sizeof a->service, "%s", service);
-    snprintf(a->route, sizeof a->route, "%s", route);
+    snprintf(a->labels, sizeof a->labels, "%s", labels);
+    snprintf(a->direction, sizeof a->direction, "%s", direction);
     a->code = code;
     return a;
 }
 
 static void add_series(struct agg_set *by_code, struct agg_set *by_route, const struct series *s)
 {
-    char service[NAME_MAX_LEN * 2 + 1], route[NAME_MAX_LEN * 2 + 1];
+    char service[NAME_MAX_LEN * 2 + 1], route[NAME_MAX_LEN * 2 + 1], labels[NAME_MAX_LEN * 4 + 64];
     if (sl_metrics_escape_label(s->service, service, sizeof service) < 0 ||
         sl_metrics_escape_label(s->route, route, sizeof route) < 0)
         return;
-    struct agg *a = agg_find(by_code, service, route, s->code);
-    struct agg *b = agg_find(by_route, service, route, 0);
+    if (s->direction[0])
+        snprintf(labels, sizeof labels, "direction=\"%s\",service=\"%s\",route=\"%s\"",
+                 s->direction, service, route);
+    else
+        snprintf(labels, sizeof labels, "service=\"%s\",route=\"%s\"", service, route);
+    struct agg *a = agg_find(by_code, labels, s->direction, s->code);
+    struct agg *b = agg_find(by_route, labels, s->direction, 0);
     if (a == NULL || b == NULL)
         return;
     a->requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
@@ -251,10 +265,8 @@ void sl_metrics_render(const struct sl_server *srv, const struct sl_snapshot *sn
             snprintf(code, sizeof code, "_other");
         else
             snprintf(code, sizeof code, "%d", a->code);
-        evbuffer_add_printf(out,
-                            "sluice_http_requests_total{service=\"%s\",route=\"%s\",code=\"%s\"} "
-                            "%llu\n",
-                            a->service, a->route, code, (unsigned long long)a->requests);
+        evbuffer_add_printf(out, "sluice_http_requests_total{%s,code=\"%s\"} %llu\n", a->labels,
+                            code, (unsigned long long)a->requests);
     }
     static const char *const hist_names[3] = {"sluice_request_latency_seconds",
                                               "sluice_upstream_latency_seconds",
@@ -272,19 +284,16 @@ void sl_metrics_render(const struct sl_server *srv, const struct sl_snapshot *sn
             for (int b = 0; b <= SL_METRICS_N_BUCKETS; b++) {
                 cum += a->hist[k][b];
                 if (b < SL_METRICS_N_BUCKETS)
-                    evbuffer_add_printf(out,
-                                        "%s_bucket{service=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
-                                        hist_names[k], a->service, a->route, sl_metrics_buckets[b],
-                                        (unsigned long long)cum);
+                    evbuffer_add_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", hist_names[k],
+                                        a->labels, sl_metrics_buckets[b], (unsigned long long)cum);
                 else
-                    evbuffer_add_printf(
-                        out, "%s_bucket{service=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n",
-                        hist_names[k], a->service, a->route, (unsigned long long)cum);
+                    evbuffer_add_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", hist_names[k],
+                                        a->labels, (unsigned long long)cum);
             }
-            evbuffer_add_printf(out, "%s_sum{service=\"%s\",route=\"%s\"} %.6f\n", hist_names[k],
-                                a->service, a->route, (double)a->hist_sum[k] / 1e6);
-            evbuffer_add_printf(out, "%s_count{service=\"%s\",route=\"%s\"} %llu\n", hist_names[k],
-                                a->service, a->route, (unsigned long long)cum);
+            evbuffer_add_printf(out, "%s_sum{%s} %.6f\n", hist_names[k], a->labels,
+                                (double)a->hist_sum[k] / 1e6);
+            evbuffer_add_printf(out, "%s_count{%s} %llu\n", hist_names[k], a->labels,
+                                (unsigned long long)cum);
         }
     }
     evbuffer_add_printf(out, "# HELP sluice_bandwidth_bytes_total Bytes received from clients "
@@ -292,13 +301,14 @@ void sl_metrics_render(const struct sl_server *srv, const struct sl_snapshot *sn
                              "# TYPE sluice_bandwidth_bytes_total counter\n");
     for (size_t i = 0; i < by_route.n; i++) {
         const struct agg *a = &by_route.items[i];
+        /* the sidecar's series have a direction (inbound/outbound) already:
+         * ingress/egress is their `flow` */
+        const char *flow = a->direction[0] ? "flow" : "direction";
         evbuffer_add_printf(out,
-                            "sluice_bandwidth_bytes_total{service=\"%s\",route=\"%s\","
-                            "direction=\"ingress\"} %llu\n"
-                            "sluice_bandwidth_bytes_total{service=\"%s\",route=\"%s\","
-                            "direction=\"egress\"} %llu\n",
-                            a->service, a->route, (unsigned long long)a->bytes_in, a->service,
-                            a->route, (unsigned long long)a->bytes_out);
+                            "sluice_bandwidth_bytes_total{%s,%s=\"ingress\"} %llu\n"
+                            "sluice_bandwidth_bytes_total{%s,%s=\"egress\"} %llu\n",
+                            a->labels, flow, (unsigned long long)a->bytes_in, a->labels, flow,
+                            (unsigned long long)a->bytes_out);
     }
     free(by_code.items);
     free(by_route.items);

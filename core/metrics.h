@@ -39,12 +39,14 @@ void sl_metrics_free(struct sl_metrics *m);
 
 /*
  * One finished request. service/route may be NULL (no route matched:
- * empty labels). upstream_us: 0 when no upstream answered (no upstream
- * histogram sample then). Worker thread only.
+ * empty labels). direction: "inbound"/"outbound" for the sidecar's
+ * listeners (a `direction` label), NULL for the gateway's (no label).
+ * upstream_us: 0 when no upstream answered (no upstream histogram sample
+ * then). Worker thread only.
  */
-void sl_metrics_observe(struct sl_metrics *m, const char *service, const char *route, int status,
-                        uint64_t bytes_in, uint64_t bytes_out, uint64_t total_us,
-                        uint64_t upstream_us);
+void sl_metrics_observe(struct sl_metrics *m, const char *direction, const char *service,
+                        const char *route, int status, uint64_t bytes_in, uint64_t bytes_out,
+                        uint64_t total_us, uint64_t upstream_us);
 
 /* Add v to h (the histogram's owner thread only). */
 void sl_histogram_observe(struct sl_histogram *h, uint64_t us);

@@ -60,13 +60,54 @@ static void split_host_port(const char *host, size_t len, const char **name, siz
         *name_len = (size_t)(colon - host);
 }
 
+/* Kong's X-Forwarded-* and X-Real-IP: `xff` the client's X-Forwarded-For
+ * values, `kept` the other ones a trusted client sent (by header id). */
+static void add_forwarded(const struct sl_request *r, struct evbuffer *out,
+                          const struct sl_http_header *const *xff_values, size_t n_xff,
+                          const struct sl_http_header *const *kept, const char *path,
+                          size_t path_len, const char *host, size_t host_len)
+{
+    const struct sl_client *c = r->client;
+    const struct sl_route *route = r->match.route;
+    evbuffer_add(out, "X-Forwarded-For: ", 17);
+    for (size_t i = 0; i < n_xff; i++) {
+        evbuffer_add(out, xff_values[i]->value, xff_values[i]->value_len);
+        evbuffer_add(out, ", ", 2);
+    }
+    evbuffer_add_printf(out, "%s\r\n", c->peer_ip);
+
+#define FORWARDED(id, name, ...)                                                                   \
+    do {                                                                                           \
+        if (kept[id])                                                                              \
+            sl_add_header_line(out, name, sizeof name - 1, kept[id]->value, kept[id]->value_len);  \
+        else                                                                                       \
+            evbuffer_add_printf(out, name ": " __VA_ARGS__);                                       \
+    } while (0)
+    FORWARDED(SL_HDR_X_FORWARDED_PROTO, "X-Forwarded-Proto", "%s\r\n", c->ssl ? "https" : "http");
+    FORWARDED(SL_HDR_X_FORWARDED_HOST, "X-Forwarded-Host", "%.*s\r\n", (int)host_len, host);
+    FORWARDED(SL_HDR_X_FORWARDED_PORT, "X-Forwarded-Port", "%u\r\n", c->listen_port);
+    FORWARDED(SL_HDR_X_FORWARDED_PATH, "X-Forwarded-Path", "%.*s\r\n", (int)path_len, path);
+    FORWARDED(SL_HDR_X_REAL_IP, "X-Real-IP", "%s\r\n", c->peer_ip);
+#undef FORWARDED
+    if (kept[SL_HDR_X_FORWARDED_PREFIX])
+        sl_add_header_line(out, "X-Forwarded-Prefix", 18, kept[SL_HDR_X_FORWARDED_PREFIX]->value,
+                           kept[SL_HDR_X_FORWARDED_PREFIX]->value_len);
+    else if (route && route->strip_path && r->match.matched_prefix_len > 1)
+        evbuffer_add_printf(out, "X-Forwarded-Prefix: %.*s\r\n", (int)r->match.matched_prefix_len,
+                            path);
+}
+
 /*
  * The request head going upstream. Kong's rules: hop-by-hop headers out,
  * X-Forwarded-* from the client only when it is trusted, X-Forwarded-For
- * always appended to.
+ * always appended to. `authority`: the client's host[:port], from an
+ * absolute-form target if there is one (RFC 9112 section 3.2.2: it replaces
+ * Host), else from Host.
+ *
+ * A sidecar's hop (inbound, outbound) is transparent instead, as Envoy's
+ * and Linkerd's are: Host stays the client's, and X-Forwarded-* are
+ * neither added nor filtered; Via and X-Request-Id are still ours.
  */
-/* `authority`: the client's host[:port], from an absolute-form target if
- * there is one (RFC 9112 section 3.2.2: it replaces Host), else from Host. */
 static bool build_upstream_head(struct sl_request *r, const struct sl_http_request *req,
                                 const char *path, size_t path_len, const char *query,
                                 size_t query_len, const char *host, size_t host_len,
@@ -74,7 +115,8 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
 {
     struct sl_client *c = r->client;
     const struct sl_service *svc = r->match.service;
-    const struct sl_route *route = r->match.route;
+    const struct sl_route *route = r->match.route; /* NULL: a sidecar's service by name */
+    bool mesh = c->kind != SL_LISTENER_PROXY;
     struct evbuffer *out = r->up_head;
     const struct sl_plugin_ctx *pctx = r->plugins;
     char upath[SL_MAX_PATH + 2];
@@ -106,7 +148,7 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
     const struct sl_header_edit *up_edits = r->plugins ? r->plugins->upstream_edits : NULL;
     if (sl_edit_overrides(up_edits, "Host", 4))
         ; /* a plugin's Host goes out with the other edits */
-    else if (route->preserve_host && authority)
+    else if ((mesh || route->preserve_host) && authority)
         sl_add_header_line(out, "Host", 4, authority, authority_len);
     else if (svc->upstream)
         /* Kong: the picked target's host (or the upstream's host_header),
@@ -132,6 +174,8 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         case SL_HDR_X_REQUEST_ID:
             continue;
         case SL_HDR_X_FORWARDED_FOR:
+            if (mesh)
+                break;
             if (n_xff < sizeof xff_values / sizeof xff_values[0])
                 xff_values[n_xff++] = h;
             continue;
@@ -141,6 +185,8 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
         case SL_HDR_X_FORWARDED_PATH:
         case SL_HDR_X_FORWARDED_PREFIX:
         case SL_HDR_X_REAL_IP:
+            if (mesh)
+                break;
             if (trusted && !kept[h->id])
                 kept[h->id] = h;
             continue;
@@ -160,34 +206,8 @@ static bool build_upstream_head(struct sl_request *r, const struct sl_http_reque
     for (const struct sl_header_edit *e = up_edits; e; e = e->next)
         if (e->op != SL_EDIT_REMOVE)
             sl_add_header_line(out, e->name, e->name_len, e->value, e->value_len);
-
-    evbuffer_add(out, "X-Forwarded-For: ", 17);
-    for (size_t i = 0; i < n_xff; i++) {
-        evbuffer_add(out, xff_values[i]->value, xff_values[i]->value_len);
-        evbuffer_add(out, ", ", 2);
-    }
-    evbuffer_add_printf(out, "%s\r\n", c->peer_ip);
-
-#define FORWARDED(id, name, ...)                                                                   \
-    do {                                                                                           \
-        if (kept[id])                                                                              \
-            sl_add_header_line(out, name, sizeof name - 1, kept[id]->value, kept[id]->value_len);  \
-        else                                                                                       \
-            evbuffer_add_printf(out, name ": " __VA_ARGS__);                                       \
-    } while (0)
-    FORWARDED(SL_HDR_X_FORWARDED_PROTO, "X-Forwarded-Proto", "%s\r\n", c->ssl ? "https" : "http");
-    FORWARDED(SL_HDR_X_FORWARDED_HOST, "X-Forwarded-Host", "%.*s\r\n", (int)host_len, host);
-    FORWARDED(SL_HDR_X_FORWARDED_PORT, "X-Forwarded-Port", "%u\r\n", c->listen_port);
-    FORWARDED(SL_HDR_X_FORWARDED_PATH, "X-Forwarded-Path", "%.*s\r\n", (int)path_len, path);
-    FORWARDED(SL_HDR_X_REAL_IP, "X-Real-IP", "%s\r\n", c->peer_ip);
-#undef FORWARDED
-    if (kept[SL_HDR_X_FORWARDED_PREFIX])
-        sl_add_header_line(out, "X-Forwarded-Prefix", 18, kept[SL_HDR_X_FORWARDED_PREFIX]->value,
-                           kept[SL_HDR_X_FORWARDED_PREFIX]->value_len);
-    else if (route->strip_path && r->match.matched_prefix_len > 1)
-        evbuffer_add_printf(out, "X-Forwarded-Prefix: %.*s\r\n", (int)r->match.matched_prefix_len,
-                            path);
-
+    if (!mesh)
+        add_forwarded(r, out, xff_values, n_xff, kept, path, path_len, host, host_len);
     sl_add_via(out, via);
     evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->request_id);
 
@@ -745,8 +765,19 @@ static void redirect_to_https(struct sl_request *r)
     sl_respond_local(r, code, NULL, NULL, NULL, 0, location);
 }
 
-/* After rewrite: find the route, then the access phase. */
-static void request_route(struct sl_request *r)
+/* Nothing matched: Kong's 404 (the body is not read, so the connection
+ * cannot be resynced and closes after the answer). */
+static void answer_no_route(struct sl_request *r)
+{
+    sl_request_release_head_bytes(r);
+    if (!r->req_body_done)
+        r->client->close_after = true;
+    sl_respond_error(r, 404, SL_MSG_NO_ROUTE);
+}
+
+/* The gateway's pipeline: Kong's router, then the route's protocols. True
+ * when r->match is set; false when the request was answered. */
+static bool route_by_router(struct sl_request *r)
 {
     struct sl_client *c = r->client;
     const struct request_head *h = r->head;
@@ -764,24 +795,56 @@ static void request_route(struct sl_request *r)
         rreq.sni_len = strlen(sni);
     }
     if (!sl_router_find(r->snap->router, &rreq, &r->match)) {
-        sl_request_release_head_bytes(r);
-        if (!r->req_body_done)
-            c->close_after = true; /* the body is not read: the stream can't be resynced */
-        sl_respond_error(r, 404, SL_MSG_NO_ROUTE);
-        return;
+        answer_no_route(r);
+        return false;
     }
     unsigned proto = request_protocol(r);
     if (!(r->match.route->protocols & proto)) {
-        if (proto == SL_PROTO_HTTPS) { /* an http-only route: not for https (Kong) */
-            sl_request_release_head_bytes(r);
-            if (!r->req_body_done)
-                c->close_after = true;
-            sl_respond_error(r, 404, SL_MSG_NO_ROUTE);
-            return;
-        }
-        redirect_to_https(r);
-        return;
+        if (proto == SL_PROTO_HTTPS) /* an http-only route: not for https (Kong) */
+            answer_no_route(r);
+        else
+            redirect_to_https(r);
+        return false;
     }
+    return true;
+}
+
+/* The sidecar's inbound pipeline: every request goes to the local app. */
+static bool route_to_app(struct sl_request *r)
+{
+    memset(&r->match, 0, sizeof r->match);
+    r->match.service = r->snap->app_service;
+    return true;
+}
+
+/* The sidecar's outbound pipeline: the authority (Host without its port,
+ * or an absolute-form target's) names a service; else a route's hosts
+ * may match it, with the gateway's router; else Kong's 404. */
+static bool route_by_authority(struct sl_request *r)
+{
+    const struct request_head *h = r->head;
+    const struct sl_service *svc =
+        h->host_name ? sl_snapshot_service_by_name(r->snap, h->host_name, h->host_name_len) : NULL;
+    if (!svc)
+        return route_by_router(r);
+    memset(&r->match, 0, sizeof r->match);
+    r->match.service = svc;
+    return true;
+}
+
+/* Each kind of listener is a pipeline over the same pieces; they differ in
+ * how a request finds its service. */
+static bool (*const route_of_kind[])(struct sl_request *r) = {
+    [SL_LISTENER_PROXY] = route_by_router,
+    [SL_LISTENER_INBOUND] = route_to_app,
+    [SL_LISTENER_OUTBOUND] = route_by_authority,
+};
+
+/* After rewrite: find the service (and route), then the access phase. */
+static void request_route(struct sl_request *r)
+{
+    if (!route_of_kind[r->client->kind](r))
+        return;
     if (r->plugins) {
         r->plugins->route = r->match.route;
         r->plugins->service = r->match.service;
@@ -900,7 +963,10 @@ void sl_request_log(struct sl_request *r)
     const struct sl_route *route = r->match.route;
     uint64_t total_us = sl_now_us() - r->start_us;
     uint64_t upstream_us = r->upstream_head_us ? r->upstream_head_us - r->upstream_start_us : 0;
-    sl_metrics_observe(r->client->w->metrics, svc ? (svc->name ? svc->name : svc->host) : NULL,
+    const char *direction =
+        r->client->kind == SL_LISTENER_PROXY ? NULL : sl_listener_kind_to_str(r->client->kind);
+    sl_metrics_observe(r->client->w->metrics, direction,
+                       svc ? (svc->name ? svc->name : svc->host) : NULL,
                        route ? (route->name ? route->name : route->id) : NULL, r->status,
                        r->bytes_in, r->bytes_out, total_us, upstream_us);
     access_log(r);

@@ -60,11 +60,18 @@ struct listener_spec {
 #define SL_MAX_LISTENERS 66 /* the loader's 64 proxy_listen entries, inbound, outbound */
 
 /* The traffic listeners of a configuration, in a fixed order (a reload
- * compares them): the gateway's proxy_listen entries. */
+ * compares them): the gateway's proxy_listen entries, or the sidecar's
+ * inbound_listen and outbound_listen (when not off). */
 static size_t listener_specs(const struct sl_config *cfg, struct listener_spec *out)
 {
     const struct sl_node_config *node = &cfg->node;
     size_t n = 0;
+    if (cfg->role && strcmp(cfg->role, "sidecar") == 0) {
+        out[n++] = (struct listener_spec){&node->inbound_listen, SL_LISTENER_INBOUND};
+        if (node->outbound_listen.port != 0)
+            out[n++] = (struct listener_spec){&node->outbound_listen, SL_LISTENER_OUTBOUND};
+        return n;
+    }
     for (size_t i = 0; i < node->n_proxy_listen && n < SL_MAX_LISTENERS; i++)
         out[n++] = (struct listener_spec){&node->proxy_listen[i], SL_LISTENER_PROXY};
     return n;
@@ -590,7 +597,8 @@ int sl_server_start(struct sl_server *srv, struct sl_snapshot *snap, char *err, 
         sl_error("%s; active health checks are off", hc_err);
     if (admin_fd >= 0) {
         char admin_err[256];
-        srv->admin = sl_admin_start(srv, admin_fd, "gateway", admin_err, sizeof admin_err);
+        srv->admin = sl_admin_start(srv, admin_fd, cfg->role ? cfg->role : "gateway", admin_err,
+                                    sizeof admin_err);
         if (!srv->admin)
             sl_error("%s; POST /config is off", admin_err);
     }

@@ -1,8 +1,10 @@
 #include "snapshot.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 #include "balancer.h"
@@ -57,6 +59,50 @@ static struct sl_service *app_service_new(const struct sl_config *cfg)
     return svc;
 }
 
+static uint64_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the lower-cased name */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)tolower((unsigned char)name[i])) * 0x100000001b3ull;
+    return h;
+}
+
+static bool build_name_index(struct sl_snapshot *snap)
+{
+    const struct sl_config *cfg = snap->cfg;
+    size_t slots = 16;
+    while (slots < cfg->n_services * 2)
+        slots *= 2;
+    snap->by_name = calloc(slots, sizeof *snap->by_name);
+    if (!snap->by_name)
+        return false;
+    snap->by_name_slots = slots;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct sl_service *svc = &cfg->services[i];
+        if (!svc->name || !svc->enabled)
+            continue;
+        size_t len = strlen(svc->name);
+        size_t at = name_hash(svc->name, len) & (slots - 1);
+        while (snap->by_name[at]) /* names are unique (the loader checks) */
+            at = (at + 1) & (slots - 1);
+        snap->by_name[at] = svc;
+    }
+    return true;
+}
+
+const struct sl_service *sl_snapshot_service_by_name(const struct sl_snapshot *snap,
+                                                     const char *name, size_t len)
+{
+    size_t mask = snap->by_name_slots - 1;
+    for (size_t at = name_hash(name, len) & mask;; at = (at + 1) & mask) {
+        const struct sl_service *svc = snap->by_name[at];
+        if (!svc)
+            return NULL;
+        if (strlen(svc->name) == len && strncasecmp(svc->name, name, len) == 0)
+            return svc;
+    }
+}
+
 struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, struct sl_config_error *err)
 {
     struct sl_snapshot *snap = calloc(1, sizeof *snap);
@@ -69,7 +115,14 @@ struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, struct sl_config_erro
     atomic_init(&snap->refcount, 1);
     /* every plugin instance: a known plugin with a valid config (a config
      * loaded by the caller may not have been checked yet) */
-    if (!cfg->plugin_runtime && !sl_plugins_attach(cfg, err))
+    if (sl_snapshot_is_sidecar(snap) && cfg->n_plugins > 0) {
+        const struct sl_plugin_conf *p = &cfg->plugins[0];
+        snprintf(err->text, sizeof err->text,
+                 "%s:%d:%d: plugin '%s': plugins are not supported in the sidecar role yet",
+                 cfg->source_path, p->line, p->column, p->name);
+        return fail(snap, err, NULL);
+    }
+    if (!sl_plugins_attach(cfg, err))
         return fail(snap, err, NULL);
     if (has_ssl_listener(&cfg->node)) {
         snap->tls = sl_tls_new(cfg, err->text, sizeof err->text);
@@ -92,7 +145,7 @@ struct sl_snapshot *sl_snapshot_new(struct sl_config *cfg, struct sl_config_erro
         }
     }
     snap->router = sl_router_build(cfg);
-    if (!snap->router)
+    if (!snap->router || !build_name_index(snap))
         return fail(snap, err, "out of memory");
     snap->balancer = sl_balancer_new(cfg, err->text, sizeof err->text);
     if (!snap->balancer)
@@ -140,6 +193,7 @@ void sl_snapshot_unref(struct sl_snapshot *snap)
     free(snap->service_tls);
     sl_resilience_free(snap->resilience);
     free(snap->app_service);
+    free(snap->by_name);
     sl_config_unref(snap->cfg);
     free(snap);
 }

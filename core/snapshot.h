@@ -42,7 +42,15 @@ struct sl_snapshot {
     /* the sidecar role: the local application (node app_url), as a service
      * of its own for the inbound listener; NULL for the gateway. Owned. */
     struct sl_service *app_service;
+    /* enabled services by name, case-insensitive (the sidecar's outbound
+     * routing): open addressing, a power-of-two number of slots. Owned. */
+    const struct sl_service **by_name;
+    size_t by_name_slots;
 };
+
+/* The enabled service called name[0..len) (case-insensitive), or NULL. */
+const struct sl_service *sl_snapshot_service_by_name(const struct sl_snapshot *snap,
+                                                     const char *name, size_t len);
 
 /* Is this the sidecar's configuration? */
 bool sl_snapshot_is_sidecar(const struct sl_snapshot *snap);

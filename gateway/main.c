@@ -1,155 +1,16 @@
 /*
- * sluice-gateway: the edge role. This file only wires things together:
- * command line, configuration, signals, the server.
+ * sluice-gateway: the edge role (north-south). This file only wires things
+ * together: the role's name and its plugins; the process itself is run.c's.
  */
-#include <errno.h>
-#include <getopt.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "autoconfig.h"
-#include "config.h"
-#include "log.h"
-#include "metrics.h"
-#include "plugin.h"
 #include "plugins.h"
-#include "balancer.h"
-#include "server.h"
-#include "snapshot.h"
-
-static void usage(FILE *out)
-{
-    fprintf(out, "usage: sluice-gateway [-t] -c FILE\n"
-                 "       sluice-gateway -V | -h\n"
-                 "\n"
-                 "  -c FILE  declarative configuration (Kong format, with a gateway: block)\n"
-                 "  -t       check the configuration and exit (0 = valid, 1 = invalid)\n"
-                 "  -V       print the version and exit\n"
-                 "  -h       print this help and exit\n"
-                 "\n"
-                 "Signals: SIGTERM drains (finish requests in flight, then exit 0),\n"
-                 "SIGINT stops at once, SIGHUP reloads the configuration file.\n"
-                 "Every key of the gateway: block can be overridden by SLUICE_<KEY>.\n");
-}
-
-/* The file, loaded and validated in full (snapshot.h); NULL after the
- * message went to stderr. */
-static struct sl_snapshot *load(const char *path)
-{
-    struct sl_config_error err;
-    struct sl_snapshot *snap = sl_snapshot_load(path, "gateway", &err);
-    if (!snap)
-        fprintf(stderr, "%s\n", err.text);
-    return snap;
-}
+#include "run.h"
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    bool check_only = false;
-    int opt;
-    sl_plugin_registry_set(sl_builtin_plugins);
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
-        switch (opt) {
-        case 'c':
-            path = optarg;
-            break;
-        case 't':
-            check_only = true;
-            break;
-        case 'V':
-            printf("sluice-gateway %s\n", PACKAGE_VERSION);
-            return 0;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!path || optind != argc) {
-        usage(stderr);
-        return 2;
-    }
-    struct sl_snapshot *snap = load(path);
-    if (!snap) {
-        sl_plugins_shutdown();
-        return 1;
-    }
-    if (check_only) {
-        printf("%s: configuration is valid\n", path);
-        sl_snapshot_unref(snap);
-        sl_balancer_registry_sweep();
-        sl_plugins_shutdown();
-        return 0;
-    }
-    int level = sl_log_level_from_name(snap->cfg->node.log_level);
-    if (level >= 0)
-        sl_log_set_level((enum sl_log_level)level);
-
-    /* Workers inherit this mask; only the main thread takes signals. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    struct sl_server srv;
-    memset(&srv, 0, sizeof srv);
-    char err[512];
-    int workers = snap->cfg->node.worker_processes;
-    if (sl_server_start(&srv, snap, err, sizeof err) != 0) {
-        fprintf(stderr, "sluice-gateway: %s\n", err);
-        return 1;
-    }
-    sl_notice("sluice-gateway %s started: %d worker(s), config %s", PACKAGE_VERSION, workers, path);
-
-    bool draining = false;
-    while (atomic_load(&srv.workers_running) > 0) {
-        struct timespec tick = {0, 100 * 1000 * 1000};
-        int sig = sigtimedwait(&set, NULL, &tick);
-        if (sig < 0)
-            continue; /* EAGAIN (tick) or EINTR */
-        switch (sig) {
-        case SIGTERM:
-        case SIGQUIT:
-            if (!draining) {
-                sl_notice("signal %d: draining", sig);
-                draining = true;
-                sl_server_drain(&srv);
-            }
-            break;
-        case SIGINT:
-            sl_notice("SIGINT: stopping");
-            sl_server_stop(&srv);
-            break;
-        case SIGHUP: {
-            /* load and validate on this thread; workers only swap a pointer */
-            struct sl_snapshot *next = load(path);
-            sl_metrics_reload_result(next != NULL);
-            if (!next) {
-                sl_error("SIGHUP: %s refused; the current configuration stays", path);
-                break;
-            }
-            char hash[sizeof next->cfg->hash];
-            memcpy(hash, next->cfg->hash, sizeof hash); /* next is the server's after the call */
-            sl_server_reload(&srv, next);
-            sl_notice("SIGHUP: configuration reloaded from %s (%s)", path, hash);
-            break;
-        }
-        default:
-            break;
-        }
-    }
-    sl_server_join(&srv);
-    sl_plugins_shutdown(); /* the plugins' own threads (jwt's JWKS fetcher) */
-    sl_notice("sluice-gateway stopped");
-    return 0;
+    static const struct sl_role gateway = {
+        .name = "gateway",
+        .program = "sluice-gateway",
+        .summary = "declarative configuration (Kong format, with a gateway: block)",
+    };
+    return sl_run(&gateway, sl_builtin_plugins, argc, argv);
 }

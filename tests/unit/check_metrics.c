@@ -61,9 +61,9 @@ START_TEST(test_series_and_overflow)
 {
     struct sl_metrics *m = sl_metrics_new();
     ck_assert_ptr_nonnull(m);
-    sl_metrics_observe(m, "svc", "r1", 200, 10, 100, 2000, 1500);
-    sl_metrics_observe(m, "svc", "r1", 200, 10, 100, 2000, 1500);
-    sl_metrics_observe(m, NULL, NULL, 404, 10, 50, 100, 0);
+    sl_metrics_observe(m, NULL, "svc", "r1", 200, 10, 100, 2000, 1500);
+    sl_metrics_observe(m, NULL, "svc", "r1", 200, 10, 100, 2000, 1500);
+    sl_metrics_observe(m, NULL, NULL, NULL, 404, 10, 50, 100, 0);
     char *text = render(m);
     ck_assert_ptr_nonnull(strstr(text, "sluice_http_requests_total{service=\"svc\",route=\"r1\","
                                        "code=\"200\"} 2\n"));
@@ -79,7 +79,7 @@ START_TEST(test_series_and_overflow)
     char name[32];
     for (int i = 0; i < 5000; i++) {
         snprintf(name, sizeof name, "r-%d", i);
-        sl_metrics_observe(m, "svc", name, 200, 1, 1, 10, 5);
+        sl_metrics_observe(m, NULL, "svc", name, 200, 1, 1, 10, 5);
     }
     text = render(m);
     ck_assert_ptr_nonnull(strstr(text, "sluice_http_requests_total{service=\"_other\","
