@@ -1,7 +1,7 @@
 /*
  * The plugin runtime: the registry, per-configuration plans (which plugins
  * may run for which route, in which order), Kong's scoping, the phase
- * runner with suspend/resume, and the helpers of plugin.h (its view
+ * runner with suspend/resume, and the helpers of sluice/plugin.h (its view
  * of the configuration is in plugin_config.c).
  *
  * Ownership: the runtime (struct runtime) is attached to a config snapshot
@@ -9,7 +9,7 @@
  * read by every worker without locks. Everything per request lives in the
  * request's struct sl_plugin_ctx.
  */
-#include "plugin.h"
+#include "sluice/plugin.h"
 
 #include <event2/buffer.h>
 #include <stdarg.h>

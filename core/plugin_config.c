@@ -1,12 +1,12 @@
 /*
  * The plugin API's read-only view of a configuration snapshot
- * (plugin.h, "the configuration"): accessors over config.h's
+ * (sluice/plugin.h, "the configuration"): accessors over config.h's
  * entities, so that plugins never depend on their layout.
  *
  * Ownership: nothing is allocated here; every pointer returned points into
  * the snapshot and lives as long as it.
  */
-#include "plugin.h"
+#include "sluice/plugin.h"
 
 #include <string.h>
 

@@ -14,7 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "plugin.h"
+#include "plugin_runtime.h"
 #include "plugins.h"
 #include "tls.h"
 #include "server.h"

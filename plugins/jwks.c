@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "plugin.h"
+#include "sluice/plugin.h"
 
 #define JWKS_MAX_DOCUMENT (1u << 20)
 #define JWKS_FETCH_TIMEOUT_S 5

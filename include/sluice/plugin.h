@@ -33,18 +33,25 @@
  *    free_worker_data runs after the worker stopped, while its event_base
  *    still exists.
  *
- * The registry is one explicit table built by main() (sl_plugin_registry_set)
- * before any configuration is loaded; core never includes plugins/.
+ * The boundary: a plugin includes this header (and, through it,
+ * sluice/config_types.h) and nothing else of the engine; plugins/ is built
+ * without core/ on its include path. The configuration's entities
+ * (struct sl_config, sl_route, sl_service, sl_consumer) are opaque here and
+ * read through the accessors below. The registry and the phase runner are
+ * the engine's side (core/plugin_runtime.h): main() passes one explicit
+ * table of plugins to the engine before any configuration is loaded, and
+ * core never includes plugins/.
  */
-#ifndef SL_PLUGIN_H
-#define SL_PLUGIN_H
+#ifndef SLUICE_PLUGIN_H
+#define SLUICE_PLUGIN_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "sluice/config_types.h"
 
+struct sl_config;
 struct sl_plugin_ctx;
 struct sl_plugin_metrics;
 struct event_base;
@@ -87,9 +94,6 @@ struct sl_plugin_ops {
     void (*shutdown)(void);
 };
 
-/* Every plugin's shutdown hook (main, at exit). */
-void sl_plugins_shutdown(void);
-
 /* Append Prometheus text to a /metrics answer (printf-style). */
 void sl_plugin_metrics_printf(struct sl_plugin_metrics *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -114,20 +118,6 @@ void sl_plugin_log(enum sl_plugin_log_level level, const char *fmt, ...)
  * characters; no surrounding quotes) into out, NUL terminated. Returns its
  * length, or -1 when out is too small. */
 long sl_plugin_json_escape(const char *in, size_t in_len, char *out, size_t out_size);
-
-/* ---- registry (main thread, before loading any configuration) ---------- */
-
-/* `table` is NULL-terminated and must outlive the process. */
-void sl_plugin_registry_set(const struct sl_plugin_ops *const *table);
-const struct sl_plugin_ops *sl_plugin_registry_find(const char *name);
-size_t sl_plugin_registry_size(void);
-
-/*
- * Check every plugin instance of cfg (known name, valid config) and attach
- * the plugin runtime (parsed configs, per-route plan) to cfg. Fails with
- * "file:line:column: message" for the first bad instance.
- */
-bool sl_plugins_attach(struct sl_config *cfg, struct sl_config_error *err);
 
 /* ---- helpers for parse_config -------------------------------------------- */
 
