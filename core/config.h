@@ -17,6 +17,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* the YAML tree, struct sl_plugin_conf, struct sl_config_error, SL_PROTO_* */
+#include "sluice/config_types.h"
+
 struct sl_listen {
     char host[256]; /* "0.0.0.0", "127.0.0.1", "::1" (no brackets) ... */
     uint16_t port;
@@ -123,42 +126,6 @@ struct sl_node_config {
     struct sl_circuit_breakers inbound_circuit_breakers; /* key inbound_circuit_breakers */
 };
 
-/*
- * A YAML value as written in the file, with its position. Kept for the parts
- * the loader does not interpret itself (a plugin's `config`), so that the
- * code that does can still report "file:line:column: message".
- * Owned by the snapshot (sl_config), like everything below.
- */
-enum sl_conf_type {
-    SL_CONF_NULL,
-    SL_CONF_BOOL,
-    SL_CONF_INT,
-    SL_CONF_FLOAT,
-    SL_CONF_STRING,
-    SL_CONF_SEQ,
-    SL_CONF_MAP,
-};
-
-struct sl_conf_value {
-    enum sl_conf_type type;
-    int line, column; /* 1-based */
-    bool plain;       /* scalar written without quotes and without a tag */
-    char *text;       /* scalars: the text as written (NUL terminated); NULL otherwise */
-    size_t text_len;
-    bool boolean;                 /* SL_CONF_BOOL */
-    long long integer;            /* SL_CONF_INT */
-    double number;                /* SL_CONF_INT and SL_CONF_FLOAT */
-    struct sl_conf_value **keys;  /* SL_CONF_MAP: keys[i] (scalars) map to items[i] */
-    struct sl_conf_value **items; /* SL_CONF_SEQ elements, SL_CONF_MAP values */
-    size_t n_items;
-};
-
-/* Protocol bits (route and plugin `protocols`). */
-#define SL_PROTO_HTTP 0x1u
-#define SL_PROTO_HTTPS 0x2u
-#define SL_PROTO_GRPC 0x4u  /* accepted in plugin protocols only */
-#define SL_PROTO_GRPCS 0x8u /* accepted in plugin protocols only */
-
 struct sl_upstream;
 
 struct sl_service {
@@ -226,25 +193,6 @@ struct sl_consumer {
     char *custom_id; /* may be NULL (then username is set) */
     size_t index;
     int line, column;
-};
-
-/*
- * A plugin instance as declared (global, or scoped by nesting or by a
- * service/route/consumer reference). The loader checks only the envelope;
- * `config` is checked by the plugin itself (see sl_config_check_plugins).
- */
-struct sl_plugin_conf {
-    char *name;
-    char *id;            /* may be NULL */
-    char *instance_name; /* may be NULL */
-    bool enabled;        /* default true */
-    unsigned protocols;  /* SL_PROTO_* bits; default http|https|grpc|grpcs */
-    int line, column;
-    const struct sl_service *service;   /* NULL: not scoped to a service */
-    const struct sl_route *route;       /* NULL: not scoped to a route */
-    const struct sl_consumer *consumer; /* NULL: not scoped to a consumer */
-    const struct sl_conf_value *config; /* the `config` map; NULL when absent */
-    size_t index;
 };
 
 /* A credential of the jwt plugin, owned by a consumer. */
@@ -387,14 +335,9 @@ struct sl_config {
     size_t n_jwt_secrets;
     struct sl_arena *arena; /* private */
     /* The plugin runtime (parsed plugin configs, per-route plans) attached
-     * by sl_plugins_attach() (plugin.h); freed with the snapshot. */
+     * by sl_plugins_attach() (plugin_runtime.h); freed with the snapshot. */
     void *plugin_runtime;
     void (*plugin_runtime_free)(void *runtime);
-};
-
-/* Error of a load: "file:line:column: message". */
-struct sl_config_error {
-    char text[512];
 };
 
 /*
@@ -421,11 +364,6 @@ struct sl_config *sl_config_load_buffer(const char *data, size_t len, const char
  */
 bool sl_config_check_plugins(const struct sl_config *cfg, const char *const *supported,
                              struct sl_config_error *err);
-
-/* Value of `key` in a SL_CONF_MAP (NULL when absent or not a map). */
-const struct sl_conf_value *sl_conf_get(const struct sl_conf_value *map, const char *key);
-/* "a string", "an integer", "a sequence", ... for messages. */
-const char *sl_conf_type_name(enum sl_conf_type type);
 
 struct sl_config *sl_config_ref(struct sl_config *cfg);
 void sl_config_unref(struct sl_config *cfg);

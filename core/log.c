@@ -46,6 +46,14 @@ int sl_log_level_from_name(const char *name)
 
 void sl_log(enum sl_log_level level, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    sl_vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void sl_vlog(enum sl_log_level level, const char *fmt, va_list ap)
+{
     if (level < SL_LOG_DEBUG || level > SL_LOG_ERROR)
         level = SL_LOG_ERROR;
     if ((int)level < atomic_load_explicit(&log_min_level, memory_order_relaxed))
@@ -54,10 +62,7 @@ void sl_log(enum sl_log_level level, const char *fmt, ...)
     int saved_errno = errno; /* callers may log between a failure and reading errno */
 
     char msg[SL_LOG_LINE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (n < 0)
         n = 0;
     size_t msg_len = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;

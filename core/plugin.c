@@ -1,14 +1,15 @@
 /*
  * The plugin runtime: the registry, per-configuration plans (which plugins
  * may run for which route, in which order), Kong's scoping, the phase
- * runner with suspend/resume, and the helpers of plugin.h.
+ * runner with suspend/resume, and the helpers of sluice/plugin.h (its view
+ * of the configuration is in plugin_config.c).
  *
  * Ownership: the runtime (struct runtime) is attached to a config snapshot
  * by sl_plugins_attach() and freed with it; it is immutable afterwards and
  * read by every worker without locks. Everything per request lives in the
  * request's struct sl_plugin_ctx.
  */
-#include "plugin.h"
+#include "sluice/plugin.h"
 
 #include <event2/buffer.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "log.h"
 #include "plugin_runtime.h"
 #include "util.h"
 
@@ -1109,6 +1111,39 @@ void sl_plugins_render_metrics(struct evbuffer *out)
     for (size_t i = 0; i < registry_n; i++)
         if (registry[i]->metrics != NULL)
             registry[i]->metrics(&m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* services of the engine                                                    */
+
+static enum sl_log_level engine_log_level(enum sl_plugin_log_level level)
+{
+    switch (level) {
+    case SL_PLUGIN_LOG_DEBUG:
+        return SL_LOG_DEBUG;
+    case SL_PLUGIN_LOG_INFO:
+        return SL_LOG_INFO;
+    case SL_PLUGIN_LOG_NOTICE:
+        return SL_LOG_NOTICE;
+    case SL_PLUGIN_LOG_WARN:
+        return SL_LOG_WARN;
+    case SL_PLUGIN_LOG_ERROR:
+        break;
+    }
+    return SL_LOG_ERROR; /* and a level out of range, as sl_log does */
+}
+
+void sl_plugin_log(enum sl_plugin_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sl_vlog(engine_log_level(level), fmt, ap);
+    va_end(ap);
+}
+
+long sl_plugin_json_escape(const char *in, size_t in_len, char *out, size_t out_size)
+{
+    return sl_json_escape(in, in_len, out, out_size);
 }
 
 void sl_plugins_shutdown(void)

@@ -1,6 +1,7 @@
 /*
- * The engine's side of the plugin API (plugin.h): how the proxy runs the
- * phases of one request. Plugins never include this header.
+ * The engine's side of the plugin API (sluice/plugin.h): the registry main()
+ * fills, and how the proxy runs the phases of one request. Plugins never
+ * include this header (core/ is not on their include path).
  *
  * Ownership: struct sl_plugin_ctx is embedded in (or allocated with) the
  * request and lives exactly as long as it; sl_plugin_ctx_release() must run
@@ -11,11 +12,29 @@
 #ifndef SL_PLUGIN_RUNTIME_H
 #define SL_PLUGIN_RUNTIME_H
 
+#include "config.h"
 #include "http1.h"
-#include "plugin.h"
 #include "router.h"
+#include "sluice/plugin.h"
 
 struct evbuffer;
+
+/* ---- registry (main thread, before loading any configuration) ---------- */
+
+/* `table` is NULL-terminated and must outlive the process. */
+void sl_plugin_registry_set(const struct sl_plugin_ops *const *table);
+const struct sl_plugin_ops *sl_plugin_registry_find(const char *name);
+size_t sl_plugin_registry_size(void);
+
+/*
+ * Check every plugin instance of cfg (known name, valid config) and attach
+ * the plugin runtime (parsed configs, per-route plan) to cfg. Fails with
+ * "file:line:column: message" for the first bad instance.
+ */
+bool sl_plugins_attach(struct sl_config *cfg, struct sl_config_error *err);
+
+/* Every plugin's shutdown hook (main, at exit). */
+void sl_plugins_shutdown(void);
 
 #define SL_PLUGIN_MAX_PER_REQUEST 32
 

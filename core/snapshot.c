@@ -8,7 +8,7 @@
 #include <sys/time.h>
 
 #include "balancer.h"
-#include "plugin.h"
+#include "plugin_runtime.h"
 #include "resilience.h"
 #include "router.h"
 #include "tls.h"

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
+#include "sluice/plugin.h"
 
 #define JWKS_MAX_DOCUMENT (1u << 20)
 #define JWKS_FETCH_TIMEOUT_S 5
@@ -263,13 +263,13 @@ static void fetch(struct sl_jwks *src, const char *url)
     }
     struct sl_jwks_set *set = NULL;
     if (rc != CURLE_OK || status != 200 || b.p == NULL)
-        sl_warn("jwt: JWKS %s: fetch failed: %s", url,
-                b.too_big        ? "document over 1 MiB"
-                : rc != CURLE_OK ? curl_easy_strerror(rc)
-                : status != 200  ? "status is not 200"
-                                 : "empty");
+        sl_plugin_log(SL_PLUGIN_LOG_WARN, "jwt: JWKS %s: fetch failed: %s", url,
+                      b.too_big        ? "document over 1 MiB"
+                      : rc != CURLE_OK ? curl_easy_strerror(rc)
+                      : status != 200  ? "status is not 200"
+                                       : "empty");
     else if ((set = sl_jwks_parse(b.p, b.len)) == NULL)
-        sl_warn("jwt: JWKS %s: not a JWKS document", url);
+        sl_plugin_log(SL_PLUGIN_LOG_WARN, "jwt: JWKS %s: not a JWKS document", url);
     free(b.p);
     if (set == NULL)
         return;
@@ -280,7 +280,7 @@ static void fetch(struct sl_jwks *src, const char *url)
     }
     set->older = cur; /* kept: a worker may hold one of its keys */
     atomic_store(&src->current, set);
-    sl_notice("jwt: JWKS %s: %zu key(s)", url, set->n);
+    sl_plugin_log(SL_PLUGIN_LOG_NOTICE, "jwt: JWKS %s: %zu key(s)", url, set->n);
 }
 
 static void *fetcher(void *arg)

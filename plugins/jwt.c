@@ -32,7 +32,6 @@
 #include "jwks.h"
 #include "jwt_token.h"
 #include "plugins.h"
-#include "util.h"
 
 #define JWT_CACHE_SLOTS 1024
 #define JWT_CACHE_TTL_S 60
@@ -44,7 +43,8 @@ static const char *const identity_headers[] = {
 };
 
 struct jwt_cred {
-    const struct sl_jwt_secret *secret;
+    const char *credential_key;         /* its `key`, the value of the key claim (snapshot) */
+    const struct sl_consumer *consumer; /* its owner (snapshot) */
     struct sl_jwt_key key;
     unsigned char *secret_buf; /* HS: the (decoded) secret */
 };
@@ -95,8 +95,8 @@ static void jwt_free(void *arg)
 
 static int cred_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct jwt_cred *)a)->secret->key,
-                  ((const struct jwt_cred *)b)->secret->key);
+    return strcmp(((const struct jwt_cred *)a)->credential_key,
+                  ((const struct jwt_cred *)b)->credential_key);
 }
 
 /* The base64url (Kong: also with padding, '+' and '/') secret, decoded. */
@@ -130,19 +130,21 @@ static bool prepare_credentials(struct jwt_conf *c, const struct sl_plugin_conf 
                                 const struct sl_config *cfg, bool secret_is_base64,
                                 struct sl_config_error *err)
 {
-    c->creds = calloc(cfg->n_jwt_secrets ? cfg->n_jwt_secrets : 1, sizeof *c->creds);
+    size_t n_secrets = sl_plugin_jwt_secret_count(cfg);
+    c->creds = calloc(n_secrets ? n_secrets : 1, sizeof *c->creds);
     if (c->creds == NULL)
         return sl_plugin_config_error(err, cfg, pc, NULL, "out of memory");
-    for (size_t i = 0; i < cfg->n_jwt_secrets; i++) {
-        const struct sl_jwt_secret *s = &cfg->jwt_secrets[i];
+    struct sl_plugin_jwt_secret s;
+    for (size_t i = 0; sl_plugin_jwt_secret_at(cfg, i, &s); i++) {
         struct jwt_cred *cr = &c->creds[c->n_creds++];
-        cr->secret = s;
-        cr->key.alg = sl_jwt_alg_from_name(s->algorithm ? s->algorithm : "HS256");
+        cr->credential_key = s.key;
+        cr->consumer = s.consumer;
+        cr->key.alg = sl_jwt_alg_from_name(s.algorithm ? s.algorithm : "HS256");
         const char *why = NULL;
         if (cr->key.alg == SL_JWT_ALG_NONE) {
             why = "its algorithm is not supported";
         } else if (sl_jwt_alg_is_hmac(cr->key.alg)) {
-            const char *secret = s->secret ? s->secret : "";
+            const char *secret = s.secret ? s.secret : "";
             if (secret_is_base64) {
                 cr->secret_buf = decode_secret(secret, &cr->key.secret_len);
                 if (cr->secret_buf == NULL)
@@ -156,9 +158,9 @@ static bool prepare_credentials(struct jwt_conf *c, const struct sl_plugin_conf 
             if (!why && (cr->secret_buf == NULL || cr->key.secret_len == 0))
                 why = "its secret is empty";
             cr->key.secret = cr->secret_buf;
-        } else if (s->rsa_public_key != NULL) {
+        } else if (s.rsa_public_key != NULL) {
             /* (no key at all: only keys from jwks_url can verify its tokens) */
-            cr->key.pkey = sl_jwt_public_key(cr->key.alg, s->rsa_public_key);
+            cr->key.pkey = sl_jwt_public_key(cr->key.alg, s.rsa_public_key);
             if (cr->key.pkey == NULL)
                 why = "its rsa_public_key is not a usable public key for the algorithm "
                       "(RSA of at least 2048 bits, or EC on the algorithm's curve)";
@@ -167,7 +169,8 @@ static bool prepare_credentials(struct jwt_conf *c, const struct sl_plugin_conf 
             return sl_plugin_config_error(err, cfg, pc, NULL,
                                           "jwt_secret '%s' (%s:%d:%d): %s: a token could never "
                                           "be verified with it",
-                                          s->key, cfg->source_path, s->line, s->column, why);
+                                          s.key, sl_plugin_config_source(cfg), s.line, s.column,
+                                          why);
     }
     qsort(c->creds, c->n_creds, sizeof *c->creds, cred_cmp);
     return true;
@@ -179,16 +182,6 @@ static bool realm_is_safe(const char *realm)
         if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
             return false;
     return true;
-}
-
-static const struct sl_consumer *find_consumer(const struct sl_config *cfg, const char *ref)
-{
-    for (size_t i = 0; i < cfg->n_consumers; i++) {
-        const struct sl_consumer *c = &cfg->consumers[i];
-        if ((c->id && strcmp(c->id, ref) == 0) || (c->username && strcmp(c->username, ref) == 0))
-            return c;
-    }
-    return NULL;
 }
 
 static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *cfg, void **out,
@@ -292,7 +285,7 @@ static bool jwt_parse(const struct sl_plugin_conf *pc, const struct sl_config *c
         goto fail;
     }
     if (anonymous && *anonymous) {
-        c->anonymous = find_consumer(cfg, anonymous);
+        c->anonymous = sl_plugin_find_consumer(cfg, anonymous, strlen(anonymous));
         if (c->anonymous == NULL) {
             sl_plugin_config_error(err, cfg, pc, sl_conf_get(cv, "anonymous"),
                                    "config.anonymous: no consumer with id or username '%s'",
@@ -526,20 +519,21 @@ static bool fail_message(struct failure *f, const char *www, const char *fmt, ..
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     char esc[200];
-    if (sl_json_escape(message, strlen(message), esc, sizeof esc) < 0)
+    if (sl_plugin_json_escape(message, strlen(message), esc, sizeof esc) < 0)
         snprintf(esc, sizeof esc, "Unauthorized");
     snprintf(f->body, sizeof f->body, "{\"message\":\"%s\"}", esc);
     f->www = www;
     return false;
 }
 
+/* credential_key NULL: the anonymous consumer */
 static void set_identity(struct sl_plugin_ctx *ctx, const struct sl_consumer *consumer,
-                         const struct sl_jwt_secret *credential)
+                         const char *credential_key)
 {
-    sl_plugin_set_consumer(ctx, consumer, credential ? credential->key : NULL);
-    const char *values[] = {consumer ? consumer->id : NULL, consumer ? consumer->custom_id : NULL,
-                            consumer ? consumer->username : NULL,
-                            credential ? credential->key : NULL, credential ? NULL : "true"};
+    sl_plugin_set_consumer(ctx, consumer, credential_key);
+    const char *values[] = {sl_plugin_consumer_id(consumer), sl_plugin_consumer_custom_id(consumer),
+                            sl_plugin_consumer_username(consumer), credential_key,
+                            credential_key ? NULL : "true"};
     for (size_t i = 0; i < sizeof identity_headers / sizeof identity_headers[0]; i++) {
         /* a value that cannot be a header (CR, LF, NUL) is dropped, never sent */
         if (values[i] == NULL ||
@@ -553,7 +547,7 @@ static const struct jwt_cred *find_cred(const struct jwt_conf *c, const char *ke
     size_t lo = 0, hi = c->n_creds;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int cmp = strcmp(key, c->creds[mid].secret->key);
+        int cmp = strcmp(key, c->creds[mid].credential_key);
         if (cmp == 0)
             return &c->creds[mid];
         if (cmp < 0)
@@ -599,7 +593,7 @@ static bool authenticate(struct sl_plugin_ctx *ctx, const struct jwt_conf *c, st
     if (slot && slot->conf_id == c->id && slot->expires > now &&
         memcmp(slot->digest, digest, sizeof digest) == 0) {
         const struct jwt_cred *cr = &c->creds[slot->cred];
-        set_identity(ctx, cr->secret->consumer, cr->secret);
+        set_identity(ctx, cr->consumer, cr->credential_key);
         return true;
     }
 
@@ -631,7 +625,7 @@ static bool authenticate(struct sl_plugin_ctx *ctx, const struct jwt_conf *c, st
         f->www = c->www_error;
     } else {
         ok = true;
-        set_identity(ctx, cr->secret->consumer, cr->secret);
+        set_identity(ctx, cr->consumer, cr->credential_key);
         if (slot) {
             /* cached until the token expires, and never longer than the TTL */
             long long exp;

@@ -6,7 +6,7 @@
 #ifndef SL_PLUGINS_H
 #define SL_PLUGINS_H
 
-#include "plugin.h"
+#include "sluice/plugin.h"
 
 extern const struct sl_plugin_ops sl_plugin_request_termination;
 extern const struct sl_plugin_ops sl_plugin_jwt;

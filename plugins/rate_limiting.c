@@ -38,7 +38,6 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "log.h"
 #include "plugins.h"
 
 enum period { P_SECOND, P_MINUTE, P_HOUR, P_DAY, P_MONTH, P_YEAR, N_PERIODS };
@@ -77,6 +76,20 @@ static atomic_uint_fast64_t lat_counts[RL_LAT_BUCKETS + 1], lat_sum_us, lat_n;
 /* ------------------------------------------------------------------------ */
 /* configuration                                                             */
 
+/* A route or service as the counters name it: its id, else its name (NULL
+ * when it has neither, or for no entity). */
+static const char *route_ref(const struct sl_route *route)
+{
+    const char *id = sl_plugin_route_id(route);
+    return id ? id : sl_plugin_route_name(route);
+}
+
+static const char *service_ref(const struct sl_service *service)
+{
+    const char *id = sl_plugin_service_id(service);
+    return id ? id : sl_plugin_service_name(service);
+}
+
 static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cfg, void **out,
                      struct sl_config_error *err)
 {
@@ -113,15 +126,8 @@ static bool rl_parse(const struct sl_plugin_conf *pc, const struct sl_config *cf
     if (c == NULL)
         return sl_plugin_config_error(err, cfg, pc, NULL, "out of memory");
     c->fault_tolerant = true;
-    snprintf(c->scope, sizeof c->scope, "%s:%s",
-             pc->route ? (pc->route->id     ? pc->route->id
-                          : pc->route->name ? pc->route->name
-                                            : "")
-                       : "",
-             pc->service ? (pc->service->id     ? pc->service->id
-                            : pc->service->name ? pc->service->name
-                                                : "")
-                         : "");
+    const char *route = route_ref(pc->route), *service = service_ref(pc->service);
+    snprintf(c->scope, sizeof c->scope, "%s:%s", route ? route : "", service ? service : "");
     long long error_code = 429, port = 6379, database = 0, timeout = 2000;
     c->error_message = "API rate limit exceeded";
     const char *limit_by = "consumer", *policy = "local", *algorithm = "fixed";
@@ -342,14 +348,12 @@ static const char *identifier(struct sl_plugin_ctx *ctx, const struct rl_conf *c
 {
     const char *id = NULL;
     switch (c->limit_by) {
-    case BY_SERVICE: {
-        const struct sl_service *s = sl_plugin_service(ctx);
-        id = s ? (s->id ? s->id : s->name) : NULL;
+    case BY_SERVICE:
+        id = service_ref(sl_plugin_service(ctx));
         break;
-    }
     case BY_CONSUMER: {
         const struct sl_consumer *consumer = sl_plugin_consumer(ctx);
-        id = consumer ? consumer->id : sl_plugin_credential_id(ctx);
+        id = consumer ? sl_plugin_consumer_id(consumer) : sl_plugin_credential_id(ctx);
         break;
     }
     case BY_CREDENTIAL:
@@ -690,7 +694,7 @@ static void worker_log_error(struct rl_worker *w, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    sl_warn("rate-limiting: redis %s:%d: %s", w->host, w->port, msg);
+    sl_plugin_log(SL_PLUGIN_LOG_WARN, "rate-limiting: redis %s:%d: %s", w->host, w->port, msg);
 }
 
 static void call_unlink(struct rl_call *call)

@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "plugins.h"
-#include "util.h"
 
 struct termination_conf {
     int status;
@@ -126,7 +125,7 @@ static bool termination_parse(const struct sl_plugin_conf *pc, const struct sl_c
             char *esc = malloc(esc_size);
             c->body = malloc(esc_size + 16);
             if (esc == NULL || c->body == NULL ||
-                sl_json_escape(msg, strlen(msg), esc, esc_size) < 0) {
+                sl_plugin_json_escape(msg, strlen(msg), esc, esc_size) < 0) {
                 free(esc);
                 goto oom;
             }

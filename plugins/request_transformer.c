@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "plugins.h"
 #include "rt_transform.h"
 
@@ -179,8 +178,9 @@ static void env_upstream_remove(void *arg, const char *name)
 
 static void env_refused(void *arg, const char *what, const char *name)
 {
-    sl_warn("request-transformer: request %s: %s '%s' would contain CR, LF or NUL: not sent",
-            sl_plugin_request_id(arg), what, name);
+    sl_plugin_log(SL_PLUGIN_LOG_WARN,
+                  "request-transformer: request %s: %s '%s' would contain CR, LF or NUL: not sent",
+                  sl_plugin_request_id(arg), what, name);
 }
 
 static void env_init(struct rt_env *env, struct sl_plugin_ctx *ctx)
@@ -190,9 +190,9 @@ static void env_init(struct rt_env *env, struct sl_plugin_ctx *ctx)
         .arg = ctx,
         .header = env_header,
         .capture = env_capture,
-        .consumer_id = consumer ? consumer->id : NULL,
-        .consumer_username = consumer ? consumer->username : NULL,
-        .consumer_custom_id = consumer ? consumer->custom_id : NULL,
+        .consumer_id = sl_plugin_consumer_id(consumer),
+        .consumer_username = sl_plugin_consumer_username(consumer),
+        .consumer_custom_id = sl_plugin_consumer_custom_id(consumer),
         .credential_key = sl_plugin_credential_id(ctx),
         .upstream_count = env_upstream_count,
         .upstream_get = env_upstream_get,
@@ -226,8 +226,9 @@ static void finish_query(struct sl_plugin_ctx *ctx, const struct rt_conf *c,
     if (out == NULL)
         len = base_len;
     if (send && !sl_plugin_upstream_set_query(ctx, send, len))
-        sl_warn("request-transformer: request %s: the new query string was refused",
-                sl_plugin_request_id(ctx));
+        sl_plugin_log(SL_PLUGIN_LOG_WARN,
+                      "request-transformer: request %s: the new query string was refused",
+                      sl_plugin_request_id(ctx));
     free(out);
     free(base);
 }
@@ -270,13 +271,15 @@ static enum sl_plugin_result rt_access(struct sl_plugin_ctx *ctx, const void *ar
         size_t len;
         char *uri = rt_render_uri(c, &env, &len);
         if (uri == NULL || !sl_plugin_upstream_set_path(ctx, uri, len))
-            sl_warn("request-transformer: request %s: replace.uri rendered an unusable path: "
-                    "not applied",
-                    sl_plugin_request_id(ctx));
+            sl_plugin_log(SL_PLUGIN_LOG_WARN,
+                          "request-transformer: request %s: replace.uri rendered an unusable path: "
+                          "not applied",
+                          sl_plugin_request_id(ctx));
         free(uri);
     }
     if (rt_conf_method(c) && !sl_plugin_upstream_set_method(ctx, rt_conf_method(c)))
-        sl_warn("request-transformer: http_method '%s' refused", rt_conf_method(c));
+        sl_plugin_log(SL_PLUGIN_LOG_WARN, "request-transformer: http_method '%s' refused",
+                      rt_conf_method(c));
     rt_transform_headers(c, &env);
     enum rt_body_type type = request_body_type(ctx);
     bool need_body = (rt_conf_has_edits(c, RT_BODY) && type != RT_BODY_OTHER) ||

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "plugin.h"
+#include "plugin_runtime.h"
 #include "plugins.h"
 #include "router.h"
 

@@ -124,10 +124,9 @@ static void suspend_body_filter(struct sl_plugin_ctx *ctx, const void *arg, cons
 static void suspend_log(struct sl_plugin_ctx *ctx, const void *arg)
 {
     struct suspend_state *st = state_of(ctx);
-    const struct sl_consumer *consumer = sl_plugin_consumer(ctx);
+    const char *username = sl_plugin_consumer_username(sl_plugin_consumer(ctx));
     fprintf(stderr, "test-suspend log: status=%d body_bytes=%zu consumer=%s\n",
-            sl_plugin_response_status(ctx), st ? st->body_bytes : 0,
-            consumer && consumer->username ? consumer->username : "-");
+            sl_plugin_response_status(ctx), st ? st->body_bytes : 0, username ? username : "-");
 }
 
 const struct sl_plugin_ops sl_plugin_test_suspend = {
@@ -147,13 +146,12 @@ static enum sl_plugin_result consumer_access(struct sl_plugin_ctx *ctx, const vo
     const char *name = sl_plugin_header(ctx, "X-Test-Consumer", 0, &len);
     if (name == NULL)
         return SL_PLUGIN_CONTINUE;
-    const struct sl_config *cfg = sl_plugin_config(ctx);
-    for (size_t i = 0; i < cfg->n_consumers; i++) {
-        const char *u = cfg->consumers[i].username;
-        if (u && strlen(u) == len && memcmp(u, name, len) == 0) {
-            sl_plugin_set_consumer(ctx, &cfg->consumers[i], NULL);
-            return SL_PLUGIN_CONTINUE;
-        }
+    const struct sl_consumer *consumer = sl_plugin_find_consumer(sl_plugin_config(ctx), name, len);
+    const char *username = sl_plugin_consumer_username(consumer);
+    /* by username only: a consumer found by its id does not count */
+    if (username && strlen(username) == len && memcmp(username, name, len) == 0) {
+        sl_plugin_set_consumer(ctx, consumer, NULL);
+        return SL_PLUGIN_CONTINUE;
     }
     sl_plugin_respond_error(ctx, 401, NULL);
     return SL_PLUGIN_CONTINUE;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "plugin.h"
+#include "plugin_runtime.h"
 #include "plugins.h"
 #include "unit.h"
 

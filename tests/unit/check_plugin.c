@@ -1,12 +1,15 @@
 /*
  * The plugin runtime (core/plugin.c) without the proxy: Kong's scoping
  * precedence, priority order, per-phase bookkeeping, suspend/resume/cancel,
- * header edits that refuse CR/LF, the parse_config helpers' messages, and
- * request-termination's config checks.
+ * header edits that refuse CR/LF, the parse_config helpers' messages,
+ * request-termination's config checks, and the plugin API's view of the
+ * configuration (core/plugin_config.c), logging and JSON escaping.
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "plugin_runtime.h"
 #include "plugins.h"
 #include "unit.h"
@@ -122,15 +125,21 @@ static const struct sl_plugin_ops stopper = {.name = "stop",
 static const struct sl_plugin_ops *const fake_registry[] = {
     &low, &high, &auth, &waiter, &stopper, &sl_plugin_request_termination, NULL};
 
-static struct sl_config *load(const char *yaml, struct sl_config_error *err)
+static struct sl_config *load_with(const struct sl_plugin_ops *const *registry, const char *yaml,
+                                   struct sl_config_error *err)
 {
-    sl_plugin_registry_set(fake_registry);
+    sl_plugin_registry_set(registry);
     struct sl_config *cfg = sl_config_load_buffer(yaml, strlen(yaml), "t.yaml", "gateway", err);
     if (cfg != NULL && !sl_plugins_attach(cfg, err)) {
         sl_config_unref(cfg);
         return NULL;
     }
     return cfg;
+}
+
+static struct sl_config *load(const char *yaml, struct sl_config_error *err)
+{
+    return load_with(fake_registry, yaml, err);
 }
 
 static const struct sl_route *route_named(const struct sl_config *cfg, const char *name)
@@ -486,6 +495,186 @@ START_TEST(kong_default_messages)
 }
 END_TEST
 
+/* ---- the configuration, through the plugin API ---------------------------- */
+
+static const char entities_yaml[] = "_format_version: \"3.0\"\n"
+                                    "consumers:\n"
+                                    "  - username: alice\n"
+                                    "    custom_id: a-1\n"
+                                    "    jwt_secrets:\n"
+                                    "      - key: alice-iss\n"
+                                    "        secret: s3cret\n"
+                                    "  - id: 6f1c2bd4-8b6e-4bd2-9d3a-2a2a5e1f0c11\n"
+                                    "    custom_id: only-custom\n"
+                                    "  - username: alicia\n"
+                                    "services:\n"
+                                    "  - name: svc\n"
+                                    "    url: http://127.0.0.1:1\n"
+                                    "    routes:\n"
+                                    "      - name: r\n"
+                                    "        id: 11111111-1111-4111-8111-111111111111\n"
+                                    "        paths: [/r]\n"
+                                    "  - id: 22222222-2222-4222-8222-222222222222\n"
+                                    "    url: http://127.0.0.1:1\n"
+                                    "    routes: [{paths: [/n]}]\n";
+
+START_TEST(config_entity_accessors)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = load(entities_yaml, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_str_eq(sl_plugin_config_source(cfg), "t.yaml");
+
+    const struct sl_route *r = route_named(cfg, "r");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_str_eq(sl_plugin_route_id(r), "11111111-1111-4111-8111-111111111111");
+    ck_assert_str_eq(sl_plugin_route_name(r), "r");
+    ck_assert_str_eq(sl_plugin_service_name(r->service), "svc");
+    const struct sl_service *unnamed = &cfg->services[1];
+    ck_assert_str_eq(sl_plugin_service_id(unnamed), "22222222-2222-4222-8222-222222222222");
+    ck_assert_ptr_null(sl_plugin_service_name(unnamed));
+    ck_assert_ptr_null(sl_plugin_route_name(&cfg->routes[1]));
+    ck_assert_ptr_null(sl_plugin_route_id(NULL));
+    ck_assert_ptr_null(sl_plugin_route_name(NULL));
+    ck_assert_ptr_null(sl_plugin_service_id(NULL));
+    ck_assert_ptr_null(sl_plugin_service_name(NULL));
+
+    const struct sl_consumer *alice = &cfg->consumers[0], *anon = &cfg->consumers[1];
+    ck_assert_str_eq(sl_plugin_consumer_username(alice), "alice");
+    ck_assert_str_eq(sl_plugin_consumer_custom_id(alice), "a-1");
+    ck_assert_str_eq(sl_plugin_consumer_id(alice), alice->id); /* generated at load */
+    ck_assert_str_eq(sl_plugin_consumer_id(anon), "6f1c2bd4-8b6e-4bd2-9d3a-2a2a5e1f0c11");
+    ck_assert_ptr_null(sl_plugin_consumer_username(anon));
+    ck_assert_str_eq(sl_plugin_consumer_custom_id(anon), "only-custom");
+    ck_assert_ptr_null(sl_plugin_consumer_id(NULL));
+    ck_assert_ptr_null(sl_plugin_consumer_username(NULL));
+    ck_assert_ptr_null(sl_plugin_consumer_custom_id(NULL));
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(find_consumer_by_id_or_username)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = load(entities_yaml, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    const char *id = "6f1c2bd4-8b6e-4bd2-9d3a-2a2a5e1f0c11";
+    ck_assert_ptr_eq(sl_plugin_find_consumer(cfg, "alice", 5), &cfg->consumers[0]);
+    ck_assert_ptr_eq(sl_plugin_find_consumer(cfg, id, strlen(id)), &cfg->consumers[1]);
+    ck_assert_ptr_eq(sl_plugin_find_consumer(cfg, "alicia", 6), &cfg->consumers[2]);
+    /* exactly len bytes: a header value need not end with a NUL */
+    ck_assert_ptr_eq(sl_plugin_find_consumer(cfg, "alice, bob", 5), &cfg->consumers[0]);
+    ck_assert_ptr_null(sl_plugin_find_consumer(cfg, "alic", 4));
+    ck_assert_ptr_null(sl_plugin_find_consumer(cfg, "alicex", 6));
+    ck_assert_ptr_null(sl_plugin_find_consumer(cfg, "", 0));
+    /* a custom_id is not a consumer reference (Kong) */
+    ck_assert_ptr_null(sl_plugin_find_consumer(cfg, "a-1", 3));
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(jwt_secrets_in_file_order)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = load(entities_yaml, &err);
+    ck_assert_msg(cfg != NULL, "%s", err.text);
+    ck_assert_uint_eq(sl_plugin_jwt_secret_count(cfg), 1);
+    struct sl_plugin_jwt_secret s;
+    ck_assert(sl_plugin_jwt_secret_at(cfg, 0, &s));
+    ck_assert_str_eq(s.key, "alice-iss");
+    ck_assert_str_eq(s.secret, "s3cret");
+    ck_assert_str_eq(s.algorithm, "HS256");
+    ck_assert_ptr_null(s.rsa_public_key);
+    ck_assert_ptr_eq(s.consumer, &cfg->consumers[0]);
+    ck_assert_int_eq(s.line, 6);
+    ck_assert_int_eq(s.column, 9);
+    struct sl_plugin_jwt_secret untouched = s;
+    ck_assert(!sl_plugin_jwt_secret_at(cfg, 1, &s));
+    ck_assert(memcmp(&s, &untouched, sizeof s) == 0);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* jwt names an unusable credential by its own position, in the file of the
+ * snapshot (sl_plugin_config_source and the secret's line and column) */
+START_TEST(jwt_refuses_an_unusable_secret_at_its_position)
+{
+    static const struct sl_plugin_ops *const jwt_only[] = {&sl_plugin_jwt, NULL};
+    static const char yaml[] = "_format_version: \"3.0\"\n"
+                               "consumers:\n"
+                               "  - username: alice\n"
+                               "    jwt_secrets:\n"
+                               "      - key: k1\n"
+                               "        secret: \"!!!\"\n"
+                               "plugins:\n"
+                               "  - name: jwt\n"
+                               "    config: {secret_is_base64: true}\n";
+    struct sl_config_error err;
+    struct sl_config *cfg = load_with(jwt_only, yaml, &err);
+    ck_assert_msg(cfg == NULL, "accepted a secret that is not base64");
+    ck_assert_str_eq(err.text, "t.yaml:8:5: plugin 'jwt': jwt_secret 'k1' (t.yaml:5:9): its secret "
+                               "is not base64 (secret_is_base64 is set) or is empty: a token could "
+                               "never be verified with it");
+}
+END_TEST
+
+static void log_every_level(void)
+{
+    sl_plugin_log(SL_PLUGIN_LOG_DEBUG, "d%d", 1);
+    sl_plugin_log(SL_PLUGIN_LOG_INFO, "i%d", 2);
+    sl_plugin_log(SL_PLUGIN_LOG_NOTICE, "n%d", 3);
+    sl_plugin_log(SL_PLUGIN_LOG_WARN, "w%d", 4);
+    sl_plugin_log(SL_PLUGIN_LOG_ERROR, "e%s", "5\nforged [error] line");
+}
+
+/* What fn writes on stderr (the error log's fd), NUL terminated in out. */
+static void capture_stderr(void (*fn)(void), char *out, size_t size)
+{
+    FILE *tmp = tmpfile();
+    ck_assert_ptr_nonnull(tmp);
+    int saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(dup2(fileno(tmp), STDERR_FILENO), 0);
+    fn();
+    ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, size - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+}
+
+START_TEST(plugin_log_levels)
+{
+    char out[2048];
+    sl_log_set_level(SL_LOG_WARN);
+    capture_stderr(log_every_level, out, sizeof out);
+    ck_assert_msg(strstr(out, "[warn] w4\n") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "[error] e5\\x0aforged [error] line\n") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "[notice]") == NULL && strstr(out, "[info]") == NULL &&
+                      strstr(out, "[debug]") == NULL,
+                  "below log_level: %s", out);
+
+    sl_log_set_level(SL_LOG_DEBUG);
+    capture_stderr(log_every_level, out, sizeof out);
+    static const char *const lines[] = {"[debug] d1\n", "[info] i2\n", "[notice] n3\n",
+                                        "[warn] w4\n"};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        ck_assert_msg(strstr(out, lines[i]) != NULL, "no '%s' in %s", lines[i], out);
+    sl_log_set_level(SL_LOG_NOTICE); /* the default */
+}
+END_TEST
+
+START_TEST(plugin_json_escape)
+{
+    char out[32];
+    ck_assert_int_eq(sl_plugin_json_escape("a\"b\\\n", 5, out, sizeof out), 12);
+    ck_assert_str_eq(out, "a\\\"b\\\\\\u000a");
+    ck_assert_int_eq(sl_plugin_json_escape("abc", 3, out, 4), 3);
+    ck_assert_int_eq(sl_plugin_json_escape("abc", 3, out, 3), -1); /* no room for the NUL */
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("plugin");
@@ -500,6 +689,12 @@ static Suite *make_suite(void)
     tcase_add_test(tc, config_errors_have_positions);
     tcase_add_test(tc, disabled_instances_never_run);
     tcase_add_test(tc, kong_default_messages);
+    tcase_add_test(tc, config_entity_accessors);
+    tcase_add_test(tc, find_consumer_by_id_or_username);
+    tcase_add_test(tc, jwt_secrets_in_file_order);
+    tcase_add_test(tc, jwt_refuses_an_unusable_secret_at_its_position);
+    tcase_add_test(tc, plugin_log_levels);
+    tcase_add_test(tc, plugin_json_escape);
     suite_add_tcase(s, tc);
     return s;
 }

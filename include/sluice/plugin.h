@@ -33,18 +33,25 @@
  *    free_worker_data runs after the worker stopped, while its event_base
  *    still exists.
  *
- * The registry is one explicit table built by main() (sl_plugin_registry_set)
- * before any configuration is loaded; core never includes plugins/.
+ * The boundary: a plugin includes this header (and, through it,
+ * sluice/config_types.h) and nothing else of the engine; plugins/ is built
+ * without core/ on its include path. The configuration's entities
+ * (struct sl_config, sl_route, sl_service, sl_consumer) are opaque here and
+ * read through the accessors below. The registry and the phase runner are
+ * the engine's side (core/plugin_runtime.h): main() passes one explicit
+ * table of plugins to the engine before any configuration is loaded, and
+ * core never includes plugins/.
  */
-#ifndef SL_PLUGIN_H
-#define SL_PLUGIN_H
+#ifndef SLUICE_PLUGIN_H
+#define SLUICE_PLUGIN_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "sluice/config_types.h"
 
+struct sl_config;
 struct sl_plugin_ctx;
 struct sl_plugin_metrics;
 struct event_base;
@@ -87,26 +94,30 @@ struct sl_plugin_ops {
     void (*shutdown)(void);
 };
 
-/* Every plugin's shutdown hook (main, at exit). */
-void sl_plugins_shutdown(void);
-
 /* Append Prometheus text to a /metrics answer (printf-style). */
 void sl_plugin_metrics_printf(struct sl_plugin_metrics *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* ---- registry (main thread, before loading any configuration) ---------- */
+/* ---- services of the engine (any thread) -------------------------------- */
 
-/* `table` is NULL-terminated and must outlive the process. */
-void sl_plugin_registry_set(const struct sl_plugin_ops *const *table);
-const struct sl_plugin_ops *sl_plugin_registry_find(const char *name);
-size_t sl_plugin_registry_size(void);
+enum sl_plugin_log_level {
+    SL_PLUGIN_LOG_DEBUG,
+    SL_PLUGIN_LOG_INFO,
+    SL_PLUGIN_LOG_NOTICE,
+    SL_PLUGIN_LOG_WARN,
+    SL_PLUGIN_LOG_ERROR,
+};
 
-/*
- * Check every plugin instance of cfg (known name, valid config) and attach
- * the plugin runtime (parsed configs, per-route plan) to cfg. Fails with
- * "file:line:column: message" for the first bad instance.
- */
-bool sl_plugins_attach(struct sl_config *cfg, struct sl_config_error *err);
+/* One line on the error log (stderr), when the node's log_level lets it
+ * through. Safe from any thread (a plugin's own, too); control characters
+ * are escaped, so request data cannot forge lines. */
+void sl_plugin_log(enum sl_plugin_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The JSON string escaping of in (quotes, backslashes and control
+ * characters; no surrounding quotes) into out, NUL terminated. Returns its
+ * length, or -1 when out is too small. */
+long sl_plugin_json_escape(const char *in, size_t in_len, char *out, size_t out_size);
 
 /* ---- helpers for parse_config -------------------------------------------- */
 
@@ -141,6 +152,50 @@ bool sl_plugin_config_strings(const struct sl_plugin_conf *pc, const struct sl_c
 /* Is name a valid header name (an RFC 9110 token)? */
 bool sl_plugin_is_header_name(const char *name);
 
+/* ---- the configuration (parse_config and hooks; read only) --------------- */
+
+/* Every string below points into the snapshot: valid as long as it (and so
+ * as long as a parsed config or a request of that snapshot). The entity
+ * accessors take NULL and then return NULL. */
+
+/* The file the snapshot was loaded from, for messages that point at another
+ * entity than the instance being parsed. */
+const char *sl_plugin_config_source(const struct sl_config *cfg);
+
+const char *sl_plugin_route_id(const struct sl_route *route);         /* may be NULL */
+const char *sl_plugin_route_name(const struct sl_route *route);       /* may be NULL */
+const char *sl_plugin_service_id(const struct sl_service *service);   /* may be NULL */
+const char *sl_plugin_service_name(const struct sl_service *service); /* may be NULL */
+
+/* A consumer always has an id (as written, or generated at load); username
+ * or custom_id, or both. */
+const char *sl_plugin_consumer_id(const struct sl_consumer *consumer);
+const char *sl_plugin_consumer_username(const struct sl_consumer *consumer);
+const char *sl_plugin_consumer_custom_id(const struct sl_consumer *consumer);
+
+/* The first consumer, in file order, whose id or username is exactly the
+ * len bytes of ref (Kong's lookup of a consumer reference, e.g. jwt's
+ * `anonymous`); NULL when none. */
+const struct sl_consumer *sl_plugin_find_consumer(const struct sl_config *cfg, const char *ref,
+                                                  size_t len);
+
+/* A `jwt_secrets` credential as the jwt plugin reads it: a copy the caller
+ * owns, whose strings are the snapshot's. */
+struct sl_plugin_jwt_secret {
+    const char *key;                    /* the `iss` value it matches; unique */
+    const char *secret;                 /* HS*: the shared secret; may be NULL */
+    const char *rsa_public_key;         /* RS* and ES*: PEM; may be NULL */
+    const char *algorithm;              /* "HS256", "RS256", "ES384" ...; NULL: HS256 */
+    const struct sl_consumer *consumer; /* its owner; never NULL */
+    int line, column;                   /* where it is declared in the file */
+};
+
+/* How many jwt_secrets cfg has, and the index-th of them (file order) into
+ * *out; false (and *out untouched) when index is past the last. */
+size_t sl_plugin_jwt_secret_count(const struct sl_config *cfg);
+bool sl_plugin_jwt_secret_at(const struct sl_config *cfg, size_t index,
+                             struct sl_plugin_jwt_secret *out);
+
 /* ---- the request, from a hook --------------------------------------------- */
 
 const char *sl_plugin_request_id(const struct sl_plugin_ctx *ctx);
@@ -162,6 +217,8 @@ size_t sl_plugin_header_count(const struct sl_plugin_ctx *ctx, const char *name)
  * An argument without "=" has the value "" (len 0). */
 const char *sl_plugin_query_arg(const struct sl_plugin_ctx *ctx, const char *name, size_t *len);
 
+/* The request's entities (read them with the accessors of "the
+ * configuration" below) and the snapshot it runs on. */
 const struct sl_route *sl_plugin_route(const struct sl_plugin_ctx *ctx);     /* NULL in rewrite */
 const struct sl_service *sl_plugin_service(const struct sl_plugin_ctx *ctx); /* NULL in rewrite */
 const struct sl_consumer *sl_plugin_consumer(const struct sl_plugin_ctx *ctx);
