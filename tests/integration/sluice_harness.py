@@ -289,6 +289,15 @@ def make_config(port, services, **node):
     return {"_format_version": "3.0", "gateway": gw, "services": services}
 
 
+def upstream_entity(name, targets, **kw):
+    """A Kong upstream entity; targets: [(Upstream or port, weight)]."""
+    u = {"name": name}
+    u.update(kw)
+    u["targets"] = [{"target": "%s:%d" % (LOOPBACK, up if isinstance(up, int) else up.port),
+                     "weight": w} for up, w in targets]
+    return u
+
+
 def service(name, upstream_port, path="/base", routes=None, **kw):
     s = {"name": name, "url": "http://%s:%d%s" % (LOOPBACK, upstream_port, path or "")}
     s.update(kw)
@@ -322,7 +331,14 @@ class Gateway:
     `port` defaults to the first proxy_listen entry of the config dict.
     """
 
-    def __init__(self, config, env=None, port=None, name="gateway", args=None, nofile=None):
+    role = "gateway"
+    listen_key = "proxy_listen"
+
+    def binary(self):
+        return sluice_bin()
+
+    def __init__(self, config, env=None, port=None, name=None, args=None, nofile=None):
+        name = name or self.role
         self.nofile = nofile  # RLIMIT_NOFILE for the gateway process, when set
         self.config = config
         self.env_over = dict(env or {})
@@ -341,7 +357,7 @@ class Gateway:
         self.out_path = os.path.join(self.dir, "stdout.log")
         self.err_path = os.path.join(self.dir, "stderr.log")
         if port is None and isinstance(config, dict):
-            listen = config.get("gateway", {}).get("proxy_listen", [])
+            listen = config.get(self.role, {}).get(self.listen_key, [])
             if isinstance(listen, str):
                 listen = [listen]
             if listen:
@@ -364,7 +380,7 @@ class Gateway:
         env.update(self.env_over)
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen([sluice_bin()] + self.args + ["-c", self.conf_path],
+        self.proc = subprocess.Popen([self.binary()] + self.args + ["-c", self.conf_path],
                                      stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=env, close_fds=True,
                                      preexec_fn=self._preexec)
@@ -496,6 +512,82 @@ class Gateway:
             why.append("sanitizer reports:\n" + "\n".join(reports[:20]))
         t.ok(good, "%s exited cleanly without sanitizer reports" % self.name,
              "\n".join(why) + "\n" + self.stderr_tail() if not good else None)
+
+
+def sidecar_bin():
+    b = os.environ.get("SLUICE_SIDECAR_BIN")
+    if b:
+        return b
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(sluice_bin()))),
+                        "sidecar", "sluice-sidecar")
+
+
+class Sidecar(Gateway):
+    """One sluice-sidecar process; `port` defaults to inbound_listen."""
+    role = "sidecar"
+    listen_key = "inbound_listen"
+
+    def binary(self):
+        return sidecar_bin()
+
+
+def make_sidecar_config(service_name, inbound_port, app_port, services=(), outbound_port=None,
+                        status_port=None, **node):
+    """A declarative config dict with a sidecar node block."""
+    sc = {
+        "service_name": service_name,
+        "inbound_listen": "%s:%d" % (LOOPBACK, inbound_port),
+        "app_url": "http://%s:%d" % (LOOPBACK, app_port),
+        "outbound_listen": "%s:%d" % (LOOPBACK, outbound_port) if outbound_port else "off",
+        "status_listen": "%s:%d" % (LOOPBACK, status_port) if status_port else "off",
+    }
+    sc.update(node)
+    return {"_format_version": "3.0", "sidecar": sc, "services": list(services)}
+
+
+def scrape(port, path="/metrics"):
+    """The text of GET /metrics on a status port."""
+    r = get(port, path)
+    if r.status != 200:
+        raise ProtocolError("GET %s answered %s" % (path, r.status))
+    return r.body.decode()
+
+
+def parse_metrics(text):
+    """{(name, frozenset(labels.items())): value} of a Prometheus text scrape."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out[(m.group(1), frozenset(labels.items()))] = float(m.group(3))
+    return out
+
+
+def metric(parsed, name, **labels):
+    """The value of the series `name` with exactly these labels (None when absent)."""
+    return parsed.get((name, frozenset(labels.items())))
+
+
+def metric_sum(parsed, name, **labels):
+    """The sum of every series of `name` whose labels include these."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in parsed.items() if n == name and want <= set(ls))
+
+
+def promtool_check(t, text, desc):
+    """One test point: `promtool check metrics` accepts the scrape."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        t.ok(False, desc, "promtool is not installed (Debian package prometheus; ./dev test "
+             "installs it)")
+        return
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=30)
+    t.ok(p.returncode == 0, desc, p.stdout + p.stderr)
 
 
 # ---------------------------------------------------------------------------

@@ -28,15 +28,6 @@ class SlowUpstream(Upstream):
         return super()._respond(c, rd, rec)
 
 
-def upstream_entity(name, targets, **kw):
-    """targets: [(Upstream, weight)]"""
-    u = {"name": name}
-    u.update(kw)
-    u["targets"] = [{"target": "%s:%d" % (h.LOOPBACK, up.port), "weight": w}
-                    for up, w in targets]
-    return u
-
-
 def balanced_service(name, upstream_name, prefix, **kw):
     s = {"name": name, "host": upstream_name, "port": 80, "path": "/base"}
     s.update(kw)
@@ -69,16 +60,16 @@ def body(t):
                       "strip_path": False}]),
     ], worker_processes=2)
     cfg["upstreams"] = [
-        upstream_entity("rr-up", [(rr[0], 300), (rr[1], 200), (rr[2], 100)]),
-        upstream_entity("zero-up", [(zero[0], 100), (zero[1], 0)]),
-        upstream_entity("none-up", [(zero[0], 0)]),
-        upstream_entity("lc-up", [(fast, 100), (slow, 100)], algorithm="least-connections"),
-        upstream_entity("ch-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
+        h.upstream_entity("rr-up", [(rr[0], 300), (rr[1], 200), (rr[2], 100)]),
+        h.upstream_entity("zero-up", [(zero[0], 100), (zero[1], 0)]),
+        h.upstream_entity("none-up", [(zero[0], 0)]),
+        h.upstream_entity("lc-up", [(fast, 100), (slow, 100)], algorithm="least-connections"),
+        h.upstream_entity("ch-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
                         hash_on="header", hash_on_header="x-user"),
-        upstream_entity("hh-up", [(rr[0], 100)], host_header="api.internal"),
-        upstream_entity("cap-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
+        h.upstream_entity("hh-up", [(rr[0], 100)], host_header="api.internal"),
+        h.upstream_entity("cap-up", [(u, 100) for u in ch], algorithm="consistent-hashing",
                         hash_on="uri_capture", hash_on_uri_capture="user"),
-        upstream_entity("ck-up", [(u, 100) for u in ck], algorithm="consistent-hashing",
+        h.upstream_entity("ck-up", [(u, 100) for u in ck], algorithm="consistent-hashing",
                         hash_on="cookie", hash_on_cookie="sid", hash_on_cookie_path="/ck"),
     ]
     gw = h.Gateway(cfg)

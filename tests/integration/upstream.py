@@ -44,7 +44,9 @@ pairs), body_len, body_sha256, trailers, conn_id.
 A request whose target contains "slowread" has its (Content-Length) body
 read slowly, 16 KiB per read with 5 ms between reads, to exercise request backpressure.
 
-Options: mode ("hang", "garbage" for every request), close_idle_ms (close a
+Options: mode for every request ("hang", "garbage"; "reset": read the
+request, then reset the connection without answering; "status:<code>":
+answer that status; may be changed while running), close_idle_ms (close a
 connection that stays idle that long after a response).
 """
 
@@ -53,6 +55,7 @@ import json
 import random
 import re
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -431,8 +434,10 @@ class Upstream:
             if s in KEYWORDS:
                 kw, args = s, segs[i + 1:]
                 break
-        if self.mode in ("hang", "garbage"):
+        if self.mode in ("hang", "garbage", "reset"):
             kw = self.mode
+        elif self.mode and self.mode.startswith("status:"):
+            kw, args = "status", [self.mode.split(":", 1)[1]]
         client_close = "close" in (rec.header("connection") or "").lower() or \
             rec.version == "HTTP/1.0"
 
@@ -448,6 +453,10 @@ class Upstream:
             return False
         if kw == "garbage":
             c.sendall(b"HELLO\r\n\r\n")
+            return False
+        if kw == "reset":
+            # the request was read: reset the connection without a byte
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         if rec.method == "HEAD":
             send_head(200, [("Content-Type", "application/octet-stream"),
