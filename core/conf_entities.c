@@ -64,6 +64,7 @@ static bool read_field(struct loader *L, struct entity *e, const struct field *f
     }
     case FK_U16:
     case FK_U32:
+    case FK_U64:
     case FK_INT:
         if (!conf_read_int(L, val, f->min, f->max, &n))
             return false;
@@ -73,8 +74,18 @@ static bool read_field(struct loader *L, struct entity *e, const struct field *f
         } else if (f->kind == FK_U32) {
             uint32_t u = (uint32_t)n;
             memcpy(base + f->offset, &u, sizeof u);
+        } else if (f->kind == FK_U64) {
+            uint64_t u = (uint64_t)n;
+            memcpy(base + f->offset, &u, sizeof u);
         }
         return true;
+    case FK_NUMBER: {
+        double d;
+        if (!conf_read_number(L, val, (double)f->min, (double)f->max, &d))
+            return false;
+        memcpy(base + f->offset, &d, sizeof d);
+        return true;
+    }
     case FK_BOOL:
         if (!conf_read_bool(L, val, &b))
             return false;

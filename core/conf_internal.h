@@ -11,6 +11,7 @@
  *                     references, protocols, plugins, consumers
  *   conf_routes.c     routes
  *   conf_services.c   services
+ *   conf_resilience.c retry_policy, circuit_breakers, outlier_detection
  *   conf_upstreams.c  upstreams, targets, health checks
  *   conf_certs.c      certificates, SNIs, CA certificates, jwt secrets
  *   conf_node.c       the node block and SLUICE_<KEY> overrides
@@ -234,6 +235,9 @@ bool conf_read_string(struct loader *L, const struct sl_conf_value *v, const cha
 /* An integer in [min, max] (a float with an integral value counts). */
 bool conf_read_int(struct loader *L, const struct sl_conf_value *v, long long min, long long max,
                    long long *out);
+/* A finite number (an integer or a float) in [min, max]. */
+bool conf_read_number(struct loader *L, const struct sl_conf_value *v, double min, double max,
+                      double *out);
 /* A boolean, YAML 1.1 spellings (yes/no/on/off) included. */
 bool conf_read_bool(struct loader *L, const struct sl_conf_value *v, bool *out);
 /* A sequence of non-empty strings, copied into the arena (NULL-terminated). */
@@ -271,6 +275,8 @@ enum field_kind {
     FK_UUID,        /* char * at offset */
     FK_U16,         /* uint16_t at offset, [min, max] */
     FK_U32,         /* uint32_t at offset, [min, max] */
+    FK_U64,         /* uint64_t at offset, [min, max] */
+    FK_NUMBER,      /* double at offset, an integer or a float in [min, max] */
     FK_INT,         /* integer in [min, max], checked and not stored */
     FK_BOOL,        /* bool at offset (NONE: checked and not stored) */
     FK_TAGS,        /* list of tags, checked and not stored */
@@ -360,6 +366,18 @@ bool conf_read_certificates(struct loader *L, const struct sl_conf_value *seq);
 bool conf_read_snis(struct loader *L, const struct sl_conf_value *seq, size_t certificate);
 bool conf_read_ca_certificates(struct loader *L, const struct sl_conf_value *seq);
 bool conf_read_jwt_secrets(struct loader *L, const struct sl_conf_value *seq, size_t consumer);
+
+/* ------------------------------------------------------------------------ */
+/* Resilience blocks (conf_resilience.c): `val` is the block's map; *out gets */
+/* set = true, the defaults, and what the map sets.                           */
+/* ------------------------------------------------------------------------ */
+
+bool conf_read_retry_policy(struct loader *L, const struct sl_conf_value *val,
+                            struct sl_retry_policy *out);
+bool conf_read_circuit_breakers(struct loader *L, const struct sl_conf_value *val,
+                                struct sl_circuit_breakers *out);
+bool conf_read_outlier_detection(struct loader *L, const struct sl_conf_value *val,
+                                 struct sl_outlier_detection *out);
 
 /* ------------------------------------------------------------------------ */
 /* Node block and SLUICE_<KEY> overrides (conf_node.c)                        */

@@ -1,6 +1,7 @@
 /*
  * Services: where a route sends its requests (url or protocol/host/port/
- * path), the timeouts and retries of the upstream side, upstream TLS.
+ * path), the timeouts and retries of the upstream side, upstream TLS, and
+ * the resilience blocks (read in conf_resilience.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,27 @@ static bool service_ca_certificates(struct loader *L, struct entity *e,
     return true;
 }
 
+static bool service_retry_policy(struct loader *L, struct entity *e,
+                                 const struct sl_conf_value *key, const struct sl_conf_value *val)
+{
+    return conf_read_retry_policy(L, val, &((struct service_rec *)e->obj)->s.retry_policy);
+}
+
+static bool service_circuit_breakers(struct loader *L, struct entity *e,
+                                     const struct sl_conf_value *key,
+                                     const struct sl_conf_value *val)
+{
+    return conf_read_circuit_breakers(L, val, &((struct service_rec *)e->obj)->s.circuit_breakers);
+}
+
+static bool service_outlier_detection(struct loader *L, struct entity *e,
+                                      const struct sl_conf_value *key,
+                                      const struct sl_conf_value *val)
+{
+    return conf_read_outlier_detection(L, val,
+                                       &((struct service_rec *)e->obj)->s.outlier_detection);
+}
+
 #define SERVICE_FIELD(n, k, m, lo, hi)                                                             \
     {                                                                                              \
         n, k, offsetof(struct service_rec, s) + offsetof(struct sl_service, m), lo, hi, NULL       \
@@ -239,6 +261,10 @@ static const struct field service_fields[] = {
     {"tls_verify_depth", FK_CUSTOM, 0, 0, 0, service_tls_verify_depth},
     {"ca_certificates", FK_CUSTOM, 0, 0, 0, service_ca_certificates},
     {"client_certificate", FK_UNSUPPORTED, NONE, 0, 0, NULL},
+    /* sluice's own (Envoy's names): a null block is an absent one */
+    {"retry_policy", FK_CUSTOM, 0, 0, 0, service_retry_policy},
+    {"circuit_breakers", FK_CUSTOM, 0, 0, 0, service_circuit_breakers},
+    {"outlier_detection", FK_CUSTOM, 0, 0, 0, service_outlier_detection},
     {"_comment", FK_COMMENT, NONE, 0, 0, NULL},
     {"_ignore", FK_IGNORE, NONE, 0, 0, NULL},
 };

@@ -589,6 +589,17 @@ bool conf_read_int(struct loader *L, const struct sl_conf_value *v, long long mi
     return true;
 }
 
+bool conf_read_number(struct loader *L, const struct sl_conf_value *v, double min, double max,
+                      double *out)
+{
+    if (v->type != SL_CONF_INT && v->type != SL_CONF_FLOAT)
+        return conf_fail(L, v, "expected a number, got %s", sl_conf_type_name(v->type));
+    if (!isfinite(v->number) || v->number < min || v->number > max)
+        return conf_fail(L, v, "value %s is out of range (%g..%g)", v->text, min, max);
+    *out = v->number;
+    return true;
+}
+
 bool conf_read_bool(struct loader *L, const struct sl_conf_value *v, bool *out)
 {
     if (v->type == SL_CONF_BOOL) {

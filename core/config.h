@@ -31,6 +31,65 @@ struct sl_cidr {
     unsigned prefix_len;
 };
 
+/*
+ * Resilience policies (docs/configuration.md, "Resilience"). Plain values
+ * inside the snapshot (sl_service, sl_node_config) and owned by it like the
+ * rest; `set` is false when the block is absent, and then every other
+ * field is zero. All durations are milliseconds.
+ */
+
+/* retry_policy.retry_on (Envoy's names) */
+/* clang-format off */
+#define SL_RETRY_CONNECT_FAILURE 0x01u /* "connect-failure": connect refused/failed/timed out, DNS failure */
+#define SL_RETRY_RESET 0x02u           /* "reset": the connection closed or reset before a response head */
+#define SL_RETRY_GATEWAY_ERROR 0x04u   /* "gateway-error": 502, 503, 504 (and per-try timeout) */
+#define SL_RETRY_5XX 0x08u             /* "5xx": any 5xx, reset, connect failure, per-try timeout */
+#define SL_RETRY_RETRIABLE_4XX 0x10u   /* "retriable-4xx": 409 */
+#define SL_RETRY_STATUS_CODES 0x20u    /* "retriable-status-codes": retriable_status_codes */
+/* clang-format on */
+
+/* A service's retry_policy: when set, it replaces the service's Kong
+ * `retries` (which keeps its Kong meaning otherwise). */
+struct sl_retry_policy {
+    bool set;          /* the service has a retry_policy block */
+    unsigned retry_on; /* SL_RETRY_* bits; default connect-failure|reset|gateway-error */
+    uint16_t *retriable_status_codes; /* owned by the snapshot */
+    size_t n_retriable_status_codes;
+    uint32_t num_retries;                   /* default 2 */
+    uint32_t per_try_timeout_ms;            /* default 0: the service's read_timeout */
+    uint32_t timeout_ms;                    /* whole request over all attempts; default 0: none */
+    uint32_t backoff_base_interval_ms;      /* default 25 */
+    uint32_t backoff_max_interval_ms;       /* default 250 (10 x base when only base is set) */
+    double budget_ratio;                    /* default 0.2 */
+    uint32_t budget_min_retries_per_second; /* default 10 */
+    uint32_t budget_ttl_ms;                 /* default 10000 */
+    uint64_t max_body_bytes;                /* default 65536 */
+    int line, column;                       /* of the retry_policy key's value */
+};
+
+/* Limits on the traffic to one upstream (a service's, or the sidecar's
+ * inbound app): absent, there are no limits at all. */
+struct sl_circuit_breakers {
+    bool set;                      /* the block is present (absent: no limits at all) */
+    uint32_t max_connections;      /* default 1024 */
+    uint32_t max_pending_requests; /* default 1024 */
+    uint32_t max_requests;         /* default 1024 */
+    uint32_t max_retries;          /* default 3 */
+    int line, column;
+};
+
+/* Ejection of a service's failing targets: absent, it is off. */
+struct sl_outlier_detection {
+    bool set;                             /* the block is present (absent: off) */
+    uint32_t consecutive_5xx;             /* default 5; 0 disables this rule */
+    uint32_t consecutive_gateway_failure; /* default 5; 0 disables this rule */
+    uint32_t interval_ms;                 /* default 10000 */
+    uint32_t base_ejection_time_ms;       /* default 30000 */
+    uint32_t max_ejection_time_ms;        /* default 300000 */
+    uint32_t max_ejection_percent;        /* default 10 (0..100) */
+    int line, column;
+};
+
 struct sl_node_config {
     struct sl_listen *proxy_listen;
     size_t n_proxy_listen;
@@ -115,7 +174,7 @@ struct sl_service {
     uint32_t connect_timeout_ms; /* default 60000 */
     uint32_t read_timeout_ms;    /* default 60000 */
     uint32_t write_timeout_ms;   /* default 60000 */
-    uint32_t retries;            /* default 5 */
+    uint32_t retries;            /* default 5; unused when retry_policy.set */
     bool enabled;                /* default true */
     /* The upstream entity whose name equals `host` (Kong: then the host is
      * balanced over its targets instead of resolved); NULL otherwise. */
@@ -124,6 +183,9 @@ struct sl_service {
     int tls_verify_depth;     /* -1 = not set */
     char **ca_certificates;   /* ids of ca_certificates entities */
     size_t n_ca_certificates;
+    struct sl_retry_policy retry_policy;
+    struct sl_circuit_breakers circuit_breakers;
+    struct sl_outlier_detection outlier_detection;
     size_t index;                /* position in sl_config.services */
     int line, column;            /* where the entity starts in the file */
 };

@@ -391,6 +391,104 @@ static const struct bad_case {
      "error"},
     {V3 "gateway:\n  keepalive_requests: [1]\n",
      "t.yml:3:23: keepalive_requests: expected a scalar, got a sequence"},
+
+/* retry_policy */
+#define SVC V3 "services:\n  - host: h\n"
+#define RP SVC "    retry_policy:\n"
+    {SVC "    retry_policy: [5xx]\n", "t.yml:4:19: expected a map, got a sequence"},
+    {SVC "    retry_policy: true\n", "t.yml:4:19: expected a map, got a boolean"},
+    {RP "      retries: 3\n", "t.yml:5:7: unknown field 'retries'"},
+    {RP "      retry_on: 5xx\n", "t.yml:5:17: expected a sequence, got a string"},
+    {RP "      retry_on: []\n",
+     "t.yml:5:17: retry_on must not be empty (num_retries: 0 turns retries off)"},
+    {RP "      retry_on: [5xx, \"503\"]\n",
+     "t.yml:5:23: unknown retry_on value '503' (expected connect-failure, reset, gateway-error, "
+     "5xx, retriable-4xx or retriable-status-codes)"},
+    {RP "      retry_on:\n        - reset\n        - refused-stream\n",
+     "t.yml:7:11: unknown retry_on value 'refused-stream' (expected connect-failure, reset, "
+     "gateway-error, 5xx, retriable-4xx or retriable-status-codes)"},
+    {RP "      retry_on: [5xx, 409]\n", "t.yml:5:23: expected a string, got an integer"},
+    {RP "      retriable_status_codes: 503\n", "t.yml:5:31: expected a sequence, got an integer"},
+    {RP "      retry_on: [retriable-status-codes]\n      retriable_status_codes: [503, 99]\n",
+     "t.yml:6:37: value 99 is out of range (100..599)"},
+    {RP "      retry_on: [retriable-status-codes]\n      retriable_status_codes: [600]\n",
+     "t.yml:6:32: value 600 is out of range (100..599)"},
+    {RP "      retry_on: [retriable-status-codes]\n      retriable_status_codes: [\"503\"]\n",
+     "t.yml:6:32: expected an integer, got a string"},
+    {RP "      retriable_status_codes: [503]\n",
+     "t.yml:5:31: retriable_status_codes needs 'retriable-status-codes' in retry_on"},
+    {RP "      retry_on: [5xx]\n      retriable_status_codes: [503]\n",
+     "t.yml:6:31: retriable_status_codes needs 'retriable-status-codes' in retry_on"},
+    {RP "      retry_on: [reset, retriable-status-codes]\n",
+     "t.yml:5:25: retry_on 'retriable-status-codes' needs a non-empty retriable_status_codes"},
+    {RP "      retriable_status_codes: []\n      retry_on: [retriable-status-codes]\n",
+     "t.yml:6:18: retry_on 'retriable-status-codes' needs a non-empty retriable_status_codes"},
+    {RP "      num_retries: 101\n", "t.yml:5:20: value 101 is out of range (0..100)"},
+    {RP "      num_retries: -1\n", "t.yml:5:20: value -1 is out of range (0..100)"},
+    {RP "      num_retries: two\n", "t.yml:5:20: expected an integer, got a string"},
+    {RP "      per_try_timeout: 2147483647\n",
+     "t.yml:5:24: value 2147483647 is out of range (0..2147483646)"},
+    {RP "      per_try_timeout: 1.5\n", "t.yml:5:24: expected an integer, got 1.5"},
+    {RP "      per_try_timeout: \"1s\"\n", "t.yml:5:24: expected an integer, got a string"},
+    {RP "      timeout: -1\n", "t.yml:5:16: value -1 is out of range (0..2147483646)"},
+    {RP "      backoff: 25\n", "t.yml:5:16: expected a map, got an integer"},
+    {RP "      backoff: {jitter: true}\n", "t.yml:5:17: unknown field 'jitter'"},
+    {RP "      backoff: {base_interval: 0}\n",
+     "t.yml:5:32: value 0 is out of range (1..2147483646)"},
+    {RP "      backoff: {max_interval: 0}\n",
+     "t.yml:5:31: value 0 is out of range (1..2147483646)"},
+    {RP "      backoff:\n        base_interval: 100\n        max_interval: 50\n",
+     "t.yml:7:23: max_interval: 50 is less than base_interval (100)"},
+    {RP "      backoff: {max_interval: 10}\n",
+     "t.yml:5:31: max_interval: 10 is less than base_interval (25)"},
+    {RP "      budget: 0.2\n", "t.yml:5:15: expected a map, got a number"},
+    {RP "      budget: {percent: 20}\n", "t.yml:5:16: unknown field 'percent'"},
+    {RP "      budget: {ratio: 1.5}\n", "t.yml:5:23: value 1.5 is out of range (0..1)"},
+    {RP "      budget: {ratio: -0.1}\n", "t.yml:5:23: value -0.1 is out of range (0..1)"},
+    {RP "      budget: {ratio: 2}\n", "t.yml:5:23: value 2 is out of range (0..1)"},
+    {RP "      budget: {ratio: .nan}\n", "t.yml:5:23: value .nan is out of range (0..1)"},
+    {RP "      budget: {ratio: \"0.2\"}\n", "t.yml:5:23: expected a number, got a string"},
+    {RP "      budget: {min_retries_per_second: 1000001}\n",
+     "t.yml:5:40: value 1000001 is out of range (0..1000000)"},
+    {RP "      budget: {ttl: 0}\n", "t.yml:5:21: value 0 is out of range (1..2147483646)"},
+    {RP "      max_body_bytes: 1073741825\n",
+     "t.yml:5:23: value 1073741825 is out of range (0..1073741824)"},
+    {RP "      max_body_bytes: 64k\n", "t.yml:5:23: expected an integer, got a string"},
+
+/* circuit_breakers */
+#define CB SVC "    circuit_breakers:\n"
+    {SVC "    circuit_breakers: []\n", "t.yml:4:23: expected a map, got a sequence"},
+    {CB "      max_connection: 1\n", "t.yml:5:7: unknown field 'max_connection'"},
+    {CB "      max_connections: 0\n", "t.yml:5:24: value 0 is out of range (1..1000000)"},
+    {CB "      max_pending_requests: 0\n", "t.yml:5:29: value 0 is out of range (1..1000000)"},
+    {CB "      max_requests: 1000001\n", "t.yml:5:21: value 1000001 is out of range (1..1000000)"},
+    {CB "      max_retries: -1\n", "t.yml:5:20: value -1 is out of range (0..1000000)"},
+    {CB "      max_retries: 1000001\n", "t.yml:5:20: value 1000001 is out of range (0..1000000)"},
+    {CB "      max_requests: 1e3x\n", "t.yml:5:21: expected an integer, got a string"},
+
+/* outlier_detection */
+#define OD SVC "    outlier_detection:\n"
+    {SVC "    outlier_detection: on\n", "t.yml:4:24: expected a map, got a string"},
+    {OD "      success_rate: {}\n", "t.yml:5:7: unknown field 'success_rate'"},
+    {OD "      consecutive_5xx: 1000001\n",
+     "t.yml:5:24: value 1000001 is out of range (0..1000000)"},
+    {OD "      consecutive_gateway_failure: -1\n",
+     "t.yml:5:36: value -1 is out of range (0..1000000)"},
+    {OD "      interval: 0\n", "t.yml:5:17: value 0 is out of range (1..2147483646)"},
+    {OD "      base_ejection_time: 0\n", "t.yml:5:27: value 0 is out of range (1..2147483646)"},
+    {OD "      max_ejection_time: 0\n", "t.yml:5:26: value 0 is out of range (1..2147483646)"},
+    {OD "      max_ejection_time: 1000\n",
+     "t.yml:5:26: max_ejection_time: 1000 is less than base_ejection_time (30000)"},
+    {OD "      max_ejection_time: 1000\n      base_ejection_time: 2000\n",
+     "t.yml:5:26: max_ejection_time: 1000 is less than base_ejection_time (2000)"},
+    {OD "      base_ejection_time: 400000\n",
+     "t.yml:5:27: base_ejection_time: 400000 is more than max_ejection_time (300000)"},
+    {OD "      max_ejection_percent: 101\n", "t.yml:5:29: value 101 is out of range (0..100)"},
+    {OD "      interval: 10s\n", "t.yml:5:17: expected an integer, got a string"},
+#undef OD
+#undef CB
+#undef RP
+#undef SVC
 };
 
 START_TEST(test_bad_config)
@@ -1775,6 +1873,162 @@ START_TEST(test_many_entities)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Resilience blocks of a service                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Absent: not set, and nothing else either; {}: set, with every default. */
+START_TEST(test_resilience_defaults)
+{
+    struct sl_config *cfg =
+        load_ok(V3 "services:\n  - host: a\n  - host: b\n    retry_policy: null\n"
+                   "    circuit_breakers: ~\n    outlier_detection:\n"
+                   "  - host: c\n    retry_policy: {}\n    circuit_breakers: {}\n"
+                   "    outlier_detection: {}\n");
+    static const struct sl_retry_policy no_retry;
+    static const struct sl_circuit_breakers no_breakers;
+    static const struct sl_outlier_detection no_outliers;
+    for (size_t i = 0; i < 2; i++) {
+        const struct sl_service *s = &cfg->services[i];
+        ck_assert_msg(memcmp(&s->retry_policy, &no_retry, sizeof no_retry) == 0, "service %zu", i);
+        ck_assert(memcmp(&s->circuit_breakers, &no_breakers, sizeof no_breakers) == 0);
+        ck_assert(memcmp(&s->outlier_detection, &no_outliers, sizeof no_outliers) == 0);
+        ck_assert_uint_eq(s->retries, 5); /* Kong's, kept when there is no retry_policy */
+    }
+    const struct sl_service *s = &cfg->services[2];
+    const struct sl_retry_policy *rp = &s->retry_policy;
+    ck_assert(rp->set);
+    ck_assert_uint_eq(rp->retry_on,
+                      SL_RETRY_CONNECT_FAILURE | SL_RETRY_RESET | SL_RETRY_GATEWAY_ERROR);
+    ck_assert_uint_eq(rp->n_retriable_status_codes, 0);
+    ck_assert_uint_eq(rp->num_retries, 2);
+    ck_assert_uint_eq(rp->per_try_timeout_ms, 0);
+    ck_assert_uint_eq(rp->timeout_ms, 0);
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 25);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 250);
+    ck_assert_double_eq(rp->budget_ratio, 0.2);
+    ck_assert_uint_eq(rp->budget_min_retries_per_second, 10);
+    ck_assert_uint_eq(rp->budget_ttl_ms, 10000);
+    ck_assert_uint_eq(rp->max_body_bytes, 65536);
+    ck_assert_int_eq(rp->line, 9);
+    ck_assert_int_eq(rp->column, 19);
+    const struct sl_circuit_breakers *cb = &s->circuit_breakers;
+    ck_assert(cb->set);
+    ck_assert_uint_eq(cb->max_connections, 1024);
+    ck_assert_uint_eq(cb->max_pending_requests, 1024);
+    ck_assert_uint_eq(cb->max_requests, 1024);
+    ck_assert_uint_eq(cb->max_retries, 3);
+    ck_assert_int_eq(cb->line, 10);
+    ck_assert_int_eq(cb->column, 23);
+    const struct sl_outlier_detection *od = &s->outlier_detection;
+    ck_assert(od->set);
+    ck_assert_uint_eq(od->consecutive_5xx, 5);
+    ck_assert_uint_eq(od->consecutive_gateway_failure, 5);
+    ck_assert_uint_eq(od->interval_ms, 10000);
+    ck_assert_uint_eq(od->base_ejection_time_ms, 30000);
+    ck_assert_uint_eq(od->max_ejection_time_ms, 300000);
+    ck_assert_uint_eq(od->max_ejection_percent, 10);
+    ck_assert_int_eq(od->line, 11);
+    ck_assert_int_eq(od->column, 24);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* Every key set, with values other than the defaults. */
+START_TEST(test_resilience_values)
+{
+    struct sl_config *cfg = load_ok(
+        V3 "services:\n"
+           "  - name: user-service\n"
+           "    host: user-service.upstream\n"
+           "    retries: 7\n"
+           "    retry_policy:\n"
+           "      retry_on: [connect-failure, reset, gateway-error, 5xx, retriable-4xx,\n"
+           "                 retriable-status-codes, 5xx]\n"
+           "      retriable_status_codes: [503, 429, 100, 599]\n"
+           "      num_retries: 100\n"
+           "      per_try_timeout: 2147483646\n"
+           "      timeout: 3000\n"
+           "      backoff: {base_interval: 10, max_interval: 10}\n"
+           "      budget: {ratio: 1, min_retries_per_second: 1000000, ttl: 1}\n"
+           "      max_body_bytes: 1073741824\n"
+           "    circuit_breakers: {max_connections: 1, max_pending_requests: 1000000,\n"
+           "                       max_requests: 7, max_retries: 0}\n"
+           "    outlier_detection:\n"
+           "      consecutive_5xx: 0\n"
+           "      consecutive_gateway_failure: 1000000\n"
+           "      interval: 1\n"
+           "      base_ejection_time: 500\n"
+           "      max_ejection_time: 500\n"
+           "      max_ejection_percent: 100\n"
+           "  - host: b\n"
+           "    retry_policy:\n"
+           "      retry_on: [5xx]\n"
+           "      backoff: {base_interval: 40}\n"
+           "      budget: {ratio: 0}\n"
+           "      max_body_bytes: 0\n"
+           "    outlier_detection: {max_ejection_percent: 0, consecutive_gateway_failure: 0}\n"
+           "  - host: c\n"
+           "    retry_policy:\n"
+           "      backoff: {base_interval: 300000000}\n"
+           "      budget: {ratio: 0.5}\n");
+    const struct sl_retry_policy *rp = &cfg->services[0].retry_policy;
+    ck_assert_uint_eq(cfg->services[0].retries, 7); /* kept as written, replaced at run time */
+    ck_assert_uint_eq(rp->retry_on, SL_RETRY_CONNECT_FAILURE | SL_RETRY_RESET |
+                                        SL_RETRY_GATEWAY_ERROR | SL_RETRY_5XX |
+                                        SL_RETRY_RETRIABLE_4XX | SL_RETRY_STATUS_CODES);
+    ck_assert_uint_eq(rp->n_retriable_status_codes, 4);
+    ck_assert_uint_eq(rp->retriable_status_codes[0], 503);
+    ck_assert_uint_eq(rp->retriable_status_codes[1], 429);
+    ck_assert_uint_eq(rp->retriable_status_codes[2], 100);
+    ck_assert_uint_eq(rp->retriable_status_codes[3], 599);
+    ck_assert_uint_eq(rp->num_retries, 100);
+    ck_assert_uint_eq(rp->per_try_timeout_ms, 2147483646u);
+    ck_assert_uint_eq(rp->timeout_ms, 3000);
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 10);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 10);
+    ck_assert_double_eq(rp->budget_ratio, 1.0);
+    ck_assert_uint_eq(rp->budget_min_retries_per_second, 1000000);
+    ck_assert_uint_eq(rp->budget_ttl_ms, 1);
+    ck_assert_uint_eq(rp->max_body_bytes, 1u << 30);
+    ck_assert_int_eq(rp->line, 7);
+    ck_assert_int_eq(rp->column, 7);
+    const struct sl_circuit_breakers *cb = &cfg->services[0].circuit_breakers;
+    ck_assert(cb->set);
+    ck_assert_uint_eq(cb->max_connections, 1);
+    ck_assert_uint_eq(cb->max_pending_requests, 1000000);
+    ck_assert_uint_eq(cb->max_requests, 7);
+    ck_assert_uint_eq(cb->max_retries, 0);
+    const struct sl_outlier_detection *od = &cfg->services[0].outlier_detection;
+    ck_assert_uint_eq(od->consecutive_5xx, 0);
+    ck_assert_uint_eq(od->consecutive_gateway_failure, 1000000);
+    ck_assert_uint_eq(od->interval_ms, 1);
+    ck_assert_uint_eq(od->base_ejection_time_ms, 500);
+    ck_assert_uint_eq(od->max_ejection_time_ms, 500);
+    ck_assert_uint_eq(od->max_ejection_percent, 100);
+
+    rp = &cfg->services[1].retry_policy;
+    ck_assert_uint_eq(rp->retry_on, SL_RETRY_5XX);
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 40);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 400); /* 10 x base */
+    ck_assert_double_eq(rp->budget_ratio, 0.0);
+    ck_assert_uint_eq(rp->budget_min_retries_per_second, 10); /* the rest of budget: defaults */
+    ck_assert_uint_eq(rp->budget_ttl_ms, 10000);
+    ck_assert_uint_eq(rp->max_body_bytes, 0);
+    ck_assert(!cfg->services[1].circuit_breakers.set);
+    od = &cfg->services[1].outlier_detection;
+    ck_assert_uint_eq(od->max_ejection_percent, 0);
+    ck_assert_uint_eq(od->consecutive_gateway_failure, 0);
+    ck_assert_uint_eq(od->consecutive_5xx, 5);
+
+    rp = &cfg->services[2].retry_policy;
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 300000000u);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 2147483646u); /* 10 x base, capped */
+    ck_assert_double_eq(rp->budget_ratio, 0.5);
+    sl_config_unref(cfg);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     clear_env();
@@ -1808,6 +2062,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_upstream_hashing);
     tcase_add_test(tc, test_plugin_scopes);
     tcase_add_test(tc, test_admin_listen);
+    tcase_add_test(tc, test_resilience_defaults);
+    tcase_add_test(tc, test_resilience_values);
     suite_add_tcase(s, tc);
     return s;
 }
