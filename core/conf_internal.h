@@ -167,7 +167,7 @@ struct node_source {
     const char *env;                  /* set from the environment (wins) */
 };
 
-#define N_NODE_FIELDS 25
+#define N_NODE_FIELDS 32
 
 /* The state of one load: on the stack of sl_config_load_buffer(), gone when
  * it returns. cfg and arena become the snapshot (or are freed on failure);
@@ -182,7 +182,8 @@ struct loader {
     const char *data;
     size_t len;
     size_t n_nodes;
-    bool legacy_paths; /* _format_version < 3.0: Kong's regex path heuristic */
+    bool legacy_paths;                      /* _format_version < 3.0: Kong's regex path heuristic */
+    const struct sl_conf_value *node_block; /* the key of the role's block; NULL without one */
 
     struct vec services;        /* struct service_rec */
     struct vec routes;          /* struct route_rec */
@@ -258,6 +259,21 @@ bool conf_valid_ipv6(const char *h, size_t n);
  * without). Returns NULL on success and sets *start and *len to the part to keep.
  */
 const char *conf_host_problem(const char *h, size_t n, size_t *start, size_t *len);
+
+/* The parts of "scheme://host[:port][/path]" (no credentials, query or
+ * fragment): pointers into the URL, which must outlive them. */
+struct conf_url {
+    char scheme[16];       /* lower case */
+    const char *authority; /* after "://" */
+    const char *host;      /* an IPv6 literal without its brackets */
+    size_t host_len;
+    long port;        /* -1 when the URL has none */
+    const char *path; /* "" when the URL has none */
+    char why[80];     /* the problem, when a step returns false */
+};
+/* First the scheme (the caller judges it), then the rest. */
+bool conf_url_scheme(const char *url, struct conf_url *out);
+bool conf_url_rest(struct conf_url *out);
 
 /* ------------------------------------------------------------------------ */
 /* Entities: descriptor tables and a generic reader (conf_entities.c)         */
@@ -383,7 +399,8 @@ bool conf_read_outlier_detection(struct loader *L, const struct sl_conf_value *v
 /* Node block and SLUICE_<KEY> overrides (conf_node.c)                        */
 /* ------------------------------------------------------------------------ */
 
-void conf_node_defaults(struct sl_node_config *n);
+/* The defaults of the role ("gateway" or "sidecar"). */
+void conf_node_defaults(struct sl_node_config *n, const char *role);
 bool conf_read_node_block(struct loader *L, const struct sl_conf_value *map);
 /* SLUICE_<KEY> wins over the file. */
 bool conf_apply_env(struct loader *L);

@@ -3,6 +3,8 @@
  * after kong.conf, each one overridable by SLUICE_<KEY> (upper case) as Kong
  * does with KONG_<KEY>. One table of keys (`node_fields`) serves the file
  * and the environment; values from either are parsed from text the same way.
+ * A key belongs to one role or to both: a key of the other role is an
+ * unknown field in the block, and its variable is not read.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,7 +25,7 @@
 
 enum node_kind {
     NK_LISTEN_LIST, /* proxy_listen */
-    NK_LISTEN_ONE,  /* status_listen, admin_listen: one entry or "off" */
+    NK_LISTEN_ONE,  /* status_listen, admin_listen, ...: one entry or "off" (unless NF_NO_OFF) */
     NK_WORKERS,     /* integer >= 1 or "auto" */
     NK_CIDRS,       /* trusted_ips */
     NK_MS,          /* duration: integer ms or "500ms" / "60s" / "2m" / "1h" */
@@ -31,8 +33,19 @@ enum node_kind {
     NK_BYTES,       /* size: integer bytes or "8k" / "10m" / "1g" */
     NK_ONOFF,       /* boolean or on/off */
     NK_LOG_LEVEL,
-    NK_DNS_SERVERS, /* "ip[:port]" list, comma-separated (kong.conf dns_resolver) */
-    NK_PATH,        /* a file path */
+    NK_DNS_SERVERS,  /* "ip[:port]" list, comma-separated (kong.conf dns_resolver) */
+    NK_PATH,         /* a file path */
+    NK_SERVICE_NAME, /* 1..127 of [A-Za-z0-9._-] */
+    NK_APP_URL,      /* "http://host[:port][/]" */
+    NK_BREAKERS,     /* a circuit_breakers map (the file only: NF_NO_ENV) */
+};
+
+enum {
+    NF_GATEWAY = 0x1, /* a key of the gateway: block */
+    NF_SIDECAR = 0x2, /* a key of the sidecar: block */
+    NF_BOTH = NF_GATEWAY | NF_SIDECAR,
+    NF_NO_OFF = 0x4, /* NK_LISTEN_ONE: "off" is refused */
+    NF_NO_ENV = 0x8, /* no SLUICE_<KEY> override */
 };
 
 struct node_field {
@@ -40,18 +53,21 @@ struct node_field {
     enum node_kind kind;
     size_t offset;
     unsigned long long min, max;
+    unsigned flags; /* NF_* */
 };
 
-#define NODE_FIELD(n, k, lo, hi)                                                                   \
+#define NODE_KEY(n, k, lo, hi, flags)                                                              \
     {                                                                                              \
-#n, k, offsetof(struct sl_node_config, n), lo, hi                                          \
+#n, k, offsetof(struct sl_node_config, n), lo, hi, flags                                   \
     }
-#define NODE_MS(n, lo)                                                                             \
+#define NODE_FIELD(n, k, lo, hi) NODE_KEY(n, k, lo, hi, NF_BOTH)
+#define NODE_MS_KEY(n, lo, flags)                                                                  \
     {                                                                                              \
-#n, NK_MS, offsetof(struct sl_node_config, n##_ms), lo, 2147483646ULL                      \
+#n, NK_MS, offsetof(struct sl_node_config, n##_ms), lo, 2147483646ULL, flags               \
     }
+#define NODE_MS(n, lo) NODE_MS_KEY(n, lo, NF_BOTH)
 static const struct node_field node_fields[] = {
-    NODE_FIELD(proxy_listen, NK_LISTEN_LIST, 0, 0),
+    NODE_KEY(proxy_listen, NK_LISTEN_LIST, 0, 0, NF_GATEWAY),
     NODE_FIELD(status_listen, NK_LISTEN_ONE, 0, 0),
     NODE_FIELD(admin_listen, NK_LISTEN_ONE, 0, 0),
     NODE_FIELD(worker_processes, NK_WORKERS, 1, 1024),
@@ -74,6 +90,13 @@ static const struct node_field node_fields[] = {
     NODE_FIELD(log_level, NK_LOG_LEVEL, 0, 0),
     NODE_FIELD(dns_resolver, NK_DNS_SERVERS, 0, 0),
     NODE_FIELD(dns_hostsfile, NK_PATH, 0, 0),
+    /* the sidecar's own */
+    NODE_KEY(service_name, NK_SERVICE_NAME, 0, 0, NF_SIDECAR),
+    NODE_KEY(inbound_listen, NK_LISTEN_ONE, 0, 0, NF_SIDECAR | NF_NO_OFF),
+    NODE_KEY(outbound_listen, NK_LISTEN_ONE, 0, 0, NF_SIDECAR),
+    NODE_KEY(app_url, NK_APP_URL, 0, 0, NF_SIDECAR),
+    NODE_MS_KEY(drain_delay, 0, NF_SIDECAR),
+    NODE_KEY(inbound_circuit_breakers, NK_BREAKERS, 0, 0, NF_SIDECAR | NF_NO_ENV),
 };
 #define N_NODE_FIELDS_USED (sizeof node_fields / sizeof node_fields[0])
 _Static_assert(N_NODE_FIELDS_USED <= N_NODE_FIELDS, "raise N_NODE_FIELDS");
@@ -86,12 +109,22 @@ static int online_cpus(void)
     return n > 1024 ? 1024 : (int)n;
 }
 
-void conf_node_defaults(struct sl_node_config *n)
+/* The role's bit of node_field.flags. */
+static unsigned role_flag(const struct loader *L)
+{
+    return strcmp(L->role, "sidecar") == 0 ? NF_SIDECAR : NF_GATEWAY;
+}
+
+void conf_node_defaults(struct sl_node_config *n, const char *role)
 {
     memset(n, 0, sizeof *n);
-    snprintf(n->status_listen.host, sizeof n->status_listen.host, "127.0.0.1");
-    n->status_listen.port = 8100;
-    n->worker_processes = online_cpus(); /* "auto", as DESIGN.md and Kong */
+    bool sidecar = strcmp(role, "sidecar") == 0;
+    /* the sidecar's ports are Istio's: health 15021, inbound 15006, outbound 15001 */
+    snprintf(n->status_listen.host, sizeof n->status_listen.host,
+             sidecar ? "0.0.0.0" : "127.0.0.1");
+    n->status_listen.port = sidecar ? 15021 : 8100;
+    /* the gateway: "auto", as DESIGN.md and Kong; a sidecar shares its pod */
+    n->worker_processes = sidecar ? 1 : online_cpus();
     n->client_header_timeout_ms = 60000;
     n->client_body_timeout_ms = 60000;
     n->client_body_total_timeout_ms = 300000;
@@ -109,6 +142,16 @@ void conf_node_defaults(struct sl_node_config *n)
     n->access_log = true;
     snprintf(n->log_level, sizeof n->log_level, "notice");
     snprintf(n->dns_hostsfile, sizeof n->dns_hostsfile, "/etc/hosts");
+    if (sidecar) {
+        snprintf(n->inbound_listen.host, sizeof n->inbound_listen.host, "0.0.0.0");
+        n->inbound_listen.port = 15006;
+        snprintf(n->outbound_listen.host, sizeof n->outbound_listen.host, "127.0.0.1");
+        n->outbound_listen.port = 15001;
+        snprintf(n->app_url, sizeof n->app_url, "http://127.0.0.1:8080");
+        snprintf(n->app_host, sizeof n->app_host, "127.0.0.1");
+        n->app_port = 8080;
+        n->drain_delay_ms = 5000;
+    }
 }
 
 /* One dns_resolver entry: "1.2.3.4", "1.2.3.4:53", "[::1]:53" or "::1". */
@@ -370,6 +413,56 @@ static bool parse_size(const char *s, unsigned long long *out)
     return true;
 }
 
+/* service_name: what a metric label, a span attribute and a Host can carry. */
+static bool valid_service_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 127)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* app_url: the local app, plain http on host[:port], no path but "/".
+ * Returns NULL when valid, else the reason (possibly in u). */
+static const char *app_url_problem(const char *text, struct conf_url *u)
+{
+    if (!conf_url_scheme(text, u))
+        return u->why;
+    if (strcmp(u->scheme, "http") != 0)
+        return "the scheme must be http";
+    if (!conf_url_rest(u))
+        return u->why;
+    if (u->port == 0)
+        return "bad port";
+    if (*u->path != '\0' && strcmp(u->path, "/") != 0)
+        return "a path other than '/' is not allowed";
+    return NULL;
+}
+
+static bool set_app_url(const char *text, struct sl_node_config *n, char *why, size_t why_size)
+{
+    if (strlen(text) >= sizeof n->app_url) {
+        snprintf(why, why_size, "longer than %zu bytes", sizeof n->app_url - 1);
+        return false;
+    }
+    struct conf_url u;
+    const char *problem = app_url_problem(text, &u);
+    if (problem != NULL) {
+        snprintf(why, why_size, "%s", problem);
+        return false;
+    }
+    snprintf(n->app_url, sizeof n->app_url, "%s", text);
+    snprintf(n->app_host, sizeof n->app_host, "%.*s", (int)u.host_len, u.host);
+    n->app_port = u.port > 0 ? (uint16_t)u.port : 80;
+    return true;
+}
+
 /* One place for both sources of an error: a node of the file, or a variable. */
 struct node_origin {
     const char *key;                  /* field name */
@@ -480,6 +573,8 @@ static bool node_set_text(struct loader *L, const struct node_field *f, const st
     case NK_LISTEN_ONE: {
         struct sl_listen *out = (struct sl_listen *)(base + f->offset);
         if (strcmp(text, "off") == 0) {
+            if (f->flags & NF_NO_OFF)
+                return bad_value(L, o, text, "this listener cannot be off");
             memset(out, 0, sizeof *out);
             return true;
         }
@@ -572,6 +667,17 @@ static bool node_set_text(struct loader *L, const struct node_field *f, const st
             return bad_value(L, o, text, "expected debug, info, notice, warn or error");
         snprintf(base + f->offset, sizeof L->cfg->node.log_level, "%s", text);
         return true;
+    case NK_SERVICE_NAME:
+        if (!valid_service_name(text))
+            return bad_value(L, o, text, "expected 1 to 127 characters of A-Z a-z 0-9 . _ -");
+        snprintf(base + f->offset, sizeof L->cfg->node.service_name, "%s", text);
+        return true;
+    case NK_APP_URL:
+        if (!set_app_url(text, &L->cfg->node, why, sizeof why))
+            return bad_value(L, o, text, why);
+        return true;
+    case NK_BREAKERS: /* NF_NO_ENV: only ever read from the file's map */
+        return bad_value(L, o, text, "expected a map in the file");
     }
     return true;
 }
@@ -611,6 +717,9 @@ static bool node_set_yaml(struct loader *L, const struct node_field *f,
         free(items);
         return ok;
     }
+    if (f->kind == NK_BREAKERS)
+        return conf_read_circuit_breakers(
+            L, val, (struct sl_circuit_breakers *)((char *)&L->cfg->node + f->offset));
     if (val->text == NULL)
         return conf_fail(L, val, "%s: expected %s, got %s", f->name,
                          is_list ? "a string or a sequence" : "a scalar",
@@ -620,6 +729,8 @@ static bool node_set_yaml(struct loader *L, const struct node_field *f,
     if ((f->kind == NK_U32 || f->kind == NK_MS || f->kind == NK_BYTES || f->kind == NK_WORKERS) &&
         val->type != SL_CONF_INT && val->type != SL_CONF_STRING)
         return bad_value(L, &o, val->text, "expected an integer");
+    if ((f->kind == NK_SERVICE_NAME || f->kind == NK_APP_URL) && val->type != SL_CONF_STRING)
+        return bad_value(L, &o, val->text, "expected a string");
     return node_set_text(L, f, &o, val->text);
 }
 
@@ -635,7 +746,8 @@ bool conf_read_node_block(struct loader *L, const struct sl_conf_value *map)
             continue;
         }
         size_t fi = 0;
-        while (fi < N_NODE_FIELDS_USED && strcmp(node_fields[fi].name, key->text) != 0)
+        while (fi < N_NODE_FIELDS_USED && (strcmp(node_fields[fi].name, key->text) != 0 ||
+                                           !(node_fields[fi].flags & role_flag(L))))
             fi++;
         if (fi == N_NODE_FIELDS_USED) {
             char q[100];
@@ -655,6 +767,8 @@ bool conf_apply_env(struct loader *L)
 {
     for (size_t fi = 0; fi < N_NODE_FIELDS_USED; fi++) {
         const struct node_field *f = &node_fields[fi];
+        if (!(f->flags & role_flag(L)) || (f->flags & NF_NO_ENV))
+            continue;
         char var[64] = "SLUICE_";
         size_t n = strlen(var);
         for (const char *c = f->name; *c && n + 1 < sizeof var; c++)
@@ -691,26 +805,44 @@ static bool origin_set(const struct node_origin *o)
     return o->node != NULL || o->env != NULL;
 }
 
-/* Every listener: the proxy_listen entries, then status_listen, admin_listen. */
+/* The listeners of one entry each, after the proxy_listen entries (those of
+ * the other role are off: port 0). */
+static const char *const single_listeners[] = {"status_listen", "admin_listen", "inbound_listen",
+                                               "outbound_listen"};
+#define N_SINGLE_LISTENERS (sizeof single_listeners / sizeof single_listeners[0])
+
 static const struct sl_listen *listen_at(const struct sl_node_config *n, size_t i)
 {
     if (i < n->n_proxy_listen)
         return &n->proxy_listen[i];
-    return i == n->n_proxy_listen ? &n->status_listen : &n->admin_listen;
+    const struct sl_listen *single[] = {&n->status_listen, &n->admin_listen, &n->inbound_listen,
+                                        &n->outbound_listen};
+    _Static_assert(sizeof single / sizeof single[0] == N_SINGLE_LISTENERS, "one name each");
+    return single[i - n->n_proxy_listen];
 }
 
 static const char *listen_name(const struct sl_node_config *n, size_t i)
 {
-    return i < n->n_proxy_listen    ? "proxy_listen"
-           : i == n->n_proxy_listen ? "status_listen"
-                                    : "admin_listen";
+    return i < n->n_proxy_listen ? "proxy_listen" : single_listeners[i - n->n_proxy_listen];
+}
+
+/* sidecar.service_name: at the sidecar block, or at 1:1 without one. */
+static bool check_service_name(struct loader *L)
+{
+    if (strcmp(L->role, "sidecar") != 0 || L->cfg->node.service_name[0] != '\0')
+        return true;
+    if (L->node_block != NULL)
+        return conf_fail(L, L->node_block, "sidecar.service_name is required");
+    return conf_fail_at(L, 1, 1, "sidecar.service_name is required");
 }
 
 /* Rules that involve several node keys, checked after the overrides. */
 bool conf_check_node(struct loader *L)
 {
     struct sl_node_config *n = &L->cfg->node;
-    if (n->proxy_listen == NULL) {
+    if (!check_service_name(L))
+        return false;
+    if (n->proxy_listen == NULL && role_flag(L) == NF_GATEWAY) {
         n->proxy_listen = conf_alloc(L, sizeof *n->proxy_listen);
         if (n->proxy_listen == NULL)
             return false;
@@ -729,7 +861,7 @@ bool conf_check_node(struct loader *L)
     }
     /* Two sockets on one address would split its traffic (SO_REUSEPORT) or
      * fail to bind; a wildcard address covers every address of its family. */
-    size_t n_all = n->n_proxy_listen + 2;
+    size_t n_all = n->n_proxy_listen + N_SINGLE_LISTENERS;
     for (size_t i = 0; i < n_all; i++) {
         const struct sl_listen *a = listen_at(n, i);
         for (size_t j = i + 1; j < n_all; j++) {
@@ -743,9 +875,15 @@ bool conf_check_node(struct loader *L)
             bool same = strcmp(a->host, b->host) == 0;
             if (!same && strcmp(a->host, any) != 0 && strcmp(b->host, any) != 0)
                 continue;
+            /* reported at the later key when it was set, else at the earlier
+             * one; the reported key's address comes first */
             struct node_origin o = origin_of(L, listen_name(n, j));
-            if (!origin_set(&o))
+            if (!origin_set(&o)) {
                 o = origin_of(L, listen_name(n, i));
+                const struct sl_listen *t = a;
+                a = b;
+                b = t;
+            }
             if (same)
                 return fail_node(L, &o, "address %s%s%s:%u is used twice", a6 ? "[" : "", a->host,
                                  a6 ? "]" : "", a->port);

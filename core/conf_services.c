@@ -22,83 +22,28 @@ static bool service_url(struct loader *L, struct entity *e, const struct sl_conf
     char q[100];
     if (!conf_read_string(L, val, &url))
         return false;
-    const char *sep = strstr(url, "://");
-    if (sep == NULL)
-        return conf_fail(L, val, "invalid url '%s': missing scheme", conf_excerpt(q, url));
-    size_t scheme_len = (size_t)(sep - url);
-    char scheme[16];
-    if (scheme_len == 0 || scheme_len >= sizeof scheme)
-        return conf_fail(L, val, "invalid url '%s': bad scheme", conf_excerpt(q, url));
-    for (size_t i = 0; i < scheme_len; i++)
-        scheme[i] = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] - 'A' + 'a' : url[i]);
-    scheme[scheme_len] = '\0';
+    struct conf_url u;
+    if (!conf_url_scheme(url, &u))
+        return conf_fail(L, val, "invalid url '%s': %s", conf_excerpt(q, url), u.why);
     uint16_t default_port;
-    if (strcmp(scheme, "http") == 0)
+    if (strcmp(u.scheme, "http") == 0)
         default_port = 80;
-    else if (strcmp(scheme, "https") == 0)
+    else if (strcmp(u.scheme, "https") == 0)
         default_port = 443;
-    else if (conf_kong_protocol(scheme))
-        return conf_fail(L, val, "protocol '%s' is not supported yet", scheme);
+    else if (conf_kong_protocol(u.scheme))
+        return conf_fail(L, val, "protocol '%s' is not supported yet", u.scheme);
     else
         return conf_fail(L, val, "invalid url '%s': the scheme must be http or https",
                          conf_excerpt(q, url));
-
-    const char *auth = sep + 3;
-    size_t auth_len = strcspn(auth, "/?#");
-    const char *rest = auth + auth_len;
-    if (memchr(auth, '@', auth_len) != NULL)
-        return conf_fail(L, val, "invalid url '%s': credentials in a url are not supported",
-                         conf_excerpt(q, url));
-    if (*rest == '?' || *rest == '#' || strpbrk(rest, "?#") != NULL)
-        return conf_fail(L, val, "invalid url '%s': a query string or fragment is not allowed",
-                         conf_excerpt(q, url));
-
-    /* host[:port], the host possibly an [IPv6] literal */
-    const char *host = auth, *port = NULL;
-    size_t host_len = auth_len;
-    if (auth_len > 0 && auth[0] == '[') {
-        const char *close = memchr(auth, ']', auth_len);
-        if (close == NULL)
-            return conf_fail(L, val, "invalid url '%s': unterminated IPv6 address",
-                             conf_excerpt(q, url));
-        host_len = (size_t)(close - auth) + 1;
-        if (host_len < auth_len) {
-            if (auth[host_len] != ':')
-                return conf_fail(L, val, "invalid url '%s'", conf_excerpt(q, url));
-            port = auth + host_len + 1;
-        }
-    } else {
-        const char *colon = memchr(auth, ':', auth_len);
-        if (colon != NULL) {
-            host_len = (size_t)(colon - auth);
-            port = colon + 1;
-        }
-    }
-    if (host_len == 0)
-        return conf_fail(L, val, "invalid url '%s': missing host", conf_excerpt(q, url));
-    size_t hs, hl;
-    const char *why = conf_host_problem(host, host_len, &hs, &hl);
-    if (why != NULL)
-        return conf_fail(L, val, "invalid url '%s': %s", conf_excerpt(q, url), why);
-    unsigned long port_num = default_port;
-    if (port != NULL) {
-        size_t port_len = (size_t)(rest - port);
-        if (!conf_is_digits(port, port_len, 10) || port_len > 5 ||
-            (port_num = strtoul(port, NULL, 10)) > 65535)
-            return conf_fail(L, val, "invalid url '%s': bad port", conf_excerpt(q, url));
-    }
-    if (*rest != '\0') {
-        why = conf_path_problem(rest);
-        if (why != NULL)
-            return conf_fail(L, val, "invalid url '%s': path %s", conf_excerpt(q, url), why);
-    }
-    if ((s->protocol = conf_strdup(L, scheme)) == NULL ||
-        (s->host = conf_strndup(L, host + hs, hl)) == NULL)
+    if (!conf_url_rest(&u))
+        return conf_fail(L, val, "invalid url '%s': %s", conf_excerpt(q, url), u.why);
+    if ((s->protocol = conf_strdup(L, u.scheme)) == NULL ||
+        (s->host = conf_strndup(L, u.host, u.host_len)) == NULL)
         return false;
-    s->port = (uint16_t)port_num;
+    s->port = u.port >= 0 ? (uint16_t)u.port : default_port;
     rec->port_set = true;
     s->path = NULL;
-    if (*rest != '\0' && (s->path = conf_strdup(L, rest)) == NULL)
+    if (*u.path != '\0' && (s->path = conf_strdup(L, u.path)) == NULL)
         return false;
     return true;
 }

@@ -786,3 +786,95 @@ const char *conf_host_problem(const char *h, size_t n, size_t *start, size_t *le
         return "invalid hostname";
     return NULL;
 }
+
+/*
+ * An absolute URL, "scheme://host[:port][/path]", in two steps so that the
+ * caller can judge the scheme before the rest is looked at.
+ */
+bool conf_url_scheme(const char *url, struct conf_url *out)
+{
+    memset(out, 0, sizeof *out);
+    out->port = -1;
+    out->path = "";
+    const char *sep = strstr(url, "://");
+    if (sep == NULL) {
+        snprintf(out->why, sizeof out->why, "missing scheme");
+        return false;
+    }
+    size_t scheme_len = (size_t)(sep - url);
+    if (scheme_len == 0 || scheme_len >= sizeof out->scheme) {
+        snprintf(out->why, sizeof out->why, "bad scheme");
+        return false;
+    }
+    for (size_t i = 0; i < scheme_len; i++)
+        out->scheme[i] = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] - 'A' + 'a' : url[i]);
+    out->authority = sep + 3;
+    return true;
+}
+
+bool conf_url_rest(struct conf_url *out)
+{
+    const char *auth = out->authority;
+    size_t auth_len = strcspn(auth, "/?#");
+    const char *rest = auth + auth_len;
+    if (memchr(auth, '@', auth_len) != NULL) {
+        snprintf(out->why, sizeof out->why, "credentials in a url are not supported");
+        return false;
+    }
+    if (strpbrk(rest, "?#") != NULL) {
+        snprintf(out->why, sizeof out->why, "a query string or fragment is not allowed");
+        return false;
+    }
+    /* host[:port], the host possibly an [IPv6] literal */
+    const char *port = NULL;
+    size_t host_len = auth_len;
+    if (auth_len > 0 && auth[0] == '[') {
+        const char *close = memchr(auth, ']', auth_len);
+        if (close == NULL) {
+            snprintf(out->why, sizeof out->why, "unterminated IPv6 address");
+            return false;
+        }
+        host_len = (size_t)(close - auth) + 1;
+        if (host_len < auth_len) {
+            if (auth[host_len] != ':') {
+                snprintf(out->why, sizeof out->why, "expected ':' after the IPv6 address");
+                return false;
+            }
+            port = auth + host_len + 1;
+        }
+    } else {
+        const char *colon = memchr(auth, ':', auth_len);
+        if (colon != NULL) {
+            host_len = (size_t)(colon - auth);
+            port = colon + 1;
+        }
+    }
+    if (host_len == 0) {
+        snprintf(out->why, sizeof out->why, "missing host");
+        return false;
+    }
+    size_t start, len;
+    const char *why = conf_host_problem(auth, host_len, &start, &len);
+    if (why != NULL) {
+        snprintf(out->why, sizeof out->why, "%s", why);
+        return false;
+    }
+    out->host = auth + start;
+    out->host_len = len;
+    if (port != NULL) {
+        size_t port_len = (size_t)(rest - port);
+        unsigned long n = 0;
+        if (!conf_is_digits(port, port_len, 10) || port_len > 5 ||
+            (n = strtoul(port, NULL, 10)) > 65535) {
+            snprintf(out->why, sizeof out->why, "bad port");
+            return false;
+        }
+        out->port = (long)n;
+    }
+    if (*rest != '\0' && (why = conf_path_problem(rest)) != NULL) {
+        snprintf(out->why, sizeof out->why, "path %s", why);
+        return false;
+    }
+    out->path = rest;
+    return true;
+}

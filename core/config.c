@@ -108,6 +108,7 @@ static bool read_top(struct loader *L, const struct sl_conf_value *root)
             continue;
         }
         if (strcmp(k, L->role) == 0) {
+            L->node_block = key;
             if (val->type != SL_CONF_NULL && !conf_read_node_block(L, val))
                 return false;
             continue;
@@ -475,7 +476,8 @@ struct sl_config *sl_config_load_buffer(const char *data, size_t len, const char
     atomic_init(&cfg->refcount, 1);
     L.cfg = cfg;
     L.arena = cfg->arena;
-    conf_node_defaults(&cfg->node);
+    cfg->role = strcmp(role, "sidecar") == 0 ? "sidecar" : "gateway";
+    conf_node_defaults(&cfg->node, cfg->role);
 
     bool ok = false;
     if (strcmp(role, "gateway") != 0 && strcmp(role, "sidecar") != 0) {

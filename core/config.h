@@ -90,12 +90,14 @@ struct sl_outlier_detection {
     int line, column;
 };
 
+/* The node block (`gateway:` or `sidecar:`), in the snapshot. Keys of the
+ * other role keep their zero value, except where a default says otherwise. */
 struct sl_node_config {
-    struct sl_listen *proxy_listen;
+    struct sl_listen *proxy_listen; /* gateway role; NULL (none) in the sidecar role */
     size_t n_proxy_listen;
-    struct sl_listen status_listen; /* port 0 = off; default 127.0.0.1:8100 */
+    struct sl_listen status_listen; /* port 0 = off; 127.0.0.1:8100 (sidecar: 0.0.0.0:15021) */
     struct sl_listen admin_listen;  /* POST /config; port 0 = off (the default) */
-    int worker_processes;           /* resolved: "auto" -> number of cores */
+    int worker_processes;           /* resolved: "auto" -> number of cores (sidecar default 1) */
     struct sl_cidr *trusted_ips;
     size_t n_trusted_ips;
 
@@ -124,6 +126,16 @@ struct sl_node_config {
     uint32_t graceful_shutdown_timeout_ms; /* SIGTERM drain grace; default 10000; 0 = none */
     bool access_log;                       /* JSON line per request on stdout; default true */
     char log_level[16]; /* "debug" "info" "notice" "warn" "error"; default "notice" */
+
+    /* sidecar role (zero/empty in the gateway role) */
+    char service_name[128];           /* required in the sidecar role */
+    struct sl_listen inbound_listen;  /* default 0.0.0.0:15006 */
+    struct sl_listen outbound_listen; /* default 127.0.0.1:15001 */
+    char app_url[512];                /* default "http://127.0.0.1:8080", as written */
+    char app_host[256];               /* parsed from app_url (IPv6 without brackets) */
+    uint16_t app_port;                /* parsed; default 80 when the URL has none */
+    uint32_t drain_delay_ms;          /* default 5000 */
+    struct sl_circuit_breakers inbound_circuit_breakers; /* key inbound_circuit_breakers */
 };
 
 /*
@@ -365,6 +377,7 @@ struct sl_arena; /* private allocator owning every string and array of a snapsho
 struct sl_config {
     atomic_int refcount;
     char *source_path; /* file it came from */
+    const char *role;  /* "gateway" or "sidecar" (static string) */
     char format_version[8];
     struct sl_node_config node;
     struct sl_service *services;
