@@ -34,18 +34,28 @@ struct sl_cidr {
     unsigned prefix_len;
 };
 
-/* retry_policy.retry_on (Envoy's names) */
-#define SL_RETRY_CONNECT_FAILURE                                                                   \
-    0x01u                    /* "connect-failure": connect refused/failed/timed out, DNS failure */
-#define SL_RETRY_RESET 0x02u /* "reset": the connection closed or reset before a response head */
-#define SL_RETRY_GATEWAY_ERROR 0x04u /* "gateway-error": 502, 503, 504 (and per-try timeout) */
-#define SL_RETRY_5XX 0x08u           /* "5xx": any 5xx, reset, connect failure, per-try timeout */
-#define SL_RETRY_RETRIABLE_4XX 0x10u /* "retriable-4xx": 409 */
-#define SL_RETRY_STATUS_CODES 0x20u  /* "retriable-status-codes": retriable_status_codes */
+/*
+ * Resilience policies (docs/configuration.md, "Resilience"). Plain values
+ * inside the snapshot (sl_service, sl_node_config) and owned by it like the
+ * rest; `set` is false when the block is absent, and then every other
+ * field is zero. All durations are milliseconds.
+ */
 
+/* retry_policy.retry_on (Envoy's names) */
+/* clang-format off */
+#define SL_RETRY_CONNECT_FAILURE 0x01u /* "connect-failure": connect refused/failed/timed out, DNS failure */
+#define SL_RETRY_RESET 0x02u           /* "reset": the connection closed or reset before a response head */
+#define SL_RETRY_GATEWAY_ERROR 0x04u   /* "gateway-error": 502, 503, 504 (and per-try timeout) */
+#define SL_RETRY_5XX 0x08u             /* "5xx": any 5xx, reset, connect failure, per-try timeout */
+#define SL_RETRY_RETRIABLE_4XX 0x10u   /* "retriable-4xx": 409 */
+#define SL_RETRY_STATUS_CODES 0x20u    /* "retriable-status-codes": retriable_status_codes */
+/* clang-format on */
+
+/* A service's retry_policy: when set, it replaces the service's Kong
+ * `retries` (which keeps its Kong meaning otherwise). */
 struct sl_retry_policy {
-    bool set;                         /* the service has a retry_policy block */
-    unsigned retry_on;                /* SL_RETRY_* bits */
+    bool set;          /* the service has a retry_policy block */
+    unsigned retry_on; /* SL_RETRY_* bits; default connect-failure|reset|gateway-error */
     uint16_t *retriable_status_codes; /* owned by the snapshot */
     size_t n_retriable_status_codes;
     uint32_t num_retries;                   /* default 2 */
@@ -60,6 +70,8 @@ struct sl_retry_policy {
     int line, column;                       /* of the retry_policy key's value */
 };
 
+/* Limits on the traffic to one upstream (a service's, or the sidecar's
+ * inbound app): absent, there are no limits at all. */
 struct sl_circuit_breakers {
     bool set;                      /* the block is present (absent: no limits at all) */
     uint32_t max_connections;      /* default 1024 */
@@ -69,6 +81,7 @@ struct sl_circuit_breakers {
     int line, column;
 };
 
+/* Ejection of a service's failing targets: absent, it is off. */
 struct sl_outlier_detection {
     bool set;                             /* the block is present (absent: off) */
     uint32_t consecutive_5xx;             /* default 5; 0 disables this rule */
@@ -80,12 +93,14 @@ struct sl_outlier_detection {
     int line, column;
 };
 
+/* The node block (`gateway:` or `sidecar:`), in the snapshot. Keys of the
+ * other role keep their zero value, except where a default says otherwise. */
 struct sl_node_config {
-    struct sl_listen *proxy_listen;
+    struct sl_listen *proxy_listen; /* gateway role; NULL (none) in the sidecar role */
     size_t n_proxy_listen;
-    struct sl_listen status_listen; /* port 0 = off; default 127.0.0.1:8100 */
+    struct sl_listen status_listen; /* port 0 = off; 127.0.0.1:8100 (sidecar: 0.0.0.0:15021) */
     struct sl_listen admin_listen;  /* POST /config; port 0 = off (the default) */
-    int worker_processes;           /* resolved: "auto" -> number of cores */
+    int worker_processes;           /* resolved: "auto" -> number of cores (sidecar default 1) */
     struct sl_cidr *trusted_ips;
     size_t n_trusted_ips;
 
@@ -126,6 +141,7 @@ struct sl_node_config {
     struct sl_circuit_breakers inbound_circuit_breakers; /* key inbound_circuit_breakers */
 };
 
+
 struct sl_upstream;
 
 struct sl_service {
@@ -138,7 +154,7 @@ struct sl_service {
     uint32_t connect_timeout_ms; /* default 60000 */
     uint32_t read_timeout_ms;    /* default 60000 */
     uint32_t write_timeout_ms;   /* default 60000 */
-    uint32_t retries;            /* default 5 */
+    uint32_t retries;            /* default 5; unused when retry_policy.set */
     bool enabled;                /* default true */
     /* The upstream entity whose name equals `host` (Kong: then the host is
      * balanced over its targets instead of resolved); NULL otherwise. */
@@ -147,11 +163,11 @@ struct sl_service {
     int tls_verify_depth;   /* -1 = not set */
     char **ca_certificates; /* ids of ca_certificates entities */
     size_t n_ca_certificates;
-    size_t index;     /* position in sl_config.services */
-    int line, column; /* where the entity starts in the file */
     struct sl_retry_policy retry_policy;
     struct sl_circuit_breakers circuit_breakers;
     struct sl_outlier_detection outlier_detection;
+    size_t index;                /* position in sl_config.services */
+    int line, column;            /* where the entity starts in the file */
 };
 
 /* One entry of a route's `headers` map. */

@@ -89,6 +89,12 @@ static void clear_env(void)
         "SLUICE_CLIENT_MAX_BODY_SIZE",
         "SLUICE_ACCESS_LOG",
         "SLUICE_LOG_LEVEL",
+        "SLUICE_SERVICE_NAME",
+        "SLUICE_INBOUND_LISTEN",
+        "SLUICE_OUTBOUND_LISTEN",
+        "SLUICE_APP_URL",
+        "SLUICE_DRAIN_DELAY",
+        "SLUICE_INBOUND_CIRCUIT_BREAKERS",
         "SLUICE_SOMETHING_ELSE",
     };
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
@@ -391,6 +397,113 @@ static const struct bad_case {
      "error"},
     {V3 "gateway:\n  keepalive_requests: [1]\n",
      "t.yml:3:23: keepalive_requests: expected a scalar, got a sequence"},
+    /* the sidecar's keys are not the gateway's */
+    {V3 "gateway:\n  service_name: a\n", "t.yml:3:3: unknown field 'service_name'"},
+    {V3 "gateway:\n  inbound_listen: 0.0.0.0:15006\n", "t.yml:3:3: unknown field 'inbound_listen'"},
+    {V3 "gateway:\n  outbound_listen: \"off\"\n", "t.yml:3:3: unknown field 'outbound_listen'"},
+    {V3 "gateway:\n  app_url: http://h\n", "t.yml:3:3: unknown field 'app_url'"},
+    {V3 "gateway:\n  drain_delay: 0\n", "t.yml:3:3: unknown field 'drain_delay'"},
+    {V3 "gateway:\n  inbound_circuit_breakers: {}\n",
+     "t.yml:3:3: unknown field 'inbound_circuit_breakers'"},
+    {V3 "sidecar: ~\n", "t.yml:2:1: the 'sidecar' block is for sluice-sidecar"},
+
+/* retry_policy */
+#define SVC V3 "services:\n  - host: h\n"
+#define RP SVC "    retry_policy:\n"
+    {SVC "    retry_policy: [5xx]\n", "t.yml:4:19: expected a map, got a sequence"},
+    {SVC "    retry_policy: true\n", "t.yml:4:19: expected a map, got a boolean"},
+    {RP "      retries: 3\n", "t.yml:5:7: unknown field 'retries'"},
+    {RP "      retry_on: 5xx\n", "t.yml:5:17: expected a sequence, got a string"},
+    {RP "      retry_on: []\n",
+     "t.yml:5:17: retry_on must not be empty (num_retries: 0 turns retries off)"},
+    {RP "      retry_on: [5xx, \"503\"]\n",
+     "t.yml:5:23: unknown retry_on value '503' (expected connect-failure, reset, gateway-error, "
+     "5xx, retriable-4xx or retriable-status-codes)"},
+    {RP "      retry_on:\n        - reset\n        - refused-stream\n",
+     "t.yml:7:11: unknown retry_on value 'refused-stream' (expected connect-failure, reset, "
+     "gateway-error, 5xx, retriable-4xx or retriable-status-codes)"},
+    {RP "      retry_on: [5xx, 409]\n", "t.yml:5:23: expected a string, got an integer"},
+    {RP "      retriable_status_codes: 503\n", "t.yml:5:31: expected a sequence, got an integer"},
+    {RP "      retry_on: [retriable-status-codes]\n      retriable_status_codes: [503, 99]\n",
+     "t.yml:6:37: value 99 is out of range (100..599)"},
+    {RP "      retry_on: [retriable-status-codes]\n      retriable_status_codes: [600]\n",
+     "t.yml:6:32: value 600 is out of range (100..599)"},
+    {RP "      retry_on: [retriable-status-codes]\n      retriable_status_codes: [\"503\"]\n",
+     "t.yml:6:32: expected an integer, got a string"},
+    {RP "      retriable_status_codes: [503]\n",
+     "t.yml:5:31: retriable_status_codes needs 'retriable-status-codes' in retry_on"},
+    {RP "      retry_on: [5xx]\n      retriable_status_codes: [503]\n",
+     "t.yml:6:31: retriable_status_codes needs 'retriable-status-codes' in retry_on"},
+    {RP "      retry_on: [reset, retriable-status-codes]\n",
+     "t.yml:5:25: retry_on 'retriable-status-codes' needs a non-empty retriable_status_codes"},
+    {RP "      retriable_status_codes: []\n      retry_on: [retriable-status-codes]\n",
+     "t.yml:6:18: retry_on 'retriable-status-codes' needs a non-empty retriable_status_codes"},
+    {RP "      num_retries: 101\n", "t.yml:5:20: value 101 is out of range (0..100)"},
+    {RP "      num_retries: -1\n", "t.yml:5:20: value -1 is out of range (0..100)"},
+    {RP "      num_retries: two\n", "t.yml:5:20: expected an integer, got a string"},
+    {RP "      per_try_timeout: 2147483647\n",
+     "t.yml:5:24: value 2147483647 is out of range (0..2147483646)"},
+    {RP "      per_try_timeout: 1.5\n", "t.yml:5:24: expected an integer, got 1.5"},
+    {RP "      per_try_timeout: \"1s\"\n", "t.yml:5:24: expected an integer, got a string"},
+    {RP "      timeout: -1\n", "t.yml:5:16: value -1 is out of range (0..2147483646)"},
+    {RP "      backoff: 25\n", "t.yml:5:16: expected a map, got an integer"},
+    {RP "      backoff: {jitter: true}\n", "t.yml:5:17: unknown field 'jitter'"},
+    {RP "      backoff: {base_interval: 0}\n",
+     "t.yml:5:32: value 0 is out of range (1..2147483646)"},
+    {RP "      backoff: {max_interval: 0}\n",
+     "t.yml:5:31: value 0 is out of range (1..2147483646)"},
+    {RP "      backoff:\n        base_interval: 100\n        max_interval: 50\n",
+     "t.yml:7:23: max_interval: 50 is less than base_interval (100)"},
+    {RP "      backoff: {max_interval: 10}\n",
+     "t.yml:5:31: max_interval: 10 is less than base_interval (25)"},
+    {RP "      budget: 0.2\n", "t.yml:5:15: expected a map, got a number"},
+    {RP "      budget: {percent: 20}\n", "t.yml:5:16: unknown field 'percent'"},
+    {RP "      budget: {ratio: 1.5}\n", "t.yml:5:23: value 1.5 is out of range (0..1)"},
+    {RP "      budget: {ratio: -0.1}\n", "t.yml:5:23: value -0.1 is out of range (0..1)"},
+    {RP "      budget: {ratio: 2}\n", "t.yml:5:23: value 2 is out of range (0..1)"},
+    {RP "      budget: {ratio: .nan}\n", "t.yml:5:23: value .nan is out of range (0..1)"},
+    {RP "      budget: {ratio: \"0.2\"}\n", "t.yml:5:23: expected a number, got a string"},
+    {RP "      budget: {min_retries_per_second: 1000001}\n",
+     "t.yml:5:40: value 1000001 is out of range (0..1000000)"},
+    {RP "      budget: {ttl: 0}\n", "t.yml:5:21: value 0 is out of range (1..2147483646)"},
+    {RP "      max_body_bytes: 1073741825\n",
+     "t.yml:5:23: value 1073741825 is out of range (0..1073741824)"},
+    {RP "      max_body_bytes: 64k\n", "t.yml:5:23: expected an integer, got a string"},
+
+/* circuit_breakers */
+#define CB SVC "    circuit_breakers:\n"
+    {SVC "    circuit_breakers: []\n", "t.yml:4:23: expected a map, got a sequence"},
+    {CB "      max_connection: 1\n", "t.yml:5:7: unknown field 'max_connection'"},
+    {CB "      max_connections: 0\n", "t.yml:5:24: value 0 is out of range (1..1000000)"},
+    {CB "      max_pending_requests: 0\n", "t.yml:5:29: value 0 is out of range (1..1000000)"},
+    {CB "      max_requests: 1000001\n", "t.yml:5:21: value 1000001 is out of range (1..1000000)"},
+    {CB "      max_retries: -1\n", "t.yml:5:20: value -1 is out of range (0..1000000)"},
+    {CB "      max_retries: 1000001\n", "t.yml:5:20: value 1000001 is out of range (0..1000000)"},
+    {CB "      max_requests: 1e3x\n", "t.yml:5:21: expected an integer, got a string"},
+
+/* outlier_detection */
+#define OD SVC "    outlier_detection:\n"
+    {SVC "    outlier_detection: on\n", "t.yml:4:24: expected a map, got a string"},
+    {OD "      success_rate: {}\n", "t.yml:5:7: unknown field 'success_rate'"},
+    {OD "      consecutive_5xx: 1000001\n",
+     "t.yml:5:24: value 1000001 is out of range (0..1000000)"},
+    {OD "      consecutive_gateway_failure: -1\n",
+     "t.yml:5:36: value -1 is out of range (0..1000000)"},
+    {OD "      interval: 0\n", "t.yml:5:17: value 0 is out of range (1..2147483646)"},
+    {OD "      base_ejection_time: 0\n", "t.yml:5:27: value 0 is out of range (1..2147483646)"},
+    {OD "      max_ejection_time: 0\n", "t.yml:5:26: value 0 is out of range (1..2147483646)"},
+    {OD "      max_ejection_time: 1000\n",
+     "t.yml:5:26: max_ejection_time: 1000 is less than base_ejection_time (30000)"},
+    {OD "      max_ejection_time: 1000\n      base_ejection_time: 2000\n",
+     "t.yml:5:26: max_ejection_time: 1000 is less than base_ejection_time (2000)"},
+    {OD "      base_ejection_time: 400000\n",
+     "t.yml:5:27: base_ejection_time: 400000 is more than max_ejection_time (300000)"},
+    {OD "      max_ejection_percent: 101\n", "t.yml:5:29: value 101 is out of range (0..100)"},
+    {OD "      interval: 10s\n", "t.yml:5:17: expected an integer, got a string"},
+#undef OD
+#undef CB
+#undef RP
+#undef SVC
 };
 
 START_TEST(test_bad_config)
@@ -728,16 +841,31 @@ END_TEST
 
 START_TEST(test_sidecar_role)
 {
+    clear_env();
     struct sl_config_error err;
-    const char *yaml = V3 "sidecar:\n  worker_processes: 3\n";
+    const char *yaml = V3 "sidecar:\n  service_name: app\n  worker_processes: 3\n";
     struct sl_config *cfg = load_role(yaml, "sidecar", &err);
     ck_assert_msg(cfg != NULL, "%s", err.text);
     ck_assert_int_eq(cfg->node.worker_processes, 3);
+    ck_assert_str_eq(cfg->role, "sidecar");
     sl_config_unref(cfg);
 
-    cfg = load_role(V3 "gateway:\n  worker_processes: 3\n", "sidecar", &err);
-    ck_assert_ptr_null(cfg);
-    ck_assert_str_eq(err.text, "t.yml:2:1: the 'gateway' block is for sluice-gateway");
+    /* each role refuses the other's block, with or without a value */
+    static const struct {
+        const char *yaml, *role, *error;
+    } other[] = {
+        {V3 "gateway:\n  worker_processes: 3\n", "sidecar",
+         "t.yml:2:1: the 'gateway' block is for sluice-gateway"},
+        {V3 "gateway: ~\n", "sidecar", "t.yml:2:1: the 'gateway' block is for sluice-gateway"},
+        {V3 "sidecar:\n  service_name: app\n", "gateway",
+         "t.yml:2:1: the 'sidecar' block is for sluice-sidecar"},
+        {V3 "sidecar: {}\n", "gateway", "t.yml:2:1: the 'sidecar' block is for sluice-sidecar"},
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        cfg = load_role(other[i].yaml, other[i].role, &err);
+        ck_assert_msg(cfg == NULL, "case %zu accepted", i);
+        ck_assert_str_eq(err.text, other[i].error);
+    }
 
     cfg = load_role(V3, "mesh", &err);
     ck_assert_ptr_null(cfg);
@@ -745,6 +873,7 @@ START_TEST(test_sidecar_role)
 
     cfg = sl_config_load_buffer(V3, strlen(V3), "t.yml", NULL, &err); /* NULL: gateway */
     ck_assert_ptr_nonnull(cfg);
+    ck_assert_str_eq(cfg->role, "gateway");
     sl_config_unref(cfg);
 }
 END_TEST
@@ -1775,6 +1904,528 @@ START_TEST(test_many_entities)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Resilience blocks of a service                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Absent: not set, and nothing else either; {}: set, with every default. */
+START_TEST(test_resilience_defaults)
+{
+    struct sl_config *cfg =
+        load_ok(V3 "services:\n  - host: a\n  - host: b\n    retry_policy: null\n"
+                   "    circuit_breakers: ~\n    outlier_detection:\n"
+                   "  - host: c\n    retry_policy: {}\n    circuit_breakers: {}\n"
+                   "    outlier_detection: {}\n");
+    static const struct sl_retry_policy no_retry;
+    static const struct sl_circuit_breakers no_breakers;
+    static const struct sl_outlier_detection no_outliers;
+    for (size_t i = 0; i < 2; i++) {
+        const struct sl_service *s = &cfg->services[i];
+        ck_assert_msg(memcmp(&s->retry_policy, &no_retry, sizeof no_retry) == 0, "service %zu", i);
+        ck_assert(memcmp(&s->circuit_breakers, &no_breakers, sizeof no_breakers) == 0);
+        ck_assert(memcmp(&s->outlier_detection, &no_outliers, sizeof no_outliers) == 0);
+        ck_assert_uint_eq(s->retries, 5); /* Kong's, kept when there is no retry_policy */
+    }
+    const struct sl_service *s = &cfg->services[2];
+    const struct sl_retry_policy *rp = &s->retry_policy;
+    ck_assert(rp->set);
+    ck_assert_uint_eq(rp->retry_on,
+                      SL_RETRY_CONNECT_FAILURE | SL_RETRY_RESET | SL_RETRY_GATEWAY_ERROR);
+    ck_assert_uint_eq(rp->n_retriable_status_codes, 0);
+    ck_assert_uint_eq(rp->num_retries, 2);
+    ck_assert_uint_eq(rp->per_try_timeout_ms, 0);
+    ck_assert_uint_eq(rp->timeout_ms, 0);
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 25);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 250);
+    ck_assert_double_eq(rp->budget_ratio, 0.2);
+    ck_assert_uint_eq(rp->budget_min_retries_per_second, 10);
+    ck_assert_uint_eq(rp->budget_ttl_ms, 10000);
+    ck_assert_uint_eq(rp->max_body_bytes, 65536);
+    ck_assert_int_eq(rp->line, 9);
+    ck_assert_int_eq(rp->column, 19);
+    const struct sl_circuit_breakers *cb = &s->circuit_breakers;
+    ck_assert(cb->set);
+    ck_assert_uint_eq(cb->max_connections, 1024);
+    ck_assert_uint_eq(cb->max_pending_requests, 1024);
+    ck_assert_uint_eq(cb->max_requests, 1024);
+    ck_assert_uint_eq(cb->max_retries, 3);
+    ck_assert_int_eq(cb->line, 10);
+    ck_assert_int_eq(cb->column, 23);
+    const struct sl_outlier_detection *od = &s->outlier_detection;
+    ck_assert(od->set);
+    ck_assert_uint_eq(od->consecutive_5xx, 5);
+    ck_assert_uint_eq(od->consecutive_gateway_failure, 5);
+    ck_assert_uint_eq(od->interval_ms, 10000);
+    ck_assert_uint_eq(od->base_ejection_time_ms, 30000);
+    ck_assert_uint_eq(od->max_ejection_time_ms, 300000);
+    ck_assert_uint_eq(od->max_ejection_percent, 10);
+    ck_assert_int_eq(od->line, 11);
+    ck_assert_int_eq(od->column, 24);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* Every key set, with values other than the defaults. */
+START_TEST(test_resilience_values)
+{
+    struct sl_config *cfg = load_ok(
+        V3 "services:\n"
+           "  - name: user-service\n"
+           "    host: user-service.upstream\n"
+           "    retries: 7\n"
+           "    retry_policy:\n"
+           "      retry_on: [connect-failure, reset, gateway-error, 5xx, retriable-4xx,\n"
+           "                 retriable-status-codes, 5xx]\n"
+           "      retriable_status_codes: [503, 429, 100, 599]\n"
+           "      num_retries: 100\n"
+           "      per_try_timeout: 2147483646\n"
+           "      timeout: 3000\n"
+           "      backoff: {base_interval: 10, max_interval: 10}\n"
+           "      budget: {ratio: 1, min_retries_per_second: 1000000, ttl: 1}\n"
+           "      max_body_bytes: 1073741824\n"
+           "    circuit_breakers: {max_connections: 1, max_pending_requests: 1000000,\n"
+           "                       max_requests: 7, max_retries: 0}\n"
+           "    outlier_detection:\n"
+           "      consecutive_5xx: 0\n"
+           "      consecutive_gateway_failure: 1000000\n"
+           "      interval: 1\n"
+           "      base_ejection_time: 500\n"
+           "      max_ejection_time: 500\n"
+           "      max_ejection_percent: 100\n"
+           "  - host: b\n"
+           "    retry_policy:\n"
+           "      retry_on: [5xx]\n"
+           "      backoff: {base_interval: 40}\n"
+           "      budget: {ratio: 0}\n"
+           "      max_body_bytes: 0\n"
+           "    outlier_detection: {max_ejection_percent: 0, consecutive_gateway_failure: 0}\n"
+           "  - host: c\n"
+           "    retry_policy:\n"
+           "      backoff: {base_interval: 300000000}\n"
+           "      budget: {ratio: 0.5}\n");
+    const struct sl_retry_policy *rp = &cfg->services[0].retry_policy;
+    ck_assert_uint_eq(cfg->services[0].retries, 7); /* kept as written, replaced at run time */
+    ck_assert_uint_eq(rp->retry_on, SL_RETRY_CONNECT_FAILURE | SL_RETRY_RESET |
+                                        SL_RETRY_GATEWAY_ERROR | SL_RETRY_5XX |
+                                        SL_RETRY_RETRIABLE_4XX | SL_RETRY_STATUS_CODES);
+    ck_assert_uint_eq(rp->n_retriable_status_codes, 4);
+    ck_assert_uint_eq(rp->retriable_status_codes[0], 503);
+    ck_assert_uint_eq(rp->retriable_status_codes[1], 429);
+    ck_assert_uint_eq(rp->retriable_status_codes[2], 100);
+    ck_assert_uint_eq(rp->retriable_status_codes[3], 599);
+    ck_assert_uint_eq(rp->num_retries, 100);
+    ck_assert_uint_eq(rp->per_try_timeout_ms, 2147483646u);
+    ck_assert_uint_eq(rp->timeout_ms, 3000);
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 10);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 10);
+    ck_assert_double_eq(rp->budget_ratio, 1.0);
+    ck_assert_uint_eq(rp->budget_min_retries_per_second, 1000000);
+    ck_assert_uint_eq(rp->budget_ttl_ms, 1);
+    ck_assert_uint_eq(rp->max_body_bytes, 1u << 30);
+    ck_assert_int_eq(rp->line, 7);
+    ck_assert_int_eq(rp->column, 7);
+    const struct sl_circuit_breakers *cb = &cfg->services[0].circuit_breakers;
+    ck_assert(cb->set);
+    ck_assert_uint_eq(cb->max_connections, 1);
+    ck_assert_uint_eq(cb->max_pending_requests, 1000000);
+    ck_assert_uint_eq(cb->max_requests, 7);
+    ck_assert_uint_eq(cb->max_retries, 0);
+    const struct sl_outlier_detection *od = &cfg->services[0].outlier_detection;
+    ck_assert_uint_eq(od->consecutive_5xx, 0);
+    ck_assert_uint_eq(od->consecutive_gateway_failure, 1000000);
+    ck_assert_uint_eq(od->interval_ms, 1);
+    ck_assert_uint_eq(od->base_ejection_time_ms, 500);
+    ck_assert_uint_eq(od->max_ejection_time_ms, 500);
+    ck_assert_uint_eq(od->max_ejection_percent, 100);
+
+    rp = &cfg->services[1].retry_policy;
+    ck_assert_uint_eq(rp->retry_on, SL_RETRY_5XX);
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 40);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 400); /* 10 x base */
+    ck_assert_double_eq(rp->budget_ratio, 0.0);
+    ck_assert_uint_eq(rp->budget_min_retries_per_second, 10); /* the rest of budget: defaults */
+    ck_assert_uint_eq(rp->budget_ttl_ms, 10000);
+    ck_assert_uint_eq(rp->max_body_bytes, 0);
+    ck_assert(!cfg->services[1].circuit_breakers.set);
+    od = &cfg->services[1].outlier_detection;
+    ck_assert_uint_eq(od->max_ejection_percent, 0);
+    ck_assert_uint_eq(od->consecutive_gateway_failure, 0);
+    ck_assert_uint_eq(od->consecutive_5xx, 5);
+
+    rp = &cfg->services[2].retry_policy;
+    ck_assert_uint_eq(rp->backoff_base_interval_ms, 300000000u);
+    ck_assert_uint_eq(rp->backoff_max_interval_ms, 2147483646u); /* 10 x base, capped */
+    ck_assert_double_eq(rp->budget_ratio, 0.5);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* The sidecar role                                                           */
+/* ------------------------------------------------------------------------ */
+
+#define SIDECAR V3 "sidecar:\n  service_name: app\n"
+
+static struct sl_config *load_sidecar_ok(const char *yaml)
+{
+    struct sl_config_error err;
+    struct sl_config *cfg = load_role(yaml, "sidecar", &err);
+    ck_assert_msg(cfg != NULL, "unexpected error: %s", err.text);
+    return cfg;
+}
+
+static void assert_listen(const struct sl_listen *l, const char *host, unsigned port)
+{
+    ck_assert_str_eq(l->host, host);
+    ck_assert_uint_eq(l->port, port);
+}
+
+START_TEST(test_sidecar_defaults)
+{
+    clear_env();
+    struct sl_config *cfg = load_sidecar_ok(SIDECAR);
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_str_eq(cfg->role, "sidecar");
+    ck_assert_str_eq(n->service_name, "app");
+    assert_listen(&n->inbound_listen, "0.0.0.0", 15006);
+    assert_listen(&n->outbound_listen, "127.0.0.1", 15001);
+    assert_listen(&n->status_listen, "0.0.0.0", 15021);
+    ck_assert_uint_eq(n->admin_listen.port, 0);
+    ck_assert_int_eq(n->worker_processes, 1);
+    ck_assert_str_eq(n->app_url, "http://127.0.0.1:8080");
+    ck_assert_str_eq(n->app_host, "127.0.0.1");
+    ck_assert_uint_eq(n->app_port, 8080);
+    ck_assert_uint_eq(n->drain_delay_ms, 5000);
+    ck_assert(!n->inbound_circuit_breakers.set);
+    ck_assert_ptr_null(n->proxy_listen); /* a gateway key */
+    ck_assert_uint_eq(n->n_proxy_listen, 0);
+    /* the keys both roles share keep their defaults */
+    ck_assert_uint_eq(n->keepalive_timeout_ms, 75000);
+    ck_assert_uint_eq(n->graceful_shutdown_timeout_ms, 10000);
+    ck_assert_str_eq(n->log_level, "notice");
+    sl_config_unref(cfg);
+
+    /* in the gateway role the sidecar's fields are zero and empty */
+    cfg = load_ok(V3);
+    n = &cfg->node;
+    ck_assert_str_eq(cfg->role, "gateway");
+    ck_assert_str_eq(n->service_name, "");
+    ck_assert_uint_eq(n->inbound_listen.port, 0);
+    ck_assert_str_eq(n->inbound_listen.host, "");
+    ck_assert_uint_eq(n->outbound_listen.port, 0);
+    ck_assert_str_eq(n->app_url, "");
+    ck_assert_str_eq(n->app_host, "");
+    ck_assert_uint_eq(n->app_port, 0);
+    ck_assert_uint_eq(n->drain_delay_ms, 0);
+    ck_assert(!n->inbound_circuit_breakers.set);
+    assert_listen(&n->status_listen, "127.0.0.1", 8100);
+    ck_assert_uint_eq(n->n_proxy_listen, 1);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_sidecar_keys)
+{
+    clear_env();
+    struct sl_config *cfg =
+        load_sidecar_ok(V3 "sidecar:\n"
+                           "  service_name: user-service.v2_A\n"
+                           "  inbound_listen: \"[::]:16006\"\n"
+                           "  outbound_listen: \"off\"\n"
+                           "  app_url: http://[::1]:9000/\n"
+                           "  status_listen: \"off\"\n"
+                           "  admin_listen: 127.0.0.1:15000\n"
+                           "  worker_processes: auto\n"
+                           "  drain_delay: 0\n"
+                           "  graceful_shutdown_timeout: 2s\n"
+                           "  trusted_ips: [10.0.0.0/8]\n"
+                           "  inbound_circuit_breakers: {max_connections: 64, max_retries: 0}\n"
+                           "  _comment: the pod's proxy\n");
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_str_eq(n->service_name, "user-service.v2_A");
+    assert_listen(&n->inbound_listen, "::", 16006);
+    ck_assert_uint_eq(n->outbound_listen.port, 0);
+    ck_assert_str_eq(n->app_url, "http://[::1]:9000/");
+    ck_assert_str_eq(n->app_host, "::1");
+    ck_assert_uint_eq(n->app_port, 9000);
+    ck_assert_uint_eq(n->status_listen.port, 0);
+    assert_listen(&n->admin_listen, "127.0.0.1", 15000);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    ck_assert_int_eq(n->worker_processes, cpus < 1 ? 1 : cpus);
+    ck_assert_uint_eq(n->drain_delay_ms, 0);
+    ck_assert_uint_eq(n->graceful_shutdown_timeout_ms, 2000);
+    ck_assert_uint_eq(n->n_trusted_ips, 1);
+    const struct sl_circuit_breakers *cb = &n->inbound_circuit_breakers;
+    ck_assert(cb->set);
+    ck_assert_uint_eq(cb->max_connections, 64);
+    ck_assert_uint_eq(cb->max_pending_requests, 1024);
+    ck_assert_uint_eq(cb->max_requests, 1024);
+    ck_assert_uint_eq(cb->max_retries, 0);
+    ck_assert_int_eq(cb->line, 13);
+    ck_assert_int_eq(cb->column, 29);
+    sl_config_unref(cfg);
+
+    /* app_url: a name, no port (80), upper-case scheme, written as is */
+    static const struct {
+        const char *url, *host;
+        unsigned port;
+    } urls[] = {
+        {"http://app", "app", 80},
+        {"HTTP://App.Local:81/", "App.Local", 81},
+        {"http://10.1.2.3:65535", "10.1.2.3", 65535},
+        {"http://[fe80::1]", "fe80::1", 80},
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml, SIDECAR "  app_url: \"%s\"\n", urls[i].url);
+        cfg = load_sidecar_ok(yaml);
+        ck_assert_str_eq(cfg->node.app_url, urls[i].url);
+        ck_assert_str_eq(cfg->node.app_host, urls[i].host);
+        ck_assert_uint_eq(cfg->node.app_port, urls[i].port);
+        sl_config_unref(cfg);
+    }
+    /* the longest name */
+    char yaml[512];
+    char name[128];
+    memset(name, 'n', 127);
+    name[127] = '\0';
+    snprintf(yaml, sizeof yaml, V3 "sidecar:\n  service_name: %s\n", name);
+    cfg = load_sidecar_ok(yaml);
+    ck_assert_str_eq(cfg->node.service_name, name);
+    sl_config_unref(cfg);
+}
+END_TEST
+
+static const struct bad_case sidecar_bad_cases[] = {
+    {V3, "t.yml:1:1: sidecar.service_name is required"},
+    {V3 "services: []\n", "t.yml:1:1: sidecar.service_name is required"},
+    {V3 "sidecar:\n  worker_processes: 1\n", "t.yml:2:1: sidecar.service_name is required"},
+    {V3 "sidecar: ~\n", "t.yml:2:1: sidecar.service_name is required"},
+    {V3 "sidecar: []\n", "t.yml:2:10: expected a map, got a sequence"},
+    {V3 "sidecar:\n  service_name: \"user service\"\n",
+     "t.yml:3:17: service_name: invalid value 'user service': expected 1 to 127 characters of "
+     "A-Z a-z 0-9 . _ -"},
+    {V3 "sidecar:\n  service_name: \"\"\n",
+     "t.yml:3:17: service_name: invalid value '': expected 1 to 127 characters of A-Z a-z 0-9 . "
+     "_ -"},
+    {V3 "sidecar:\n  service_name: "
+        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
+        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\n",
+     "t.yml:3:17: service_name: invalid value "
+     "'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...': "
+     "expected 1 to 127 characters of A-Z a-z 0-9 . _ -"},
+    {V3 "sidecar:\n  service_name: 42\n",
+     "t.yml:3:17: service_name: invalid value '42': expected a string"},
+    {V3 "sidecar:\n  service_name: [a]\n",
+     "t.yml:3:17: service_name: expected a scalar, got a sequence"},
+    /* the gateway's keys that the sidecar does not have */
+    {SIDECAR "  proxy_listen: 0.0.0.0:8000\n", "t.yml:4:3: unknown field 'proxy_listen'"},
+    {SIDECAR "  listen: 1\n", "t.yml:4:3: unknown field 'listen'"},
+    /* listeners */
+    {SIDECAR "  inbound_listen: \"off\"\n",
+     "t.yml:4:19: inbound_listen: invalid value 'off': this listener cannot be off"},
+    {SIDECAR "  inbound_listen: \"0.0.0.0:15006 ssl\"\n",
+     "t.yml:4:19: inbound_listen: invalid value '0.0.0.0:15006 ssl': ssl on this listener is "
+     "not supported yet"},
+    {SIDECAR "  inbound_listen: 15006\n",
+     "t.yml:4:19: inbound_listen: invalid value '15006': expected host:port"},
+    {SIDECAR "  inbound_listen: [0.0.0.0:1, 0.0.0.0:2]\n",
+     "t.yml:4:19: inbound_listen: expected a scalar, got a sequence"},
+    {SIDECAR "  outbound_listen: \"localhost:15001\"\n",
+     "t.yml:4:20: outbound_listen: invalid value 'localhost:15001': expected an IP address "
+     "(hostnames are not supported)"},
+    {SIDECAR "  outbound_listen: 127.0.0.1:15006\n",
+     "t.yml:4:20: outbound_listen: address 127.0.0.1:15006 overlaps 0.0.0.0:15006"},
+    {SIDECAR "  inbound_listen: 127.0.0.1:15001\n",
+     "t.yml:4:19: inbound_listen: address 127.0.0.1:15001 is used twice"},
+    {SIDECAR "  status_listen: 127.0.0.1:15006\n",
+     "t.yml:4:18: status_listen: address 127.0.0.1:15006 overlaps 0.0.0.0:15006"},
+    {SIDECAR "  admin_listen: 0.0.0.0:15001\n",
+     "t.yml:4:17: admin_listen: address 0.0.0.0:15001 overlaps 127.0.0.1:15001"},
+    {SIDECAR "  inbound_listen: \"[::]:9000\"\n  outbound_listen: \"[::1]:9000\"\n",
+     "t.yml:5:20: outbound_listen: address [::1]:9000 overlaps [::]:9000"},
+    /* app_url */
+    {SIDECAR "  app_url: https://127.0.0.1:8443\n",
+     "t.yml:4:12: app_url: invalid value 'https://127.0.0.1:8443': the scheme must be http"},
+    {SIDECAR "  app_url: 127.0.0.1:8080\n",
+     "t.yml:4:12: app_url: invalid value '127.0.0.1:8080': missing scheme"},
+    {SIDECAR "  app_url: http://127.0.0.1:8080/api\n",
+     "t.yml:4:12: app_url: invalid value 'http://127.0.0.1:8080/api': a path other than '/' is "
+     "not allowed"},
+    {SIDECAR "  app_url: http://127.0.0.1:8080//\n",
+     "t.yml:4:12: app_url: invalid value 'http://127.0.0.1:8080//': path must not have empty "
+     "segments"},
+    {SIDECAR "  app_url: http://127.0.0.1:0\n",
+     "t.yml:4:12: app_url: invalid value 'http://127.0.0.1:0': bad port"},
+    {SIDECAR "  app_url: http://127.0.0.1:65536\n",
+     "t.yml:4:12: app_url: invalid value 'http://127.0.0.1:65536': bad port"},
+    {SIDECAR "  app_url: http://127.0.0.1:8080/?x=1\n",
+     "t.yml:4:12: app_url: invalid value 'http://127.0.0.1:8080/?x=1': a query string or "
+     "fragment is not allowed"},
+    {SIDECAR "  app_url: http://u:p@127.0.0.1\n",
+     "t.yml:4:12: app_url: invalid value 'http://u:p@127.0.0.1': credentials in a url are not "
+     "supported"},
+    {SIDECAR "  app_url: http://\n", "t.yml:4:12: app_url: invalid value 'http://': missing host"},
+    {SIDECAR "  app_url: \"http://a b\"\n",
+     "t.yml:4:12: app_url: invalid value 'http://a b': invalid hostname"},
+    {SIDECAR "  app_url: \"http://[::1\"\n",
+     "t.yml:4:12: app_url: invalid value 'http://[::1': unterminated IPv6 address"},
+    {SIDECAR "  app_url: 8080\n", "t.yml:4:12: app_url: invalid value '8080': expected a string"},
+    /* drain_delay: NK_MS, 0 allowed */
+    {SIDECAR "  drain_delay: soon\n",
+     "t.yml:4:16: drain_delay: invalid value 'soon': expected milliseconds, or a number with a "
+     "unit: ms, s, m, h (\"60s\")"},
+    {SIDECAR "  drain_delay: 2147483647\n",
+     "t.yml:4:16: drain_delay: invalid value '2147483647': out of range (0..2147483646 ms)"},
+    /* inbound_circuit_breakers: the circuit_breakers reader */
+    {SIDECAR "  inbound_circuit_breakers: 100\n", "t.yml:4:29: expected a map, got an integer"},
+    {SIDECAR "  inbound_circuit_breakers:\n    max_requests: 0\n",
+     "t.yml:5:19: value 0 is out of range (1..1000000)"},
+    {SIDECAR "  inbound_circuit_breakers: {max_conns: 1}\n",
+     "t.yml:4:30: unknown field 'max_conns'"},
+    /* the shared keys keep their rules */
+    {SIDECAR "  worker_processes: 0\n",
+     "t.yml:4:21: worker_processes: invalid value '0': expected 'auto' or an integer between 1 "
+     "and 1024"},
+    {SIDECAR "  max_header_bytes: 1000\n",
+     "t.yml:4:21: max_header_bytes: 1000 is less than max_request_line (8192)"},
+    /* service blocks are read in this role too */
+    {SIDECAR "services:\n  - host: h\n    circuit_breakers: {max_requests: 0}\n",
+     "t.yml:6:38: value 0 is out of range (1..1000000)"},
+};
+
+START_TEST(test_sidecar_bad_config)
+{
+    clear_env();
+    const struct bad_case *c = &sidecar_bad_cases[_i];
+    struct sl_config_error err;
+    struct sl_config *cfg = load_role(c->yaml, "sidecar", &err);
+    if (cfg != NULL)
+        sl_config_unref(cfg);
+    ck_assert_msg(cfg == NULL, "case %d: accepted, expected: %s", _i, c->error);
+    ck_assert_msg(strcmp(err.text, c->error) == 0, "case %d:\n got: %s\nwant: %s", _i, err.text,
+                  c->error);
+}
+END_TEST
+
+/* SLUICE_<KEY> for every sidecar key; the environment wins over the file. */
+START_TEST(test_sidecar_env)
+{
+    clear_env();
+    setenv("SLUICE_SERVICE_NAME", "orders", 1);
+    setenv("SLUICE_INBOUND_LISTEN", "127.0.0.1:7006", 1);
+    setenv("SLUICE_OUTBOUND_LISTEN", "off", 1);
+    setenv("SLUICE_APP_URL", " http://localhost:3000 ", 1);
+    setenv("SLUICE_DRAIN_DELAY", "2s", 1);
+    setenv("SLUICE_STATUS_LISTEN", "127.0.0.1:7021", 1);
+    setenv("SLUICE_WORKER_PROCESSES", "2", 1);
+    setenv("SLUICE_PROXY_LISTEN", "nowhere", 1);             /* not a sidecar key: not read */
+    setenv("SLUICE_INBOUND_CIRCUIT_BREAKERS", "nowhere", 1); /* the file only */
+    struct sl_config *cfg = load_sidecar_ok(V3 "sidecar:\n  service_name: app\n"
+                                               "  inbound_listen: 0.0.0.0:15006\n"
+                                               "  outbound_listen: 127.0.0.1:15001\n"
+                                               "  app_url: http://127.0.0.1:8080\n"
+                                               "  drain_delay: 100\n"
+                                               "  worker_processes: 4\n");
+    const struct sl_node_config *n = &cfg->node;
+    ck_assert_str_eq(n->service_name, "orders");
+    assert_listen(&n->inbound_listen, "127.0.0.1", 7006);
+    ck_assert_uint_eq(n->outbound_listen.port, 0);
+    ck_assert_str_eq(n->app_url, "http://localhost:3000");
+    ck_assert_str_eq(n->app_host, "localhost");
+    ck_assert_uint_eq(n->app_port, 3000);
+    ck_assert_uint_eq(n->drain_delay_ms, 2000);
+    assert_listen(&n->status_listen, "127.0.0.1", 7021);
+    ck_assert_int_eq(n->worker_processes, 2);
+    ck_assert_uint_eq(n->n_proxy_listen, 0);
+    ck_assert(!n->inbound_circuit_breakers.set);
+    sl_config_unref(cfg);
+
+    /* SLUICE_SERVICE_NAME stands for a missing sidecar block */
+    cfg = load_sidecar_ok(V3);
+    ck_assert_str_eq(cfg->node.service_name, "orders");
+    sl_config_unref(cfg);
+
+    /* the gateway does not read the sidecar's variables */
+    setenv("SLUICE_SERVICE_NAME", "not a name", 1);
+    setenv("SLUICE_APP_URL", "ftp://x", 1);
+    unsetenv("SLUICE_PROXY_LISTEN");
+    unsetenv("SLUICE_STATUS_LISTEN");
+    cfg = load_ok(V3);
+    ck_assert_str_eq(cfg->node.service_name, "");
+    ck_assert_str_eq(cfg->node.app_url, "");
+    ck_assert_uint_eq(cfg->node.inbound_listen.port, 0);
+    ck_assert_uint_eq(cfg->node.drain_delay_ms, 0);
+    sl_config_unref(cfg);
+    clear_env();
+}
+END_TEST
+
+static const struct env_case sidecar_env_cases[] = {
+    {"SLUICE_SERVICE_NAME", "",
+     "env:SLUICE_SERVICE_NAME: invalid value '': expected 1 to 127 characters of A-Z a-z 0-9 . "
+     "_ -"},
+    {"SLUICE_SERVICE_NAME", "a/b",
+     "env:SLUICE_SERVICE_NAME: invalid value 'a/b': expected 1 to 127 characters of A-Z a-z 0-9 "
+     ". _ -"},
+    {"SLUICE_INBOUND_LISTEN", "off",
+     "env:SLUICE_INBOUND_LISTEN: invalid value 'off': this listener cannot be off"},
+    {"SLUICE_INBOUND_LISTEN", "127.0.0.1:15001",
+     "env:SLUICE_INBOUND_LISTEN: address 127.0.0.1:15001 is used twice"},
+    {"SLUICE_OUTBOUND_LISTEN", "0.0.0.0",
+     "env:SLUICE_OUTBOUND_LISTEN: invalid value '0.0.0.0': expected host:port"},
+    {"SLUICE_OUTBOUND_LISTEN", "0.0.0.0:15021",
+     "env:SLUICE_OUTBOUND_LISTEN: address 0.0.0.0:15021 is used twice"},
+    {"SLUICE_APP_URL", "https://app",
+     "env:SLUICE_APP_URL: invalid value 'https://app': the scheme must be http"},
+    {"SLUICE_APP_URL", "http://app/v1",
+     "env:SLUICE_APP_URL: invalid value 'http://app/v1': a path other than '/' is not allowed"},
+    {"SLUICE_DRAIN_DELAY", "-1",
+     "env:SLUICE_DRAIN_DELAY: invalid value '-1': expected milliseconds, or a number with a "
+     "unit: ms, s, m, h (\"60s\")"},
+    {"SLUICE_STATUS_LISTEN", "0.0.0.0:15006",
+     "env:SLUICE_STATUS_LISTEN: address 0.0.0.0:15006 is used twice"},
+};
+
+START_TEST(test_sidecar_env_errors)
+{
+    clear_env();
+    const struct env_case *c = &sidecar_env_cases[_i];
+    setenv(c->var, c->value, 1);
+    struct sl_config_error err;
+    struct sl_config *cfg = load_role(SIDECAR, "sidecar", &err);
+    unsetenv(c->var);
+    if (cfg != NULL)
+        sl_config_unref(cfg);
+    ck_assert_msg(cfg == NULL, "%s=%s accepted", c->var, c->value);
+    ck_assert_str_eq(err.text, c->error);
+}
+END_TEST
+
+/* The app_url is longer than its field: refused, never cut. */
+START_TEST(test_sidecar_long_app_url)
+{
+    clear_env();
+    char url[600] = "http://";
+    size_t n = strlen(url);
+    while (n < 520) {
+        memcpy(url + n, "a.", 2);
+        n += 2;
+    }
+    memcpy(url + n, "b", 2);
+    setenv("SLUICE_APP_URL", url, 1);
+    struct sl_config_error err;
+    struct sl_config *cfg = load_role(SIDECAR, "sidecar", &err);
+    unsetenv("SLUICE_APP_URL");
+    if (cfg != NULL)
+        sl_config_unref(cfg);
+    ck_assert_ptr_null(cfg);
+    ck_assert_msg(strstr(err.text, "env:SLUICE_APP_URL: invalid value 'http://a.a.") == err.text,
+                  "%s", err.text);
+    ck_assert_msg(strstr(err.text, "': longer than 511 bytes") != NULL, "%s", err.text);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     clear_env();
@@ -1808,6 +2459,16 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_upstream_hashing);
     tcase_add_test(tc, test_plugin_scopes);
     tcase_add_test(tc, test_admin_listen);
+    tcase_add_test(tc, test_resilience_defaults);
+    tcase_add_test(tc, test_resilience_values);
+    tcase_add_test(tc, test_sidecar_defaults);
+    tcase_add_test(tc, test_sidecar_keys);
+    tcase_add_loop_test(tc, test_sidecar_bad_config, 0,
+                        (int)(sizeof sidecar_bad_cases / sizeof sidecar_bad_cases[0]));
+    tcase_add_test(tc, test_sidecar_env);
+    tcase_add_loop_test(tc, test_sidecar_env_errors, 0,
+                        (int)(sizeof sidecar_env_cases / sizeof sidecar_env_cases[0]));
+    tcase_add_test(tc, test_sidecar_long_app_url);
     suite_add_tcase(s, tc);
     return s;
 }
