@@ -1,9 +1,9 @@
 /*
- * The operator endpoints' HTTP server (core/httpd.c), driven over
- * socketpairs on a private event_base: routing, the answers the server
- * gives by itself (404, 405, 411, 413, the codec's 400/414/431/505, 500),
- * HEAD, bodies, a peer that goes away, the deadline, the bound on
- * connections.
+ * The operator endpoints' HTTP server (core/httpd.c) and the status routes
+ * of each role (core/status.c), driven over socketpairs on a private
+ * event_base: routing, the answers the server gives by itself (404, 405,
+ * 411, 413, the codec's 400/414/431/505, 500), HEAD, bodies, a peer that
+ * goes away, the deadline, the bound on connections.
  */
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -18,7 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "httpd.h"
+#include "metrics.h"
+#include "server.h"
+#include "status.h"
 #include "unit.h"
 #include "util.h"
 
@@ -661,6 +665,98 @@ START_TEST(test_bounds_required)
 }
 END_TEST
 
+/* --- the status routes of each role (status.c) ------------------------ */
+
+static struct sl_server srv;
+static struct sl_worker worker;
+static struct sl_snapshot snap;
+
+static void status_setup(void)
+{
+    setup();
+    sl_httpd_free(httpd); /* the status server replaces it */
+    httpd = NULL;
+    memset(&srv, 0, sizeof srv);
+    memset(&worker, 0, sizeof worker);
+    memset(&snap, 0, sizeof snap);
+    const char *yaml = "_format_version: \"3.0\"\n";
+    struct sl_config_error err;
+    snap.cfg = sl_config_load_buffer(yaml, strlen(yaml), "test.yml", "gateway", &err);
+    ck_assert_ptr_nonnull(snap.cfg);
+    snap.loaded_at_unix_ms = 1700000000123ull;
+    worker.server = &srv;
+    worker.base = base;
+    worker.snapshot = &snap;
+    worker.metrics = sl_metrics_new();
+    srv.workers = &worker;
+    srv.n_workers = 1;
+    atomic_store(&srv.ready, true);
+}
+
+static void status_teardown(void)
+{
+    sl_metrics_free(worker.metrics);
+    sl_config_unref(snap.cfg);
+    teardown();
+}
+
+static struct sl_httpd *status_server(const char *role)
+{
+    char err[128];
+    struct sl_httpd *s = sl_status_new(&worker, role, err, sizeof err);
+    ck_assert_msg(s != NULL, "%s", err);
+    return s;
+}
+
+START_TEST(test_status_gateway_routes)
+{
+    httpd = status_server("gateway");
+    expect("GET /status HTTP/1.1\r\nHost: a\r\n\r\n", 200, NULL);
+    char hash[64];
+    snprintf(hash, sizeof hash, "\"configuration_hash\":\"%s\"", snap.cfg->hash);
+    ck_assert_ptr_nonnull(strstr(body_of(&last), hash));
+    ck_assert_ptr_nonnull(strstr(body_of(&last), "\"configuration_loaded_at\":1700000000.123"));
+    ck_assert_ptr_nonnull(strstr(body_of(&last), "\"ready\":true"));
+    expect("GET /status/ready HTTP/1.1\r\nHost: a\r\n\r\n", 200, "{\"message\":\"ready\"}");
+    atomic_store(&srv.ready, false);
+    expect("GET /status/ready HTTP/1.1\r\nHost: a\r\n\r\n", 503,
+           "{\"message\":\"not ready: starting or draining\"}");
+    expect("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n", 200, NULL);
+    ck_assert(has_header(&last, "Content-Type: text/plain; version=0.0.4; charset=utf-8"));
+    ck_assert_ptr_nonnull(strstr(body_of(&last), "# TYPE sluice_http_requests_total counter"));
+    /* the sidecar's paths are not the gateway's */
+    expect("GET /healthz/live HTTP/1.1\r\nHost: a\r\n\r\n", 404, NULL);
+    expect("POST /status HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 405, NULL);
+}
+END_TEST
+
+START_TEST(test_status_sidecar_routes)
+{
+    httpd = status_server("sidecar");
+    expect("GET /healthz/live HTTP/1.1\r\nHost: a\r\n\r\n", 200, "{\"message\":\"live\"}");
+    expect("GET /healthz/ready HTTP/1.1\r\nHost: a\r\n\r\n", 200, "{\"message\":\"ready\"}");
+    atomic_store(&srv.ready, false); /* starting or draining */
+    expect("GET /healthz/ready HTTP/1.1\r\nHost: a\r\n\r\n", 503,
+           "{\"message\":\"not ready: starting or draining\"}");
+    /* alive while not ready */
+    expect("GET /healthz/live HTTP/1.1\r\nHost: a\r\n\r\n", 200, NULL);
+    expect("HEAD /healthz/live HTTP/1.1\r\nHost: a\r\n\r\n", 200, "");
+    expect("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n", 200, NULL);
+    ck_assert_ptr_nonnull(strstr(body_of(&last), "sluice_build_info"));
+    expect("GET /status HTTP/1.1\r\nHost: a\r\n\r\n", 200, NULL);
+    ck_assert_ptr_nonnull(strstr(body_of(&last), "\"ready\":false"));
+    expect("GET /status/ready HTTP/1.1\r\nHost: a\r\n\r\n", 404, NULL);
+}
+END_TEST
+
+START_TEST(test_status_unknown_role)
+{
+    char err[128] = "";
+    ck_assert_ptr_null(sl_status_new(&worker, "mesh", err, sizeof err));
+    ck_assert_str_eq(err, "status_listen: unknown role 'mesh'");
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     /* a write to a socket whose peer is gone must fail, not kill the test */
@@ -688,6 +784,13 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_close_all);
     tcase_add_test(tc, test_bounds_required);
     suite_add_tcase(s, tc);
+    TCase *st = tcase_create("status");
+    tcase_add_checked_fixture(st, status_setup, status_teardown);
+    tcase_set_timeout(st, 30);
+    tcase_add_test(st, test_status_gateway_routes);
+    tcase_add_test(st, test_status_sidecar_routes);
+    tcase_add_test(st, test_status_unknown_role);
+    suite_add_tcase(s, st);
     return s;
 }
 
