@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "plugin_runtime.h"
+#include "httpd.h"
 #include "snapshot.h"
 #include "status.h"
 #include "upstream.h"
@@ -183,7 +184,8 @@ static void accept_error(struct evconnlistener *listener, void *arg)
 static void status_accept(struct evconnlistener *listener, evutil_socket_t fd,
                           struct sockaddr *peer, int peer_len, void *arg)
 {
-    sl_status_accept(arg, fd);
+    struct sl_worker *w = arg;
+    sl_httpd_accept(w->status, fd);
 }
 
 static void close_status_listener(struct sl_worker *w)
@@ -343,7 +345,7 @@ static void *worker_main(void *arg)
     /* cut whatever is left and let the deferred frees run */
     close_listeners(w);
     close_status_listener(w);
-    sl_status_close_all(w);
+    sl_httpd_close_all(w->status);
     sl_proxy_close_all(w);
     for (int i = 0; i < 100 && w->n_clients > 0; i++)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
@@ -474,6 +476,12 @@ static int worker_init(struct sl_server *srv, struct sl_worker *w, int index, ch
         int fd = open_listener(&node->status_listen, true, err, err_size);
         if (fd < 0)
             return SL_ERR;
+        const char *role = srv->snapshot->cfg->role ? srv->snapshot->cfg->role : "gateway";
+        w->status = sl_status_new(w, role, err, err_size);
+        if (!w->status) {
+            close(fd);
+            return SL_ERR;
+        }
         w->status_listener =
             evconnlistener_new(w->base, status_accept, w, LEV_OPT_CLOSE_ON_FREE, 0, fd);
         if (!w->status_listener) {
@@ -500,6 +508,8 @@ static void worker_free(struct sl_worker *w)
     drop_pending_messages(w);
     close_listeners(w);
     close_status_listener(w);
+    sl_httpd_free(w->status);
+    w->status = NULL;
     free(w->listeners);
     free(w->accept_ctx);
     sl_plugins_free_worker_data(w->plugin_data);

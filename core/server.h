@@ -29,7 +29,7 @@ struct sl_metrics;
 struct sl_balancer;
 struct sl_client;
 struct accept_ctx;
-struct status_conn;
+struct sl_httpd;
 struct evconnlistener;
 
 /* What a listener is for: each kind has its own request pipeline. */
@@ -74,7 +74,7 @@ struct sl_worker {
     size_t n_listeners;
     struct accept_ctx *accept_ctx;          /* one per listener, passed to its callback */
     struct evconnlistener *status_listener; /* worker 0 only, when status_listen is set */
-    struct status_conn *status_conns;       /* open status connections (status.c) */
+    struct sl_httpd *status;                /* worker 0: serves status_listen (status.h) */
     bool started;                           /* its thread was created */
 
     int control_pipe[2]; /* [1] written by other threads, [0] read here */

@@ -2,10 +2,12 @@
 """The admin listener (admin_listen): Kong's DB-less POST /config with a
 YAML or a JSON body, Kong's error shape for a refused configuration (with
 file:line:column), and the edges: other paths and methods, no
-Content-Length, a body over 16 MiB."""
+Content-Length, a body over 16 MiB (also when sent whole without waiting
+for the answer), Expect: 100-continue."""
 
 import json
 import os
+import socket
 import sys
 import urllib.request
 
@@ -65,6 +67,51 @@ def body(t):
     t.eq(r.status, 411, "a chunked body: 411 Length Required")
     r = h.send_raw(aport, b"POST /config HTTP/1.1\r\nHost: a\r\nContent-Length: 17825792\r\n\r\n")
     t.eq(r.status, 413, "a body over 16 MiB: 413 before it is read")
+
+    # the same 413 to a client that sends the whole body without waiting:
+    # the gateway drops the rest instead of resetting the connection
+    s = socket.create_connection(("127.0.0.1", aport), timeout=10)
+    size = 17 * 1024 * 1024
+    s.sendall(b"POST /config HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+    sent, error, answer = 0, None, b""
+    try:
+        chunk = b"x" * 65536
+        while sent < size:
+            sent += s.send(chunk)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            answer += data
+    except OSError as e:
+        error = e
+    s.close()
+    t.ok(error is None and answer.startswith(b"HTTP/1.1 413 ") and
+         answer.endswith(b'{"message":"configuration too large (the limit is 16 MiB)"}'),
+         "a body over 16 MiB sent whole: the 413 arrives, not a reset",
+         "sent %d, %r, %r" % (sent, error, answer[:80]))
+
+    # Expect: 100-continue is answered at once (curl would wait a second)
+    text = json.dumps(new).encode()
+    s = socket.create_connection(("127.0.0.1", aport), timeout=10)
+    s.sendall(b"POST /config HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n"
+              b"Expect: 100-continue\r\n\r\n" % len(text))
+    s.settimeout(3)
+    interim, answer = b"", b""
+    try:
+        interim = s.recv(100)  # before any body byte is sent
+        s.sendall(text)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            answer += data
+    except OSError:
+        pass  # no 100 in time: reported below
+    s.close()
+    t.ok(interim == b"HTTP/1.1 100 Continue\r\n\r\n" and answer.startswith(b"HTTP/1.1 201 "),
+         "Expect: 100-continue: 100 Continue, then the body is read and loaded",
+         "%r %r" % (interim, answer[:60]))
     gw.stop()
     gw.check_clean(t)
     up.stop()

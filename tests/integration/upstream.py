@@ -441,12 +441,14 @@ class Upstream:
         client_close = "close" in (rec.header("connection") or "").lower() or \
             rec.version == "HTTP/1.0"
 
-        def send_head(status, headers, reason=None):
+        def send_head(status, headers, reason=None, body=b""):
+            """The head, and `body` in the same write (as a real server does,
+            so that a kill between two writes cannot cut a small answer)."""
             reason = reason or {200: "OK", 204: "No Content", 304: "Not Modified",
                                 400: "Bad Request", 404: "Not Found",
                                 500: "Internal Server Error"}.get(status, "Status")
             lines = ["HTTP/1.1 %d %s" % (status, reason)] + ["%s: %s" % kv for kv in headers]
-            c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
         if kw == "hang":
             self._stop.wait(self.io_timeout * 4)
@@ -475,8 +477,7 @@ class Upstream:
             else:
                 body = json.dumps({"status": code}).encode()
                 send_head(code, [("Content-Type", "application/json"),
-                                 ("Content-Length", str(len(body)))])
-                c.sendall(body)
+                                 ("Content-Length", str(len(body)))], body=body)
             return not client_close
         if kw == "bytes":
             n = int(args[0]) if args else 0
@@ -560,6 +561,5 @@ class Upstream:
         if kw == "hop":
             hs += [("Keep-Alive", "timeout=5"), ("Connection", "X-Foo"), ("X-Foo", "1"),
                    ("X-Bar", "2"), ("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/")]
-        send_head(200, hs)
-        c.sendall(body)
+        send_head(200, hs, body=body)
         return not client_close
