@@ -506,21 +506,26 @@ static const struct bad_case {
 #undef SVC
 };
 
-START_TEST(test_bad_config)
+/* The file must be refused with exactly that error. */
+static void check_bad_case(const struct bad_case *c, const char *role, int i)
 {
-    const struct bad_case *c = &bad_cases[_i];
     struct sl_config_error err;
-    struct sl_config *cfg = load(c->yaml, &err);
+    struct sl_config *cfg = load_role(c->yaml, role, &err);
     if (cfg != NULL)
         sl_config_unref(cfg);
-    ck_assert_msg(cfg == NULL, "case %d: accepted, expected: %s", _i, c->error);
+    ck_assert_msg(cfg == NULL, "case %d: accepted, expected: %s", i, c->error);
     size_t n = strlen(c->error);
     if (n > 0 && c->error[n - 1] == '*')
-        ck_assert_msg(strncmp(err.text, c->error, n - 1) == 0, "case %d:\n got: %s\nwant: %s", _i,
+        ck_assert_msg(strncmp(err.text, c->error, n - 1) == 0, "case %d:\n got: %s\nwant: %s", i,
                       err.text, c->error);
     else
-        ck_assert_msg(strcmp(err.text, c->error) == 0, "case %d:\n got: %s\nwant: %s", _i, err.text,
+        ck_assert_msg(strcmp(err.text, c->error) == 0, "case %d:\n got: %s\nwant: %s", i, err.text,
                       c->error);
+}
+
+START_TEST(test_bad_config)
+{
+    check_bad_case(&bad_cases[_i], "gateway", _i);
 }
 END_TEST
 
@@ -966,17 +971,22 @@ static const struct env_case {
      "env:SLUICE_PROXY_LISTEN: address 127.0.0.1:80 overlaps 0.0.0.0:80"},
 };
 
-START_TEST(test_env_errors)
+/* With c->var set, the file must be refused with exactly c->error. */
+static void check_env_case(const struct env_case *c, const char *yaml, const char *role)
 {
-    const struct env_case *c = &env_cases[_i];
     setenv(c->var, c->value, 1);
     struct sl_config_error err;
-    struct sl_config *cfg = load(V3 "gateway:\n  worker_processes: 2\n", &err);
+    struct sl_config *cfg = load_role(yaml, role, &err);
     unsetenv(c->var);
     if (cfg != NULL)
         sl_config_unref(cfg);
     ck_assert_msg(cfg == NULL, "%s=%s accepted", c->var, c->value);
     ck_assert_str_eq(err.text, c->error);
+}
+
+START_TEST(test_env_errors)
+{
+    check_env_case(&env_cases[_i], V3 "gateway:\n  worker_processes: 2\n", "gateway");
 }
 END_TEST
 
@@ -1908,6 +1918,16 @@ END_TEST
 /* Resilience blocks of a service                                             */
 /* ------------------------------------------------------------------------ */
 
+static void assert_breakers(const struct sl_circuit_breakers *cb, unsigned connections,
+                            unsigned pending, unsigned requests, unsigned retries)
+{
+    ck_assert(cb->set);
+    ck_assert_uint_eq(cb->max_connections, connections);
+    ck_assert_uint_eq(cb->max_pending_requests, pending);
+    ck_assert_uint_eq(cb->max_requests, requests);
+    ck_assert_uint_eq(cb->max_retries, retries);
+}
+
 /* Absent: not set, and nothing else either; {}: set, with every default. */
 START_TEST(test_resilience_defaults)
 {
@@ -1944,11 +1964,7 @@ START_TEST(test_resilience_defaults)
     ck_assert_int_eq(rp->line, 9);
     ck_assert_int_eq(rp->column, 19);
     const struct sl_circuit_breakers *cb = &s->circuit_breakers;
-    ck_assert(cb->set);
-    ck_assert_uint_eq(cb->max_connections, 1024);
-    ck_assert_uint_eq(cb->max_pending_requests, 1024);
-    ck_assert_uint_eq(cb->max_requests, 1024);
-    ck_assert_uint_eq(cb->max_retries, 3);
+    assert_breakers(cb, 1024, 1024, 1024, 3);
     ck_assert_int_eq(cb->line, 10);
     ck_assert_int_eq(cb->column, 23);
     const struct sl_outlier_detection *od = &s->outlier_detection;
@@ -2024,12 +2040,7 @@ START_TEST(test_resilience_values)
     ck_assert_uint_eq(rp->max_body_bytes, 1u << 30);
     ck_assert_int_eq(rp->line, 7);
     ck_assert_int_eq(rp->column, 7);
-    const struct sl_circuit_breakers *cb = &cfg->services[0].circuit_breakers;
-    ck_assert(cb->set);
-    ck_assert_uint_eq(cb->max_connections, 1);
-    ck_assert_uint_eq(cb->max_pending_requests, 1000000);
-    ck_assert_uint_eq(cb->max_requests, 7);
-    ck_assert_uint_eq(cb->max_retries, 0);
+    assert_breakers(&cfg->services[0].circuit_breakers, 1, 1000000, 7, 0);
     const struct sl_outlier_detection *od = &cfg->services[0].outlier_detection;
     ck_assert_uint_eq(od->consecutive_5xx, 0);
     ck_assert_uint_eq(od->consecutive_gateway_failure, 1000000);
@@ -2080,6 +2091,14 @@ static void assert_listen(const struct sl_listen *l, const char *host, unsigned 
     ck_assert_uint_eq(l->port, port);
 }
 
+static void assert_app(const struct sl_node_config *n, const char *url, const char *host,
+                       unsigned port)
+{
+    ck_assert_str_eq(n->app_url, url);
+    ck_assert_str_eq(n->app_host, host);
+    ck_assert_uint_eq(n->app_port, port);
+}
+
 START_TEST(test_sidecar_defaults)
 {
     clear_env();
@@ -2092,9 +2111,7 @@ START_TEST(test_sidecar_defaults)
     assert_listen(&n->status_listen, "0.0.0.0", 15021);
     ck_assert_uint_eq(n->admin_listen.port, 0);
     ck_assert_int_eq(n->worker_processes, 1);
-    ck_assert_str_eq(n->app_url, "http://127.0.0.1:8080");
-    ck_assert_str_eq(n->app_host, "127.0.0.1");
-    ck_assert_uint_eq(n->app_port, 8080);
+    assert_app(n, "http://127.0.0.1:8080", "127.0.0.1", 8080);
     ck_assert_uint_eq(n->drain_delay_ms, 5000);
     ck_assert(!n->inbound_circuit_breakers.set);
     ck_assert_ptr_null(n->proxy_listen); /* a gateway key */
@@ -2113,9 +2130,7 @@ START_TEST(test_sidecar_defaults)
     ck_assert_uint_eq(n->inbound_listen.port, 0);
     ck_assert_str_eq(n->inbound_listen.host, "");
     ck_assert_uint_eq(n->outbound_listen.port, 0);
-    ck_assert_str_eq(n->app_url, "");
-    ck_assert_str_eq(n->app_host, "");
-    ck_assert_uint_eq(n->app_port, 0);
+    assert_app(n, "", "", 0);
     ck_assert_uint_eq(n->drain_delay_ms, 0);
     ck_assert(!n->inbound_circuit_breakers.set);
     assert_listen(&n->status_listen, "127.0.0.1", 8100);
@@ -2145,9 +2160,7 @@ START_TEST(test_sidecar_keys)
     ck_assert_str_eq(n->service_name, "user-service.v2_A");
     assert_listen(&n->inbound_listen, "::", 16006);
     ck_assert_uint_eq(n->outbound_listen.port, 0);
-    ck_assert_str_eq(n->app_url, "http://[::1]:9000/");
-    ck_assert_str_eq(n->app_host, "::1");
-    ck_assert_uint_eq(n->app_port, 9000);
+    assert_app(n, "http://[::1]:9000/", "::1", 9000);
     ck_assert_uint_eq(n->status_listen.port, 0);
     assert_listen(&n->admin_listen, "127.0.0.1", 15000);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2156,11 +2169,7 @@ START_TEST(test_sidecar_keys)
     ck_assert_uint_eq(n->graceful_shutdown_timeout_ms, 2000);
     ck_assert_uint_eq(n->n_trusted_ips, 1);
     const struct sl_circuit_breakers *cb = &n->inbound_circuit_breakers;
-    ck_assert(cb->set);
-    ck_assert_uint_eq(cb->max_connections, 64);
-    ck_assert_uint_eq(cb->max_pending_requests, 1024);
-    ck_assert_uint_eq(cb->max_requests, 1024);
-    ck_assert_uint_eq(cb->max_retries, 0);
+    assert_breakers(cb, 64, 1024, 1024, 0);
     ck_assert_int_eq(cb->line, 13);
     ck_assert_int_eq(cb->column, 29);
     sl_config_unref(cfg);
@@ -2179,9 +2188,7 @@ START_TEST(test_sidecar_keys)
         char yaml[256];
         snprintf(yaml, sizeof yaml, SIDECAR "  app_url: \"%s\"\n", urls[i].url);
         cfg = load_sidecar_ok(yaml);
-        ck_assert_str_eq(cfg->node.app_url, urls[i].url);
-        ck_assert_str_eq(cfg->node.app_host, urls[i].host);
-        ck_assert_uint_eq(cfg->node.app_port, urls[i].port);
+        assert_app(&cfg->node, urls[i].url, urls[i].host, urls[i].port);
         sl_config_unref(cfg);
     }
     /* the longest name */
@@ -2297,14 +2304,7 @@ static const struct bad_case sidecar_bad_cases[] = {
 START_TEST(test_sidecar_bad_config)
 {
     clear_env();
-    const struct bad_case *c = &sidecar_bad_cases[_i];
-    struct sl_config_error err;
-    struct sl_config *cfg = load_role(c->yaml, "sidecar", &err);
-    if (cfg != NULL)
-        sl_config_unref(cfg);
-    ck_assert_msg(cfg == NULL, "case %d: accepted, expected: %s", _i, c->error);
-    ck_assert_msg(strcmp(err.text, c->error) == 0, "case %d:\n got: %s\nwant: %s", _i, err.text,
-                  c->error);
+    check_bad_case(&sidecar_bad_cases[_i], "sidecar", _i);
 }
 END_TEST
 
@@ -2331,9 +2331,7 @@ START_TEST(test_sidecar_env)
     ck_assert_str_eq(n->service_name, "orders");
     assert_listen(&n->inbound_listen, "127.0.0.1", 7006);
     ck_assert_uint_eq(n->outbound_listen.port, 0);
-    ck_assert_str_eq(n->app_url, "http://localhost:3000");
-    ck_assert_str_eq(n->app_host, "localhost");
-    ck_assert_uint_eq(n->app_port, 3000);
+    assert_app(n, "http://localhost:3000", "localhost", 3000);
     ck_assert_uint_eq(n->drain_delay_ms, 2000);
     assert_listen(&n->status_listen, "127.0.0.1", 7021);
     ck_assert_int_eq(n->worker_processes, 2);
@@ -2390,15 +2388,7 @@ static const struct env_case sidecar_env_cases[] = {
 START_TEST(test_sidecar_env_errors)
 {
     clear_env();
-    const struct env_case *c = &sidecar_env_cases[_i];
-    setenv(c->var, c->value, 1);
-    struct sl_config_error err;
-    struct sl_config *cfg = load_role(SIDECAR, "sidecar", &err);
-    unsetenv(c->var);
-    if (cfg != NULL)
-        sl_config_unref(cfg);
-    ck_assert_msg(cfg == NULL, "%s=%s accepted", c->var, c->value);
-    ck_assert_str_eq(err.text, c->error);
+    check_env_case(&sidecar_env_cases[_i], SIDECAR, "sidecar");
 }
 END_TEST
 
