@@ -938,17 +938,25 @@ static void access_log(struct sl_request *r)
             snprintf(consumer, sizeof consumer, ",\"consumer\":\"%s\"", esc);
     }
     double proxy_ms = upstream_ms >= 0 ? total_ms - upstream_ms : total_ms;
+    /* the sidecar's listener, and the retries a request took */
+    char extra[64] = "";
+    int at = 0;
+    if (c->kind != SL_LISTENER_PROXY)
+        at = snprintf(extra, sizeof extra, ",\"direction\":\"%s\"",
+                      sl_listener_kind_to_str(c->kind));
+    if (r->attempt.tries && at >= 0 && (size_t)at < sizeof extra)
+        snprintf(extra + at, sizeof extra - (size_t)at, ",\"retries\":%u", r->attempt.tries);
     char line[2048];
     int n = snprintf(line, sizeof line,
                      "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"client_ip\":\"%s\","
                      "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes_in\":%llu,"
                      "\"bytes_out\":%llu,\"latency_ms\":{\"request\":%.3f,\"upstream\":%.3f,"
-                     "\"proxy\":%.3f},\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"%s}",
+                     "\"proxy\":%.3f},\"service\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\"%s%s}",
                      when, ts.tv_nsec / 1000000, rid, c->peer_ip, method, path, r->status,
                      (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, total_ms,
                      upstream_ms, proxy_ms, svc && svc->name ? svc->name : "",
                      route && route->name ? route->name : "",
-                     r->attempt.up ? r->attempt.up->addr_text : "", consumer);
+                     r->attempt.up ? r->attempt.up->addr_text : "", consumer, extra);
     if (n > 0)
         sl_worker_access_log(c->w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

@@ -320,6 +320,11 @@ def body(t):
         t.ok(rc == 1 and "service_name" in out, "-t: service_name is required", out)
         rc, out, _ = check("_format_version: \"3.0\"\n", env={"SLUICE_SERVICE_NAME": "envsvc"})
         t.eq(rc, 0, "-t: SLUICE_SERVICE_NAME provides the service name")
+        example = os.path.join(os.environ.get("SLUICE_SRCDIR", os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..")), "conf", "sidecar.yml")
+        p = subprocess.run([h.sidecar_bin(), "-t", "-c", example], capture_output=True,
+                           text=True, timeout=10)
+        t.eq(p.returncode, 0, "-t: the example conf/sidecar.yml is valid", p.stdout + p.stderr)
         p = subprocess.run([h.sidecar_bin(), "-V"], capture_output=True, text=True, timeout=5)
         t.ok(p.returncode == 0 and p.stdout.startswith("sluice-sidecar "), "-V prints the "
              "version", p.stdout)
