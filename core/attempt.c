@@ -528,7 +528,7 @@ static bool attempt_pick(struct sl_request *r)
     struct sl_attempt *a = &r->attempt;
     const struct sl_service *svc = r->match.service;
     struct sl_outlier_pick pick;
-    sl_outlier_pick_begin(&pick, a->res, sl_now_ms());
+    sl_outlier_pick_begin(&pick, a->res, svc->outlier_detection.set ? sl_now_ms() : 0);
     if (!svc->upstream) {
         a->target_host = svc->host;
         a->target_port = svc->port;
