@@ -425,27 +425,6 @@ static void write_upstream_head(struct sl_request *r, struct evbuffer *out)
     evbuffer_add(out, head + r->up_head_host_at, head_len - r->up_head_host_at);
 }
 
-/* Copy the replay buffer (the body sent on earlier tries) into out. */
-static void write_replay(const struct evbuffer *replay, struct evbuffer *out)
-{
-    struct evbuffer_ptr pos;
-    evbuffer_ptr_set((struct evbuffer *)replay, &pos, 0, EVBUFFER_PTR_SET);
-    struct evbuffer_iovec vec[16];
-    for (;;) {
-        int n = evbuffer_peek((struct evbuffer *)replay, -1, &pos, vec, 16);
-        if (n <= 0)
-            return;
-        size_t seen = 0;
-        for (int i = 0; i < n && i < 16; i++) {
-            evbuffer_add(out, vec[i].iov_base, vec[i].iov_len);
-            seen += vec[i].iov_len;
-        }
-        if (n <= 16 ||
-            evbuffer_ptr_set((struct evbuffer *)replay, &pos, seen, EVBUFFER_PTR_ADD) < 0)
-            return;
-    }
-}
-
 static enum sl_attempt_failure failure_of(enum sl_upstream_error error)
 {
     switch (error) {
@@ -497,7 +476,7 @@ static void attempt_connected(struct sl_upstream_conn *conn, enum sl_upstream_er
         evbuffer_add(out, r->plugins->up_body, r->plugins->up_body_len);
         r->req_body_started = true;
     } else if (a->replay && evbuffer_get_length(a->replay) > 0) {
-        write_replay(a->replay, out); /* what earlier tries sent of the body */
+        sl_evbuffer_copy(out, a->replay, SIZE_MAX); /* what earlier tries sent of the body */
     }
     a->queued = evbuffer_get_length(out);
     r->upstream_start_us = sl_now_us();
@@ -688,24 +667,7 @@ static void replay_keep(struct sl_request *r, struct evbuffer *in, size_t move)
         a->replay = NULL;
         return;
     }
-    struct evbuffer_iovec vec[16];
-    struct evbuffer_ptr pos;
-    evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
-    size_t left = move;
-    while (left > 0) {
-        int n = evbuffer_peek(in, (ev_ssize_t)left, &pos, vec, 16);
-        if (n <= 0)
-            break;
-        size_t seen = 0;
-        for (int i = 0; i < n && i < 16 && left > 0; i++) {
-            size_t len = vec[i].iov_len < left ? vec[i].iov_len : left;
-            evbuffer_add(a->replay, vec[i].iov_base, len);
-            left -= len;
-            seen += len;
-        }
-        if (left == 0 || evbuffer_ptr_set(in, &pos, seen, EVBUFFER_PTR_ADD) < 0)
-            break;
-    }
+    sl_evbuffer_copy(a->replay, in, move);
 }
 
 void sl_attempt_forward_body(struct sl_request *r)

@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "registry.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -118,69 +119,28 @@ static const char *const ctr_names[] = {"successes", "http_failures", "tcp_failu
 #define WORD_SUCCESS_MASK 0xff00ull
 
 struct health_entry {
-    struct health_entry *next; /* registry list: under registry_lock */
-    atomic_int refs;           /* balancers using it */
-    char *key;
+    struct sl_registry_entry entry; /* first: the registry's (registry.h) */
     _Atomic uint64_t word;
     atomic_long active;          /* connections in use, all workers */
     _Atomic uint64_t ewma_ns;    /* latency EWMA (ns) */
     _Atomic uint64_t ewma_at_ms; /* when it was last updated */
 };
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct health_entry *registry;
-
-static struct health_entry *registry_get(const char *key)
+static void health_entry_init(struct sl_registry_entry *re)
 {
-    pthread_mutex_lock(&registry_lock);
-    struct health_entry *e = registry;
-    while (e && strcmp(e->key, key) != 0)
-        e = e->next;
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        if (e && !(e->key = strdup(key))) {
-            free(e);
-            e = NULL;
-        }
-        if (e) {
-            atomic_init(&e->refs, 0);
-            atomic_init(&e->word, SL_LB_HEALTHY);
-            atomic_init(&e->active, 0);
-            atomic_init(&e->ewma_ns, 0);
-            atomic_init(&e->ewma_at_ms, 0);
-            e->next = registry;
-            registry = e;
-        }
-    }
-    if (e)
-        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&registry_lock);
-    return e;
+    struct health_entry *e = (struct health_entry *)re;
+    atomic_init(&e->word, SL_LB_HEALTHY);
+    atomic_init(&e->active, 0);
+    atomic_init(&e->ewma_ns, 0);
+    atomic_init(&e->ewma_at_ms, 0);
 }
 
-/* Dropping a reference never takes the lock: the last balancer of a
- * snapshot may die on a worker. The sweep frees unused entries later. */
-static void registry_put(struct health_entry *e)
-{
-    if (e)
-        atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
-}
+static struct sl_registry registry =
+    SL_REGISTRY_INITIALIZER(struct health_entry, health_entry_init);
 
 void sl_balancer_registry_sweep(void)
 {
-    pthread_mutex_lock(&registry_lock);
-    struct health_entry **pp = &registry;
-    while (*pp) {
-        struct health_entry *e = *pp;
-        if (atomic_load(&e->refs) == 0) {
-            *pp = e->next;
-            free(e->key);
-            free(e);
-        } else {
-            pp = &e->next;
-        }
-    }
-    pthread_mutex_unlock(&registry_lock);
+    sl_registry_sweep(&registry);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -520,7 +480,7 @@ static bool build_ring(struct sl_lb_upstream *u)
 static void upstream_free(struct sl_lb_upstream *u)
 {
     for (size_t i = 0; i < u->n_targets; i++)
-        registry_put(u->targets[i].health);
+        sl_registry_put(&u->targets[i].health->entry);
     free(u->targets);
     free(u->schedule);
     free(u->ring);
@@ -549,7 +509,7 @@ static bool upstream_build(struct sl_lb_upstream *u, const struct sl_upstream *c
         char key[700];
         snprintf(key, sizeof key, "%s\x1f%016llx\x1f%s", conf->name ? conf->name : "",
                  (unsigned long long)fp, t->name);
-        t->health = registry_get(key);
+        t->health = sl_registry_get(&registry, key);
         if (!t->health) {
             snprintf(err, err_size, "out of memory");
             return false;

@@ -341,3 +341,24 @@ long sl_scan_chunked_evbuffer(struct sl_chunked_scanner *s, struct evbuffer *in,
     }
     return (long)(total - offset);
 }
+
+void sl_evbuffer_copy(struct evbuffer *dst, struct evbuffer *src, size_t n)
+{
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
+    struct evbuffer_iovec vec[16];
+    while (n > 0) {
+        int got = evbuffer_peek(src, (ev_ssize_t)n, &pos, vec, 16);
+        if (got <= 0)
+            return;
+        size_t seen = 0;
+        for (int i = 0; i < got && i < 16 && n > 0; i++) {
+            size_t len = vec[i].iov_len < n ? vec[i].iov_len : n;
+            evbuffer_add(dst, vec[i].iov_base, len);
+            n -= len;
+            seen += len;
+        }
+        if (got <= 16 || evbuffer_ptr_set(src, &pos, seen, EVBUFFER_PTR_ADD) < 0)
+            return;
+    }
+}

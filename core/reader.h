@@ -79,6 +79,10 @@ void sl_reader_drained(struct sl_reader *r);
  */
 bool sl_bev_write_now(struct bufferevent *bev);
 
+/* Append a copy of the first n bytes of src (all of it when it holds
+ * fewer) to dst; src is left as it is. */
+void sl_evbuffer_copy(struct evbuffer *dst, struct evbuffer *src, size_t n);
+
 /*
  * Run a chunked scanner (http1.h) over `in` from `offset` on without
  * consuming anything. Returns how many bytes belong to the body (all of

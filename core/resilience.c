@@ -24,7 +24,6 @@
 #include "resilience.h"
 
 #include <event2/buffer.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +32,7 @@
 #include "balancer.h"
 #include "log.h"
 #include "metrics.h"
+#include "registry.h"
 #include "snapshot.h"
 #include "util.h"
 
@@ -47,9 +47,7 @@ struct budget_bucket {
 };
 
 struct sl_svc_state {
-    struct sl_svc_state *next; /* registry list: under registry_lock */
-    atomic_int refs;
-    char *key;
+    struct sl_registry_entry entry; /* first: the registry's (registry.h) */
     atomic_long active[SL_BREAKER__COUNT];
     atomic_uint_fast64_t overflows[SL_BREAKER__COUNT];
     atomic_uint_fast64_t retries[SL_RETRY_REASON__COUNT];
@@ -60,10 +58,8 @@ struct sl_svc_state {
 enum { OD_ACTIVE = 0, OD_EJECTED = 1, OD_PROBING = 2 };
 
 struct sl_outlier_entry {
-    struct sl_outlier_entry *next;
-    atomic_int refs;
-    char *key;
-    char target[300]; /* "host:port" for metrics */
+    struct sl_registry_entry entry; /* first: the registry's (registry.h) */
+    char target[300];               /* "host:port" for metrics */
     atomic_int state;
     _Atomic uint64_t ejected_until_ms;
     atomic_uint consecutive_5xx, consecutive_gateway;
@@ -72,98 +68,34 @@ struct sl_outlier_entry {
     atomic_uint_fast64_t ejections_total; /* for /metrics */
 };
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sl_svc_state *services;
-static struct sl_outlier_entry *outliers;
-
-static struct sl_svc_state *svc_state_get(const char *key)
-{
-    pthread_mutex_lock(&registry_lock);
-    struct sl_svc_state *s = services;
-    while (s && strcmp(s->key, key) != 0)
-        s = s->next;
-    if (!s && (s = calloc(1, sizeof *s)) != NULL) {
-        if ((s->key = strdup(key)) == NULL) {
-            free(s);
-            s = NULL;
-        } else {
-            s->next = services;
-            services = s;
-        }
-    }
-    if (s)
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&registry_lock);
-    return s;
-}
+static struct sl_registry services = SL_REGISTRY_INITIALIZER(struct sl_svc_state, NULL);
+static struct sl_registry outliers = SL_REGISTRY_INITIALIZER(struct sl_outlier_entry, NULL);
 
 void sl_svc_state_hold(struct sl_svc_state *s)
 {
-    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    sl_registry_hold(&s->entry);
 }
 
-/* Never takes the lock (a worker may drop the last reference): the sweep
- * frees unused entries later. */
 void sl_svc_state_put(struct sl_svc_state *s)
 {
     if (s)
-        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel);
+        sl_registry_put(&s->entry);
 }
 
 static struct sl_outlier_entry *outlier_get(const char *scope, const char *target)
 {
     char key[800];
     snprintf(key, sizeof key, "%s\x1f%s", scope, target);
-    pthread_mutex_lock(&registry_lock);
-    struct sl_outlier_entry *e = outliers;
-    while (e && strcmp(e->key, key) != 0)
-        e = e->next;
-    if (!e && (e = calloc(1, sizeof *e)) != NULL) {
-        if ((e->key = strdup(key)) == NULL) {
-            free(e);
-            e = NULL;
-        } else {
-            snprintf(e->target, sizeof e->target, "%s", target);
-            e->next = outliers;
-            outliers = e;
-        }
-    }
-    if (e)
-        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&registry_lock);
+    struct sl_outlier_entry *e = sl_registry_get(&outliers, key);
+    if (e && !e->target[0]) /* made just now (only the main thread builds views) */
+        snprintf(e->target, sizeof e->target, "%s", target);
     return e;
-}
-
-static void outlier_put(struct sl_outlier_entry *e)
-{
-    if (e)
-        atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
 }
 
 void sl_resilience_sweep(void)
 {
-    pthread_mutex_lock(&registry_lock);
-    for (struct sl_svc_state **pp = &services; *pp;) {
-        struct sl_svc_state *s = *pp;
-        if (atomic_load(&s->refs) == 0) {
-            *pp = s->next;
-            free(s->key);
-            free(s);
-        } else {
-            pp = &s->next;
-        }
-    }
-    for (struct sl_outlier_entry **pp = &outliers; *pp;) {
-        struct sl_outlier_entry *e = *pp;
-        if (atomic_load(&e->refs) == 0) {
-            *pp = e->next;
-            free(e->key);
-            free(e);
-        } else {
-            pp = &e->next;
-        }
-    }
-    pthread_mutex_unlock(&registry_lock);
+    sl_registry_sweep(&services);
+    sl_registry_sweep(&outliers);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -190,7 +122,7 @@ static bool view_build(struct sl_svc_resilience *v, const struct sl_service *svc
                        : target);
     v->service = svc;
     v->inbound = inbound;
-    if ((v->state = svc_state_get(key)) == NULL)
+    if ((v->state = sl_registry_get(&services, key)) == NULL)
         return false;
     const struct sl_upstream *u = svc->upstream;
     v->n_targets = u ? u->n_targets : 1;
@@ -214,7 +146,8 @@ static void view_free(struct sl_svc_resilience *v)
 {
     sl_svc_state_put(v->state);
     for (size_t i = 0; v->targets && i < v->n_targets; i++)
-        outlier_put(v->targets[i]);
+        if (v->targets[i])
+            sl_registry_put(&v->targets[i]->entry);
     free(v->targets);
 }
 
@@ -527,81 +460,101 @@ static void service_labels(const struct sl_svc_resilience *v, bool directions, c
         snprintf(out, size, "service=\"%s\"", name);
 }
 
+static long long v_retries(const struct sl_svc_resilience *v, size_t k, uint64_t now)
+{
+    return (long long)atomic_load(&v->state->retries[k]);
+}
+
+static long long v_budget(const struct sl_svc_resilience *v, size_t k, uint64_t now)
+{
+    return (long long)atomic_load(&v->state->budget_refused);
+}
+
+static long long v_overflows(const struct sl_svc_resilience *v, size_t k, uint64_t now)
+{
+    return (long long)atomic_load(&v->state->overflows[k]);
+}
+
+static long long v_in_flight(const struct sl_svc_resilience *v, size_t k, uint64_t now)
+{
+    return atomic_load(&v->state->active[k]);
+}
+
+static long long v_ejected(const struct sl_svc_resilience *v, size_t t, uint64_t now)
+{
+    return sl_outlier_ejected(v, t, now);
+}
+
+static long long v_ejections(const struct sl_svc_resilience *v, size_t t, uint64_t now)
+{
+    return (long long)atomic_load(&v->targets[t]->ejections_total);
+}
+
+static const char *reason_label(size_t k)
+{
+    return sl_retry_reason_to_str((enum sl_retry_reason)k);
+}
+
+static const char *breaker_label(size_t k)
+{
+    return sl_breaker_to_str((enum sl_breaker)k);
+}
+
+/* A family of series per service: one per value of `label` (a reason, a
+ * breaker), per target (services with outlier detection), or just one. */
+struct family {
+    const char *name, *type, *help;
+    const char *label;                 /* the series' own label, or NULL */
+    size_t n_values;                   /* label values (per_target: the targets) */
+    const char *(*value_of)(size_t k); /* the k-th label value */
+    long long (*read)(const struct sl_svc_resilience *v, size_t k, uint64_t now);
+    bool per_target;
+};
+
+static const struct family families[] = {
+    {"sluice_upstream_retries_total", "counter", "Retries made, by reason.", "reason",
+     SL_RETRY_REASON__COUNT, reason_label, v_retries, false},
+    {"sluice_upstream_retry_budget_exhausted_total", "counter", "Retries the retry budget refused.",
+     NULL, 1, NULL, v_budget, false},
+    {"sluice_upstream_overflow_total", "counter", "Requests a circuit breaker refused, by breaker.",
+     "breaker", SL_BREAKER__COUNT, breaker_label, v_overflows, false},
+    {"sluice_upstream_in_flight", "gauge", "What the circuit breakers count now, by breaker.",
+     "breaker", SL_BREAKER__COUNT, breaker_label, v_in_flight, false},
+    {"sluice_upstream_ejections_active", "gauge",
+     "Targets ejected by outlier detection now (1 when ejected).", "target", 0, NULL, v_ejected,
+     true},
+    {"sluice_upstream_ejections_total", "counter", "Ejections by outlier detection.", "target", 0,
+     NULL, v_ejections, true},
+};
+
 void sl_resilience_render(const struct sl_snapshot *snap, bool directions, struct evbuffer *out)
 {
     const struct sl_resilience *res = snap ? snap->resilience : NULL;
-    size_t n = res ? res->n : 0;
-    char labels[400];
-    evbuffer_add_printf(out, "# HELP sluice_upstream_retries_total Retries made, by reason.\n"
-                             "# TYPE sluice_upstream_retries_total counter\n");
-    for (size_t i = 0; i < n; i++) {
-        service_labels(&res->svcs[i], directions, labels, sizeof labels);
-        for (int r = 0; r < SL_RETRY_REASON__COUNT; r++)
-            evbuffer_add_printf(out, "sluice_upstream_retries_total{%s,reason=\"%s\"} %llu\n",
-                                labels, sl_retry_reason_to_str((enum sl_retry_reason)r),
-                                (unsigned long long)atomic_load(&res->svcs[i].state->retries[r]));
-    }
-    evbuffer_add_printf(out,
-                        "# HELP sluice_upstream_retry_budget_exhausted_total Retries the retry "
-                        "budget refused.\n"
-                        "# TYPE sluice_upstream_retry_budget_exhausted_total counter\n");
-    for (size_t i = 0; i < n; i++) {
-        service_labels(&res->svcs[i], directions, labels, sizeof labels);
-        evbuffer_add_printf(out, "sluice_upstream_retry_budget_exhausted_total{%s} %llu\n", labels,
-                            (unsigned long long)atomic_load(&res->svcs[i].state->budget_refused));
-    }
-    evbuffer_add_printf(out, "# HELP sluice_upstream_overflow_total Requests a circuit breaker "
-                             "refused, by breaker.\n"
-                             "# TYPE sluice_upstream_overflow_total counter\n");
-    for (size_t i = 0; i < n; i++) {
-        service_labels(&res->svcs[i], directions, labels, sizeof labels);
-        for (int b = 0; b < SL_BREAKER__COUNT; b++)
-            evbuffer_add_printf(out, "sluice_upstream_overflow_total{%s,breaker=\"%s\"} %llu\n",
-                                labels, sl_breaker_to_str((enum sl_breaker)b),
-                                (unsigned long long)atomic_load(&res->svcs[i].state->overflows[b]));
-    }
-    evbuffer_add_printf(out, "# HELP sluice_upstream_in_flight What the circuit breakers count "
-                             "now, by breaker.\n"
-                             "# TYPE sluice_upstream_in_flight gauge\n");
-    for (size_t i = 0; i < n; i++) {
-        service_labels(&res->svcs[i], directions, labels, sizeof labels);
-        for (int b = 0; b < SL_BREAKER__COUNT; b++)
-            evbuffer_add_printf(out, "sluice_upstream_in_flight{%s,breaker=\"%s\"} %ld\n", labels,
-                                sl_breaker_to_str((enum sl_breaker)b),
-                                atomic_load(&res->svcs[i].state->active[b]));
-    }
     uint64_t now = sl_now_ms();
-    evbuffer_add_printf(out, "# HELP sluice_upstream_ejections_active Targets ejected by outlier "
-                             "detection now (1 when ejected).\n"
-                             "# TYPE sluice_upstream_ejections_active gauge\n");
-    for (size_t i = 0; i < n; i++) {
-        const struct sl_svc_resilience *v = &res->svcs[i];
-        if (!v->service->outlier_detection.set)
-            continue;
-        service_labels(v, directions, labels, sizeof labels);
-        for (size_t t = 0; t < v->n_targets; t++) {
-            char target[700];
-            if (sl_metrics_escape_label(v->targets[t]->target, target, sizeof target) < 0)
+    char labels[400], value[700];
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        const struct family *fam = &families[f];
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", fam->name, fam->help, fam->name,
+                            fam->type);
+        for (size_t i = 0; res && i < res->n; i++) {
+            const struct sl_svc_resilience *v = &res->svcs[i];
+            if (fam->per_target && !v->service->outlier_detection.set)
                 continue;
-            evbuffer_add_printf(out, "sluice_upstream_ejections_active{%s,target=\"%s\"} %d\n",
-                                labels, target, sl_outlier_ejected(v, t, now) ? 1 : 0);
-        }
-    }
-    evbuffer_add_printf(out, "# HELP sluice_upstream_ejections_total Ejections by outlier "
-                             "detection.\n"
-                             "# TYPE sluice_upstream_ejections_total counter\n");
-    for (size_t i = 0; i < n; i++) {
-        const struct sl_svc_resilience *v = &res->svcs[i];
-        if (!v->service->outlier_detection.set)
-            continue;
-        service_labels(v, directions, labels, sizeof labels);
-        for (size_t t = 0; t < v->n_targets; t++) {
-            char target[700];
-            if (sl_metrics_escape_label(v->targets[t]->target, target, sizeof target) < 0)
-                continue;
-            evbuffer_add_printf(out, "sluice_upstream_ejections_total{%s,target=\"%s\"} %llu\n",
-                                labels, target,
-                                (unsigned long long)atomic_load(&v->targets[t]->ejections_total));
+            service_labels(v, directions, labels, sizeof labels);
+            size_t n = fam->per_target ? v->n_targets : fam->n_values;
+            for (size_t k = 0; k < n; k++) {
+                const char *raw = fam->per_target ? v->targets[k]->target
+                                  : fam->value_of ? fam->value_of(k)
+                                                  : NULL;
+                if (raw && sl_metrics_escape_label(raw, value, sizeof value) < 0)
+                    continue;
+                if (raw)
+                    evbuffer_add_printf(out, "%s{%s,%s=\"%s\"} %lld\n", fam->name, labels,
+                                        fam->label, value, fam->read(v, k, now));
+                else
+                    evbuffer_add_printf(out, "%s{%s} %lld\n", fam->name, labels,
+                                        fam->read(v, k, now));
+            }
         }
     }
 }
