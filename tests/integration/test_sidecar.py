@@ -223,9 +223,16 @@ def body(t):
         port = h.free_port()
         s = h.Sidecar(h.make_sidecar_config("resetting", port, resetting_app.port))
         s.start()
+        resetting_app.mode = None
+        with h.Conn(port) as c:
+            first = c.request("GET", "/first")  # the sidecar's connection to the app is pooled
+            resetting_app.mode = "reset"
+            resetting_app.clear()
         r = h.try_get(port, "/x")
-        t.ok(getattr(r, "status", None) == 502 and len(resetting_app.requests()) == 1,
-             "inbound never retries: an app that resets gets one request (502)",
+        t.ok(first.status == 200 and getattr(r, "status", None) == 502 and
+             len(resetting_app.requests()) == 1,
+             "inbound never retries: an app that takes the request on a pooled connection and "
+             "resets gets it once (502), not again on a fresh connection",
              "%r, %d requests" % (r, len(resetting_app.requests())))
         s.stop()
         s.check_clean(t)
