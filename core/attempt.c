@@ -294,7 +294,7 @@ static void attempt_outcome(struct sl_request *r, enum sl_attempt_failure why, i
         }
     }
     /* a name that did not resolve says nothing about the target's health */
-    if (why != SL_FAIL_DNS)
+    if (why != SL_FAIL_DNS && r->match.service->outlier_detection.set)
         sl_outlier_report(a->res, a->target_index, why == SL_FAIL_INVALID ? 502 : status, a->probe,
                           sl_now_ms());
     a->probe = false;
