@@ -179,6 +179,10 @@ class Service:
         self.name = name
         self.port = port or h.free_port()
         self.env = dict(os.environ)
+        # order-service honours http_proxy and no_proxy: only a test's own
+        # settings count, never the shell's
+        for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+            self.env.pop(name, None)
         self.env.update({"PORT": str(self.port), "LOG_LEVEL": "debug"})
         self.env.update(env)
         self.proc = None
