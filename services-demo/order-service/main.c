@@ -10,6 +10,7 @@
 #include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define ORDER_JSON                                                                                 \
     "json_build_object('id', id, 'user_id', user_id, 'total_cents', total_cents,"                  \
@@ -40,6 +41,15 @@ static struct {
     int port;
     char path_prefix[256];
 } user_service;
+
+/* The HTTP proxy of `http_proxy` (read as curl reads it), when user-service
+ * is reached through one, e.g. a sidecar's outbound listener: the check
+ * connects to it and sends the absolute-form target (RFC 9112 §3.2.2). */
+static struct {
+    bool on;
+    char host[256];
+    int port;
+} proxy;
 
 /* A POST /orders on its way: validated input, then the user check, then
  * the insert. */
@@ -183,8 +193,9 @@ static void on_user_checked(struct evhttp_request *reply, void *arg)
 static void check_user(struct svc_req *r)
 {
     struct new_order *o = r->data;
-    struct evhttp_connection *conn = evhttp_connection_base_new(svc_base(), NULL, user_service.host,
-                                                                (ev_uint16_t)user_service.port);
+    struct evhttp_connection *conn =
+        evhttp_connection_base_new(svc_base(), NULL, proxy.on ? proxy.host : user_service.host,
+                                   (ev_uint16_t)(proxy.on ? proxy.port : user_service.port));
     struct evhttp_request *call = conn ? evhttp_request_new(on_user_checked, r) : NULL;
     if (call == NULL) {
         if (conn)
@@ -199,8 +210,9 @@ static void check_user(struct svc_req *r)
     evhttp_add_header(h, "Host", host);
     evhttp_add_header(h, "Accept", "application/json");
     evhttp_add_header(h, "traceparent", r->traceparent);
-    char path[400];
-    snprintf(path, sizeof path, "%s/users/%s", user_service.path_prefix, o->user_id);
+    char path[720];
+    snprintf(path, sizeof path, "%s%s%s/users/%s", proxy.on ? "http://" : "", proxy.on ? host : "",
+             user_service.path_prefix, o->user_id);
     if (evhttp_make_request(conn, call, EVHTTP_REQ_GET, path) != 0) {
         /* evhttp_make_request freed the request */
         evhttp_connection_free(conn);
@@ -384,9 +396,75 @@ static void parse_user_service_url(const char *url)
     evhttp_uri_free(u);
 }
 
+/* Whether `no_proxy` (curl's rules: a comma-separated list of names, each
+ * matching itself and its subdomains, a leading dot ignored, `*` for every
+ * host; no CIDR ranges) says to reach `host` directly. */
+static bool proxy_bypassed(const char *host, const char *no_proxy)
+{
+    size_t host_len = strlen(host);
+    const char *p = no_proxy;
+    while (*p) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',' && *end != ' ' && *end != '\t')
+            end++;
+        const char *name = p;
+        size_t len = (size_t)(end - p);
+        p = end;
+        if (len == 1 && *name == '*')
+            return true;
+        if (len > 0 && *name == '.') {
+            name++;
+            len--;
+        }
+        if (len == 0 || len > host_len)
+            continue;
+        const char *tail = host + host_len - len;
+        if (strncasecmp(tail, name, len) == 0 && (tail == host || tail[-1] == '.'))
+            return true;
+    }
+    return false;
+}
+
+/* http_proxy: "[http://]host[:port][/]", port 1080 by default (curl's).
+ * Only the lower-case name, as curl: HTTP_PROXY may come from a CGI
+ * request's Proxy header ("httpoxy"). */
+static void parse_http_proxy(void)
+{
+    const char *value = svc_env("http_proxy", NULL);
+    if (value == NULL)
+        return;
+    const char *no_proxy = svc_env("no_proxy", svc_env("NO_PROXY", ""));
+    if (proxy_bypassed(user_service.host, no_proxy))
+        return;
+    char url[600];
+    int url_len = snprintf(url, sizeof url, "%s%s", strstr(value, "://") ? "" : "http://", value);
+    struct evhttp_uri *u = url_len < (int)sizeof url ? evhttp_uri_parse(url) : NULL;
+    const char *scheme = u ? evhttp_uri_get_scheme(u) : NULL;
+    const char *host = u ? evhttp_uri_get_host(u) : NULL;
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    if (!u || !scheme || strcmp(scheme, "http") != 0 || !host || !*host ||
+        strlen(host) >= sizeof proxy.host || evhttp_uri_get_userinfo(u) ||
+        evhttp_uri_get_query(u) || (path && *path && strcmp(path, "/") != 0)) {
+        if (u)
+            evhttp_uri_free(u);
+        fprintf(stderr,
+                "order-service: http_proxy must be [http://]host[:port][/] (no credentials), "
+                "not '%s'\n",
+                value);
+        exit(2);
+    }
+    proxy.on = true;
+    snprintf(proxy.host, sizeof proxy.host, "%s", host);
+    proxy.port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 1080;
+    evhttp_uri_free(u);
+}
+
 int main(void)
 {
     parse_user_service_url(svc_env("USER_SERVICE_URL", "http://127.0.0.1:8081"));
+    parse_http_proxy();
     struct svc_options opts = {
         .name = "order-service",
         .default_port = 8082,
@@ -396,6 +474,9 @@ int main(void)
         .uses_redis = true,
     };
     svc_init(&opts);
+    if (proxy.on)
+        svc_log(SVC_INFO, NULL, "user-service is called through an HTTP proxy",
+                json_pack("{s:s,s:i}", "proxy_host", proxy.host, "proxy_port", proxy.port));
     static const char *const topics[] = {"payment.succeeded", "payment.failed"};
     bus_relay_start(svc_bus(), svc_db());
     bus_subscribe_service(topics, 2, on_payment_event);

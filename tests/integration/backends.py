@@ -179,6 +179,10 @@ class Service:
         self.name = name
         self.port = port or h.free_port()
         self.env = dict(os.environ)
+        # order-service honours http_proxy and no_proxy: only a test's own
+        # settings count, never the shell's
+        for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+            self.env.pop(name, None)
         self.env.update({"PORT": str(self.port), "LOG_LEVEL": "debug"})
         self.env.update(env)
         self.proc = None
@@ -260,12 +264,14 @@ class Service:
 class System:
     """PostgreSQL with the four databases, Redis, and the four services."""
 
-    def __init__(self, payment_limit=100000, claim_idle_ms=1500, extra_env=None):
+    def __init__(self, payment_limit=100000, claim_idle_ms=1500, extra_env=None,
+                 service_env=None):
         self.pg = Postgres()
         self.redis = Redis()
         self.payment_limit = payment_limit
         self.claim_idle_ms = claim_idle_ms
         self.extra_env = extra_env or {}
+        self.service_env = service_env or {}  # {service name: env of that service only}
         self.services = {}
 
     def start(self):
@@ -274,6 +280,8 @@ class System:
         for name in ("user-service", "order-service", "payment-service", "notification-service"):
             self.services[name] = Service(name, self.env_for(name))
         self.services["order-service"].env["USER_SERVICE_URL"] = self.services["user-service"].url
+        for name, env in self.service_env.items():
+            self.services[name].env.update(env)
         for s in self.services.values():
             s.start()
         return self

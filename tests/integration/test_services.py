@@ -6,8 +6,10 @@ cluster and a real redis-server, both started here: each service's contract
 and events, idempotent handlers (a repeated event changes nothing), an
 invalid event acknowledged, XAUTOCLAIM of what a dead consumer left
 pending, the transactional outbox (Redis down, order-service killed, nothing
-lost), user-service down (503), readiness, JSON logs, SIGTERM drains. Every
-recorded response is then checked against its service's OpenAPI document."""
+lost), user-service down (503), readiness, JSON logs, SIGTERM drains;
+order-service's user check through an HTTP proxy (http_proxy: the
+absolute-form target; no_proxy; bad proxy URLs refused). Every recorded
+response is then checked against its service's OpenAPI document."""
 
 import json
 import os
@@ -44,6 +46,57 @@ def _accepts(port):
         return True
     except OSError:
         return False
+
+
+class FakeProxy:
+    """An HTTP proxy that forwards nothing: it records each request's head
+    and answers it itself, 200 with a user for GET .../users/<known id>,
+    404 otherwise, one request per connection."""
+
+    def __init__(self, known_user):
+        self.known = known_user
+        self.heads = []  # (request line, {header name lowercased: value})
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        h.register_cleanup(self.sock.close)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data and len(data) < 65536:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    continue
+                lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+                headers = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                self.heads.append((lines[0], headers))
+                if lines[0].split(" ")[1:2] == [self.known["url"]]:
+                    status, body = "200 OK", json.dumps(self.known["user"]).encode()
+                else:
+                    status, body = "404 Not Found", b'{"status":404}'
+                try:
+                    conn.sendall(("HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                                  "Content-Length: %d\r\nConnection: close\r\n\r\n"
+                                  % (status, len(body))).encode() + body)
+                except OSError:
+                    pass
 
 
 def error_fields(resp):
@@ -222,6 +275,54 @@ def body(t):
     is_problem(t, orders("GET", "/orders/zzz"), 400, "validation-error", "GET /orders/zzz: 400")
     is_problem(t, orders("DELETE", "/orders/" + o1["id"]), 405, "method-not-allowed",
                "DELETE /orders/{id}: 405")
+
+    # ---- order-service through an HTTP proxy (http_proxy, no_proxy) ---------------------
+    # as in the demo: user-service is a name only the proxy (a sidecar's
+    # outbound listener) knows; order-service connects to the proxy and
+    # sends the absolute-form target with the name in it
+    st, _, barbara = users("POST", "/users", {"name": "Barbara", "email": "barbara@example.com"})
+    proxy = FakeProxy({"url": "http://user-service:8081/users/" + barbara["id"], "user": barbara})
+    OP = b.Service("order-service", dict(S.env_for("order-service"),
+                                         USER_SERVICE_URL="http://user-service:8081",
+                                         http_proxy="http://127.0.0.1:%d" % proxy.port)).start()
+    tp_proxy = "00-%s-00f067aa0ba902b7-01" % TRACE
+    st, _, po = X.call("order-service", OP.url, "POST", "/orders",
+                       {"user_id": barbara["id"], "total_cents": 150, "currency": "EUR"},
+                       {"traceparent": tp_proxy})
+    t.ok(st == 201 and po.get("user_id") == barbara["id"],
+         "http_proxy: POST /orders with the user check answered by the proxy: 201", repr((st, po)))
+    line, heads = proxy.heads[0] if proxy.heads else ("", {})
+    t.eq(line, "GET http://user-service:8081/users/%s HTTP/1.1" % barbara["id"],
+         "http_proxy: the proxy got the absolute-form target with user-service's authority")
+    t.eq(heads.get("host"), "user-service:8081", "http_proxy: Host is user-service's authority")
+    t.ok(TRACE in heads.get("traceparent", "") and heads.get("accept") == "application/json",
+         "http_proxy: traceparent and Accept go to the proxy too", repr(heads))
+    is_problem(t, X.call("order-service", OP.url, "POST", "/orders",
+                         {"user_id": UNKNOWN, "total_cents": 150, "currency": "EUR"}),
+               422, "unknown-user", "http_proxy: the proxy's 404 for the user: 422")
+    t.eq(len(proxy.heads), 2, "http_proxy: one proxied request per user check")
+    t.eq(OP.stop(), 0, "the proxied order-service drains and exits 0", OP.log_tail())
+    # no_proxy names the host: the check goes straight to user-service; the
+    # proxy is written as curl allows, host:port without a scheme
+    ON = b.Service("order-service", dict(S.env_for("order-service"), USER_SERVICE_URL=U.url,
+                                         http_proxy="127.0.0.1:%d" % proxy.port,
+                                         no_proxy="example.com, .127.0.0.1")).start()
+    st, _, _ = X.call("order-service", ON.url, "POST", "/orders",
+                      {"user_id": barbara["id"], "total_cents": 160, "currency": "EUR"})
+    t.ok(st == 201 and len(proxy.heads) == 2, "no_proxy: a host it names is called directly "
+         "(201, nothing more at the proxy)", repr((st, proxy.heads[2:])))
+    t.eq(ON.stop(), 0, "the no_proxy order-service drains and exits 0", ON.log_tail())
+    for bad in ("https://127.0.0.1:3128", "http://user:secret@127.0.0.1:3128",
+                "socks5://127.0.0.1:1080", "http://127.0.0.1:3128/path"):
+        env = dict(os.environ, **S.env_for("order-service"))
+        env.update(http_proxy=bad, PORT=str(h.free_port()))
+        env.pop("no_proxy", None)
+        env.pop("NO_PROXY", None)
+        p = subprocess.run([b.service_bin("order-service")], env=env, capture_output=True,
+                           text=True, timeout=10)
+        t.ok(p.returncode == 2 and "http_proxy must be" in p.stderr and bad in p.stderr,
+             "http_proxy=%s is refused at start (exit 2, a message naming it)" % bad,
+             "rc %r, stderr %r" % (p.returncode, p.stderr[-300:]))
 
     # ---- payment-service, notification-service ----------------------------------------
     st, _, pay = payments("GET", "/payments?order_id=" + o1["id"])

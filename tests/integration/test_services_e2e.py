@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""The whole system end to end through sluice-gateway, configured with
-conf/demo/gateway.yaml (only the loopback ports changed): PostgreSQL, Redis
-and the four reference services started here. A user created and an order
+"""The whole system end to end as ./dev demo runs it, on ports of the
+kernel's instead of the demo's: PostgreSQL, Redis, the four reference
+services (user-service twice) started here, a sluice-sidecar beside each
+with the demo's file (conf/demo/sidecar-<service>.yaml; the instance's
+ports by SLUICE_*), and sluice-gateway in front with conf/demo/gateway.yaml
+(only the loopback ports changed), calling the sidecars' inbound
+listeners; order-service calls user-service through its outbound sidecar
+(http_proxy). A user created and an order
 placed with a JWT end CONFIRMED and notified within seconds; an order over
 the payment limit ends CANCELLED; payment-service killed (SIGKILL) while
 orders are being created and restarted later: every order still ends
 CONFIRMED or CANCELLED, each charged exactly once, each event notified
-exactly once, nothing left pending in any consumer group. Then a second
-order-service and a second payment-service: two relays on one outbox, two
-consumers in one group, still exactly once."""
+exactly once, nothing left pending in any consumer group. A user-service
+replica killed: orders still succeed, and order-service's outbound sidecar
+shows the retries and the ejection. Then a second order-service and a
+second payment-service: two relays on one outbox, two consumers in one
+group, still exactly once."""
 
 import importlib.util
 import os
@@ -34,16 +41,54 @@ def load_make_jwt():
     return mod
 
 
+def demo_file(name):
+    with open(os.path.join(SRCDIR, "conf", "demo", name)) as f:
+        return f.read()
+
+
+def with_ports(text, demo_ports, ports):
+    """The demo's file with each instance's inbound port replaced."""
+    for instance, demo_port in demo_ports.items():
+        text = text.replace("127.0.0.1:%d" % demo_port, "127.0.0.1:%d" % ports[instance])
+    return text
+
+
+# the inbound port of each instance's sidecar in the demo's files
+DEMO_INBOUND = {"user-service-1": 15001, "order-service": 15002, "payment-service": 15003,
+                "notification-service": 15004, "user-service-2": 15005}
+SIDECAR_PORT_RE = r"^[^#]*127\.0\.0\.1:150\d\d\b"
+SERVICE_PORT_RE = r"^[^#]*127\.0\.0\.1:(150\d\d|808\d)\b"
+
+
 def body(t):
-    S = b.System(payment_limit=LIMIT, claim_idle_ms=1500).start()
-    with open(os.path.join(SRCDIR, "conf", "demo", "gateway.yaml")) as f:
-        config = f.read()
-    for name, demo_port in (("user-service", 8081), ("order-service", 8082),
-                            ("payment-service", 8083), ("notification-service", 8084)):
-        config = config.replace("http://127.0.0.1:%d/" % demo_port,
-                                "http://127.0.0.1:%d/" % S[name].port)
-    t.ok(not re.search(r"^[^#]*127\.0\.0\.1:808[1-4]", config, re.M),
-         "every demo port was replaced")
+    outbound = h.free_port()  # order-service's outbound sidecar
+    S = b.System(payment_limit=LIMIT, claim_idle_ms=1500, service_env={"order-service": {
+        "USER_SERVICE_URL": "http://user-service:8081",
+        "http_proxy": "http://127.0.0.1:%d" % outbound}}).start()
+    U2 = b.Service("user-service", S.env_for("user-service")).start()
+    apps = {"user-service-1": S["user-service"], "user-service-2": U2,
+            "order-service": S["order-service"], "payment-service": S["payment-service"],
+            "notification-service": S["notification-service"]}
+    inbound = {i: h.free_port() for i in apps}
+    status_ports = {i: h.free_port() for i in apps}
+    users_only = {i: p for i, p in DEMO_INBOUND.items() if i.startswith("user-service")}
+    sidecars = {}
+    for instance, app in apps.items():
+        text = demo_file("sidecar-%s.yaml" % app.name)
+        if app.name == "order-service":  # its upstream: the replicas' sidecars
+            text = with_ports(text, users_only, inbound)
+            t.ok(not re.search(SIDECAR_PORT_RE, text, re.M),
+                 "order-service's sidecar file: every demo sidecar port was replaced")
+        env = {"SLUICE_INBOUND_LISTEN": "127.0.0.1:%d" % inbound[instance],
+               "SLUICE_STATUS_LISTEN": "127.0.0.1:%d" % status_ports[instance],
+               "SLUICE_APP_URL": app.url}
+        if app.name == "order-service":
+            env["SLUICE_OUTBOUND_LISTEN"] = "127.0.0.1:%d" % outbound
+        sidecars[instance] = h.Sidecar(text, env=env, port=inbound[instance],
+                                       name="sidecar-" + instance).start()
+    config = with_ports(demo_file("gateway.yaml"), DEMO_INBOUND, inbound)
+    t.ok(not re.search(SERVICE_PORT_RE, config, re.M), "the gateway file: every demo port was "
+         "replaced (and none is a service's own)")
     port = h.free_port()
     gw = h.Gateway(config, port=port, env={"SLUICE_PROXY_LISTEN": "127.0.0.1:%d" % port,
                                            "SLUICE_STATUS_LISTEN": "off"})
@@ -184,6 +229,30 @@ def body(t):
 
     t.ok(b.wait_for(nothing_pending, 10), "no entry is left pending in any consumer group")
 
+    # ---- a user-service replica killed -------------------------------------------------
+    # order-service's outbound sidecar retries a user check that met the
+    # dead replica (its sidecar answers 502) on the other one, and ejects
+    # the dead one after 5 errors in a row
+    U2.kill()
+    codes = [order(300 + i)[0] for i in range(12)]
+    t.eq(codes, [201] * 12, "user-service-2 killed: 12 orders through the gateway, all 201")
+    m = h.parse_metrics(h.scrape(status_ports["order-service"]))
+    retried = h.metric_sum(m, "sluice_upstream_retries_total", service="user-service",
+                           direction="outbound")
+    t.ok(retried >= 5, "order-service's outbound sidecar retried the checks that met the dead "
+         "replica (%d)" % retried)
+    t.eq(h.metric(m, "sluice_upstream_ejections_active", service="user-service",
+                  direction="outbound", target="127.0.0.1:%d" % inbound["user-service-2"]), 1.0,
+         "its /metrics: the dead replica is ejected")
+    t.eq(h.metric(m, "sluice_upstream_ejections_active", service="user-service",
+                  direction="outbound", target="127.0.0.1:%d" % inbound["user-service-1"]), 0.0,
+         "its /metrics: the live replica is not")
+    inbound_201 = h.metric(h.parse_metrics(h.scrape(status_ports["order-service"])),
+                           "sluice_http_requests_total", direction="inbound",
+                           service="order-service", route="", code="201")
+    t.ok(inbound_201 and inbound_201 >= 12 + 62, "every order went through order-service's "
+         "inbound sidecar (%d answered 201)" % (inbound_201 or 0))
+
     # ---- two instances of order-service and payment-service ----------------------------
     # both order-services relay one outbox (claims with SKIP LOCKED), both
     # payment-services share one consumer group: still one event per order,
@@ -222,7 +291,16 @@ def body(t):
         t.eq(extra.stop(), 0, "the second %s drains and exits 0" % extra.name, extra.log_tail())
         t.ok(extra.sanitizer_report() is None, "the second %s: no sanitizer report" % extra.name,
              extra.sanitizer_report())
+    gw.stop()
+    gw.check_clean(t)
+    # as ./dev stop: every sidecar and service at once (a sidecar serves
+    # drain_delay longer while its service drains)
+    for sc in sidecars.values():
+        sc.send_signal(signal.SIGTERM)
     S.stop_services(t)
+    for sc in sidecars.values():
+        sc.stop()
+        sc.check_clean(t)
 
 
 if __name__ == "__main__":
