@@ -4,8 +4,13 @@
  * for the app's calls to other services. This file only wires things
  * together; the process itself is run.c's.
  */
-#include "plugins.h"
+#include <stddef.h>
+
 #include "run.h"
+
+/* The sidecar role runs no plugins yet (a file with plugins is refused):
+ * its registry is empty, and it links none of them. */
+static const struct sl_plugin_ops *const no_plugins[] = {NULL};
 
 int main(int argc, char **argv)
 {
@@ -14,5 +19,5 @@ int main(int argc, char **argv)
         .program = "sluice-sidecar",
         .summary = "declarative configuration (Kong format, with a sidecar: block)",
     };
-    return sl_run(&sidecar, sl_builtin_plugins, argc, argv);
+    return sl_run(&sidecar, no_plugins, argc, argv);
 }

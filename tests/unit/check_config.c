@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "sha256.h"
 #include "plugin_runtime.h"
 #include "plugins.h"
 #include "unit.h"
@@ -1051,6 +1052,49 @@ START_TEST(test_hash)
     sl_config_unref(a);
     sl_config_unref(b);
     sl_config_unref(c);
+}
+END_TEST
+
+static void hex32(const unsigned char md[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* The configuration hash's own SHA-256 (sha256.h) against the FIPS 180-2
+ * examples, in one call and fed in uneven pieces across block borders. */
+START_TEST(test_sha256_vectors)
+{
+    static const struct {
+        const char *msg;
+        const char *digest;
+    } v[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    unsigned char md[32];
+    char hex[65];
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        sl_sha256(v[i].msg, strlen(v[i].msg), md);
+        hex32(md, hex);
+        ck_assert_str_eq(hex, v[i].digest);
+    }
+    struct sl_sha256 s;
+    sl_sha256_init(&s);
+    char chunk[1000];
+    memset(chunk, 'a', sizeof chunk);
+    size_t fed = 0, step = 1;
+    while (fed < 1000000) { /* one million 'a', in pieces of 1..999 bytes */
+        size_t n = step < 1000000 - fed ? step : 1000000 - fed;
+        sl_sha256_update(&s, chunk, n);
+        fed += n;
+        step = step * 7 % 999 + 1;
+    }
+    sl_sha256_final(&s, md);
+    hex32(md, hex);
+    ck_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 END_TEST
 
@@ -2433,6 +2477,7 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, test_env_errors, 0, (int)(sizeof env_cases / sizeof env_cases[0]));
     tcase_add_test(tc, test_files);
     tcase_add_test(tc, test_hash);
+    tcase_add_test(tc, test_sha256_vectors);
     tcase_add_test(tc, test_seed_copy);
     tcase_add_test(tc, test_seed_shared);
     tcase_add_test(tc, test_demo_config);
