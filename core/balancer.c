@@ -26,7 +26,6 @@
 #include "balancer.h"
 #include "router.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,6 +35,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "numeric.h"
 #include "registry.h"
 #include "snapshot.h"
 #include "util.h"
@@ -316,7 +316,7 @@ static double ewma_now(const struct health_entry *e, uint64_t now_ms, double sam
     uint64_t at = atomic_load_explicit(&e->ewma_at_ms, memory_order_relaxed);
     double ewma = (double)atomic_load_explicit(&e->ewma_ns, memory_order_relaxed);
     double td = now_ms > at ? (double)(now_ms - at) : 0.0;
-    double w = exp(-td / SL_EWMA_DECAY_MS);
+    double w = sl_exp(-td / SL_EWMA_DECAY_MS);
     return ewma * w + sample_ns * (1.0 - w);
 }
 
@@ -443,7 +443,7 @@ static double slot_score(uint64_t target_hash, uint32_t weight, size_t s)
 {
     uint64_t h = mix64(target_hash ^ ((uint64_t)s * 0x9e3779b97f4a7c15ull));
     double u = ((double)(h >> 11) + 0.5) / 9007199254740992.0; /* 2^53 */
-    return -(double)weight / log(u);
+    return -(double)weight / sl_ln(u);
 }
 
 static bool build_ring(struct sl_lb_upstream *u)

@@ -25,7 +25,8 @@ static bool read_seconds_ms(struct loader *L, const struct sl_conf_value *v, dou
         return conf_fail(L, v, "expected a number of seconds, got %s", sl_conf_type_name(v->type));
     if (!isfinite(v->number) || v->number < 0 || v->number > max_s)
         return conf_fail(L, v, "value %s is out of range (0..%g seconds)", v->text, max_s);
-    *out_ms = (uint32_t)llround(v->number * 1000.0);
+    /* rounded half up (not llround: see numeric.h on libm) */
+    *out_ms = (uint32_t)(v->number * 1000.0 + 0.5);
     return true;
 }
 

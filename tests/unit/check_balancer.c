@@ -4,12 +4,15 @@
  * health state machine. Configurations are built by hand: the tests do not
  * depend on the loader.
  */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "balancer.h"
 #include "config.h"
+#include "numeric.h"
 #include "server.h"
 #include "unit.h"
 
@@ -645,6 +648,80 @@ START_TEST(foreach_target_for_metrics)
 }
 END_TEST
 
+/* Distance in units in the last place between two doubles of the same sign. */
+static int64_t ulp_distance(double a, double b)
+{
+    int64_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    if ((x < 0) != (y < 0))
+        return a == b ? 0 : INT64_MAX;
+    return x > y ? x - y : y - x;
+}
+
+/* The balancer's exp and log (numeric.c, no libm) against libm's. */
+START_TEST(sl_exp_matches_libm)
+{
+    int64_t worst = 0;
+    double worst_x = 0;
+    for (long i = 0; i <= 1000000; i++) {
+        double x = -745.13 + (709.78 + 745.13) * (double)i / 1000000.0;
+        int64_t d = ulp_distance(sl_exp(x), exp(x));
+        if (d > worst) {
+            worst = d;
+            worst_x = x;
+        }
+    }
+    ck_assert_msg(worst <= 4, "sl_exp is %lld ulp off at %.17g", (long long)worst, worst_x);
+    ck_assert(sl_exp(0.0) == 1.0);
+    ck_assert(sl_exp(710.0) == INFINITY && exp(710.0) == INFINITY);
+    ck_assert(sl_exp(-746.0) == 0.0 && exp(-746.0) == 0.0);
+    ck_assert(sl_exp(-745.0) > 0.0); /* subnormal, as libm's */
+    ck_assert(ulp_distance(sl_exp(-745.0), exp(-745.0)) <= 1);
+    ck_assert(isnan(sl_exp(NAN)));
+    ck_assert(sl_exp(INFINITY) == INFINITY);
+    ck_assert(sl_exp(-INFINITY) == 0.0);
+}
+END_TEST
+
+START_TEST(sl_ln_matches_libm)
+{
+    int64_t worst = 0;
+    double worst_x = 0;
+    uint64_t state = 88172645463325252ull; /* xorshift64: any finite positive double */
+    for (long i = 0; i < 1000000; i++) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        uint64_t bits = state & 0x7fefffffffffffffull;
+        double x;
+        memcpy(&x, &bits, sizeof x);
+        if (x == 0)
+            continue;
+        int64_t d = ulp_distance(sl_ln(x), log(x));
+        if (d > worst) {
+            worst = d;
+            worst_x = x;
+        }
+    }
+    for (long i = -100000; i <= 100000; i++) { /* around 1, where ln x is small */
+        double x = 1.0 + (double)i * 1e-12;
+        int64_t d = ulp_distance(sl_ln(x), log(x));
+        if (d > worst) {
+            worst = d;
+            worst_x = x;
+        }
+    }
+    ck_assert_msg(worst <= 4, "sl_ln is %lld ulp off at %.17g", (long long)worst, worst_x);
+    ck_assert(sl_ln(1.0) == 0.0);
+    ck_assert(ulp_distance(sl_ln(4.9e-324), log(4.9e-324)) <= 1); /* subnormal */
+    ck_assert(sl_ln(0.0) == -INFINITY);
+    ck_assert(isnan(sl_ln(-1.0)));
+    ck_assert(isnan(sl_ln(NAN)));
+    ck_assert(sl_ln(INFINITY) == INFINITY);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("balancer");
@@ -674,6 +751,10 @@ static Suite *make_suite(void)
     tcase_add_test(hc, threshold_takes_the_upstream_down);
     tcase_add_test(hc, foreach_target_for_metrics);
     suite_add_tcase(s, hc);
+    TCase *tn = tcase_create("numeric");
+    tcase_add_test(tn, sl_exp_matches_libm);
+    tcase_add_test(tn, sl_ln_matches_libm);
+    suite_add_tcase(s, tn);
     return s;
 }
 
