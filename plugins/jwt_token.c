@@ -92,6 +92,8 @@ const char *sl_jwt_decode_reason(enum sl_jwt_decode_result r)
         return "invalid JSON";
     case SL_JWT_BAD_ALG:
         return "invalid alg";
+    case SL_JWT_BAD_CRIT:
+        return "invalid crit";
     case SL_JWT_BAD_CLAIMS:
         return "invalid claims";
     case SL_JWT_BAD_SIGNATURE:
@@ -158,6 +160,50 @@ static json_t *decode_object(const char *b64, size_t len)
     return v;
 }
 
+/* Header parameter names the JWS, JWE and JWA specifications define
+ * (RFC 7515 4.1, RFC 7516 4.1, RFC 7518 4.6.1, 4.7.1, 4.8.1): `crit` must
+ * not name them. */
+static const char *const registered_header_names[] = {
+    "alg",  "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty",
+    "crit", "enc", "zip", "epk", "apu", "apv", "iv",  "tag",      "p2s", "p2c",
+};
+
+static bool is_registered_header_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof registered_header_names / sizeof registered_header_names[0]; i++)
+        if (strcmp(registered_header_names[i], name) == 0)
+            return true;
+    return false;
+}
+
+const char *sl_jwt_crit_problem(const json_t *header)
+{
+    const json_t *crit = json_object_get(header, "crit");
+    if (crit == NULL)
+        return NULL;
+    if (!json_is_array(crit))
+        return "crit is not an array";
+    size_t n = json_array_size(crit);
+    if (n == 0)
+        return "crit is empty";
+    for (size_t i = 0; i < n; i++) {
+        const json_t *member = json_array_get(crit, i);
+        if (!json_is_string(member) || json_string_length(member) == 0)
+            return "crit member is not a non-empty string";
+        const char *name = json_string_value(member);
+        for (size_t j = 0; j < i; j++)
+            if (json_equal(member, json_array_get(crit, j)))
+                return "crit lists a name twice";
+        if (is_registered_header_name(name))
+            return "crit lists a registered header parameter";
+        if (json_object_get(header, name) == NULL)
+            return "crit lists a parameter absent from the header";
+    }
+    /* every name is a well-formed extension present in the header, and
+     * sluice implements none (not even RFC 7797's b64) */
+    return "crit lists an extension sluice does not implement";
+}
+
 enum sl_jwt_decode_result sl_jwt_decode(const char *token, size_t len, struct sl_jwt_token *out)
 {
     memset(out, 0, sizeof *out);
@@ -184,6 +230,10 @@ enum sl_jwt_decode_result sl_jwt_decode(const char *token, size_t len, struct sl
     if (out->alg == SL_JWT_ALG_NONE) {
         sl_jwt_token_free(out);
         return SL_JWT_BAD_ALG;
+    }
+    if (sl_jwt_crit_problem(out->header) != NULL) {
+        sl_jwt_token_free(out);
+        return SL_JWT_BAD_CRIT;
     }
     if (!json_is_object(out->claims)) {
         sl_jwt_token_free(out);

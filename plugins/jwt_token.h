@@ -55,10 +55,24 @@ enum sl_jwt_decode_result {
     SL_JWT_DECODED = 0,
     SL_JWT_BAD_JSON,      /* "invalid JSON": not three parts, bad base64url, bad JSON, too long */
     SL_JWT_BAD_ALG,       /* "invalid alg" */
+    SL_JWT_BAD_CRIT,      /* "invalid crit": see sl_jwt_crit_problem */
     SL_JWT_BAD_CLAIMS,    /* "invalid claims": the claims are not an object */
     SL_JWT_BAD_SIGNATURE, /* "invalid signature": the signature part does not decode */
 };
 const char *sl_jwt_decode_reason(enum sl_jwt_decode_result r);
+
+/*
+ * RFC 7515 section 4.1.11: a header's `crit` lists extension parameters
+ * the recipient must understand, or refuse the token. sluice understands
+ * no extension, so a token with `crit` is refused; the shape is checked
+ * first, so the answer tells the cases apart (the unit test checks each).
+ * NULL when the header has no `crit`,
+ * otherwise the problem: not an array, empty, a member that is not a
+ * non-empty string, a duplicate, a name registered by RFC 7515/7516/7518
+ * (which must not be listed), a name absent from the header, or an
+ * extension not understood.
+ */
+const char *sl_jwt_crit_problem(const json_t *header);
 
 struct sl_jwt_token {
     json_t *header; /* objects */

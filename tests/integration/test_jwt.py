@@ -205,6 +205,17 @@ def body(t):
         for alg in ("None", "NONE", "nOnE", "hs256"):
             refused("alg %s" % alg, "/hs/x", token({"iss": "alice-iss"}, header={"alg": alg}),
                     "Bad token; invalid alg")
+        # RFC 7515 4.1.11: sluice implements no extension, so any crit is
+        # refused, correctly signed or not, whatever its shape
+        for desc, hd in (
+                ("crit naming an extension present", {"alg": "HS256", "crit": ["x"], "x": 1}),
+                ("crit naming a registered parameter", {"alg": "HS256", "crit": ["exp"],
+                                                        "exp": 1}),
+                ("crit empty", {"alg": "HS256", "crit": []}),
+                ("crit not an array", {"alg": "HS256", "crit": "x", "x": 1}),
+                ("crit naming an absent parameter", {"alg": "HS256", "crit": ["y"]})):
+            refused(desc, "/hs/x", token({"iss": "alice-iss"}, header=hd),
+                    "Bad token; invalid crit")
         nosig = alice.rsplit(".", 1)[0] + "."
         refused("empty signature", "/hs/x", nosig, "Bad token; invalid signature")
         refused("padded signature", "/hs/x", alice + "=", "Bad token; invalid signature")

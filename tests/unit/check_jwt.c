@@ -307,6 +307,67 @@ START_TEST(test_kid_ignored)
 }
 END_TEST
 
+START_TEST(test_crit)
+{
+    /* RFC 7515 4.1.11, case by case: every shape of crit is refused, each
+     * for its own reason, and a token without crit still decodes */
+    static const struct {
+        const char *header;
+        const char *problem; /* sl_jwt_crit_problem's answer */
+    } cases[] = {
+        {"{\"alg\":\"HS256\",\"crit\":\"exp\"}", "crit is not an array"},
+        {"{\"alg\":\"HS256\",\"crit\":{}}", "crit is not an array"},
+        {"{\"alg\":\"HS256\",\"crit\":null}", "crit is not an array"},
+        {"{\"alg\":\"HS256\",\"crit\":[]}", "crit is empty"},
+        {"{\"alg\":\"HS256\",\"crit\":[1],\"1\":1}", "crit member is not a non-empty string"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"\"],\"\":1}", "crit member is not a non-empty string"},
+        {"{\"alg\":\"HS256\",\"crit\":[[\"x\"]],\"x\":1}", "crit member is not a non-empty string"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"x\",\"x\"],\"x\":1}", "crit lists a name twice"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"alg\"]}", "crit lists a registered header parameter"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"crit\"]}", "crit lists a registered header parameter"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"x5t#S256\"],\"x5t#S256\":\"a\"}",
+         "crit lists a registered header parameter"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"enc\"],\"enc\":\"A128GCM\"}",
+         "crit lists a registered header parameter"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", "crit lists a parameter absent from the header"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}",
+         "crit lists an extension sluice does not implement"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}",
+         "crit lists an extension sluice does not implement"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"a\",\"alg\"],\"a\":1}",
+         "crit lists a registered header parameter"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *header = json_loads(cases[i].header, 0, NULL);
+        ck_assert_ptr_nonnull(header);
+        const char *problem = sl_jwt_crit_problem(header);
+        ck_assert_msg(problem && strcmp(problem, cases[i].problem) == 0, "%s: %s, not %s",
+                      cases[i].header, problem ? problem : "(accepted)", cases[i].problem);
+        json_decref(header);
+        char *tok = make_token(cases[i].header, "{\"iss\":\"a\"}", "HS256", "secret");
+        struct sl_jwt_token t;
+        ck_assert_int_eq(decode(tok, &t), SL_JWT_BAD_CRIT);
+        ck_assert_str_eq(sl_jwt_decode_reason(SL_JWT_BAD_CRIT), "invalid crit");
+        free(tok);
+    }
+    /* a NUL inside a crit name never reaches the check: the JSON is refused */
+    char *tok = make_token("{\"alg\":\"HS256\",\"crit\":[\"a\\u0000b\"],\"a\":1}",
+                           "{\"iss\":\"a\"}", "HS256", "secret");
+    struct sl_jwt_token t;
+    ck_assert_int_eq(decode(tok, &t), SL_JWT_BAD_JSON);
+    free(tok);
+    /* an alg problem is reported before a crit problem, as Kong orders its checks */
+    tok = make_token("{\"alg\":\"none\",\"crit\":[]}", "{\"iss\":\"a\"}", "HS256", "secret");
+    ck_assert_int_eq(decode(tok, &t), SL_JWT_BAD_ALG);
+    free(tok);
+    /* no crit: decodes */
+    tok = make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", "{\"iss\":\"a\"}", "HS256", "secret");
+    ck_assert_int_eq(decode(tok, &t), SL_JWT_DECODED);
+    sl_jwt_token_free(&t);
+    free(tok);
+}
+END_TEST
+
 START_TEST(test_claim_types)
 {
     static const struct {
@@ -448,6 +509,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_es256);
     tcase_add_test(tc, test_malformed);
     tcase_add_test(tc, test_kid_ignored);
+    tcase_add_test(tc, test_crit);
     tcase_add_test(tc, test_claim_types);
     tcase_add_test(tc, test_jwks);
     suite_add_tcase(s, tc);
