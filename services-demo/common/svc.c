@@ -62,6 +62,11 @@ static void random_bytes(void *buf, size_t n)
     }
 }
 
+void svc_random(void *buf, size_t n)
+{
+    random_bytes(buf, n);
+}
+
 static void hex(const uint8_t *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
@@ -758,6 +763,23 @@ static void handle_ready(struct svc_req *r)
     ready_part_done(c);
 }
 
+/* ---- /metrics ---------------------------------------------------------------------- */
+
+/* The event consumer's counters (services that use Redis). */
+static void handle_metrics(struct svc_req *r)
+{
+    struct evbuffer *out = evbuffer_new();
+    if (out == NULL) {
+        svc_problem(r, 503, "overloaded", "out of memory", NULL);
+        return;
+    }
+    bus_write_metrics(g.bus, out);
+    size_t len = evbuffer_get_length(out);
+    const char *text = (const char *)evbuffer_pullup(out, -1);
+    svc_reply(r, 200, "text/plain; version=0.0.4", text ? text : "", len);
+    evbuffer_free(out);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------ */
 
 static const char *method_name(enum evhttp_cmd_type m)
@@ -839,6 +861,14 @@ static void on_request(struct evhttp_request *http, void *arg)
     if (!r->query_ok) {
         svc_problem(r, 400, "validation-error", "the query string is malformed",
                     json_pack("[{s:s,s:s}]", "field", "", "message", "malformed query string"));
+        return;
+    }
+    if (r->n_segments == 1 && g.bus && strcmp(r->segments[0], "metrics") == 0) {
+        if (r->method != EVHTTP_REQ_GET) {
+            svc_method_not_allowed(r, "GET");
+            return;
+        }
+        handle_metrics(r);
         return;
     }
     if (r->n_segments == 1 &&

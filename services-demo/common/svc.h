@@ -46,6 +46,8 @@ void svc_log(enum svc_log_level level, const struct svc_trace *t, const char *ms
 const char *svc_env(const char *name, const char *fallback);
 long long svc_env_int(const char *name, long long fallback, long long min, long long max);
 
+/* Random bytes from the kernel (getrandom). */
+void svc_random(void *buf, size_t n);
 /* Random (version 4) uuid, lowercase text. */
 void svc_uuid(char out[37]);
 /* A canonical 8-4-4-4-12 hex uuid (either case). */

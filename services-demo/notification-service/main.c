@@ -53,16 +53,16 @@ static void on_recorded(PGresult *res, const char *sqlstate, const char *error, 
 {
     struct bus_event *ev = arg;
     if (res == NULL) {
-        svc_log(SVC_WARN, &ev->trace, "cannot record the notification; will retry",
+        svc_log(SVC_WARN, &ev->trace, "cannot record the notification",
                 json_pack("{s:s,s:s}", "event_id", ev->event_id, "error", error));
-        bus_done(ev, false);
+        bus_db_failed(ev, sqlstate, error);
         return;
     }
     svc_log(SVC_INFO, &ev->trace,
             strcmp(PQcmdTuples(res), "1") == 0 ? "notification recorded"
                                                : "event already notified; nothing to do",
             json_pack("{s:s,s:s}", "event", ev->type, "event_id", ev->event_id));
-    bus_done(ev, true);
+    bus_done(ev, BUS_OK, NULL);
 }
 
 /* What the user is told, from the event. */
@@ -94,9 +94,10 @@ static void on_event(struct bus_event *ev)
     const char *user_id = json_string_value(json_object_get(ev->data, "user_id"));
     char message[400];
     if (!svc_is_uuid(order_id) || !svc_is_uuid(user_id) || !compose(ev, message, sizeof message)) {
-        svc_log(SVC_ERROR, &ev->trace, "event is not valid; dropped",
+        svc_log(SVC_ERROR, &ev->trace, "event is not valid",
                 json_pack("{s:s,s:s}", "event", ev->type, "event_id", ev->event_id));
-        bus_done(ev, true);
+        bus_done(ev, BUS_PERMANENT,
+                 "order_id or user_id is not a uuid, or the payload lacks the topic's fields");
         return;
     }
     char id[37];

@@ -339,9 +339,9 @@ static void on_settled(PGresult *res, const char *sqlstate, const char *error, v
     struct bus_event *ev = arg;
     const char *order_id = json_string_value(json_object_get(ev->data, "order_id"));
     if (res == NULL) {
-        svc_log(SVC_WARN, &ev->trace, "cannot settle the order; will retry",
+        svc_log(SVC_WARN, &ev->trace, "cannot settle the order",
                 json_pack("{s:s,s:s}", "order_id", order_id, "error", error));
-        bus_done(ev, false);
+        bus_db_failed(ev, sqlstate, error);
         return;
     }
     if (PQntuples(res) == 1)
@@ -351,7 +351,7 @@ static void on_settled(PGresult *res, const char *sqlstate, const char *error, v
     else /* already settled (a repeated event) or not ours: nothing to change */
         svc_log(SVC_INFO, &ev->trace, "payment event changes nothing",
                 json_pack("{s:s,s:s}", "order_id", order_id, "event_id", ev->event_id));
-    bus_done(ev, true);
+    bus_done(ev, BUS_OK, NULL);
 }
 
 static void on_payment_event(struct bus_event *ev)
@@ -360,9 +360,9 @@ static void on_payment_event(struct bus_event *ev)
     bool succeeded = strcmp(ev->stream, "payment.succeeded") == 0;
     const char *reason = json_string_value(json_object_get(ev->data, "reason"));
     if (!svc_is_uuid(order_id)) {
-        svc_log(SVC_ERROR, &ev->trace, "payment event without a valid order_id; dropped",
+        svc_log(SVC_ERROR, &ev->trace, "payment event without a valid order_id",
                 json_pack("{s:s}", "event_id", ev->event_id));
-        bus_done(ev, true);
+        bus_done(ev, BUS_PERMANENT, "order_id is missing or not a uuid");
         return;
     }
     const char *params[] = {order_id, succeeded ? "CONFIRMED" : "CANCELLED",

@@ -66,9 +66,9 @@ static void on_charged(PGresult *res, const char *sqlstate, const char *error, v
     struct bus_event *ev = arg;
     const char *order_id = json_string_value(json_object_get(ev->data, "order_id"));
     if (res == NULL) {
-        svc_log(SVC_WARN, &ev->trace, "cannot store the payment; will retry",
+        svc_log(SVC_WARN, &ev->trace, "cannot store the payment",
                 json_pack("{s:s,s:s}", "order_id", order_id, "error", error));
-        bus_done(ev, false);
+        bus_db_failed(ev, sqlstate, error);
         return;
     }
     if (PQntuples(res) == 1) {
@@ -80,7 +80,7 @@ static void on_charged(PGresult *res, const char *sqlstate, const char *error, v
         svc_log(SVC_INFO, &ev->trace, "order already charged; nothing to do",
                 json_pack("{s:s,s:s}", "order_id", order_id, "event_id", ev->event_id));
     }
-    bus_done(ev, true);
+    bus_done(ev, BUS_OK, NULL);
 }
 
 static void on_order_created(struct bus_event *ev)
@@ -92,9 +92,11 @@ static void on_order_created(struct bus_event *ev)
     json_t *total = json_object_get(d, "total_cents");
     if (!svc_is_uuid(order_id) || !svc_is_uuid(user_id) || !currency || strlen(currency) != 3 ||
         !json_is_integer(total) || json_integer_value(total) <= 0) {
-        svc_log(SVC_ERROR, &ev->trace, "order.created is not valid; dropped",
+        svc_log(SVC_ERROR, &ev->trace, "order.created is not valid",
                 json_pack("{s:s}", "event_id", ev->event_id));
-        bus_done(ev, true);
+        bus_done(
+            ev, BUS_PERMANENT,
+            "order_id, user_id, currency (3 letters) or total_cents (> 0) is missing or wrong");
         return;
     }
     /* the simulated card: deterministic, so a replay decides the same */

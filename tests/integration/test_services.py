@@ -4,7 +4,7 @@ cluster and a real redis-server, both started here: each service's contract
 (status codes, bodies, RFC 9457 problems, Location, Allow), the saga
 (CONFIRMED, CANCELLED), W3C trace context from a request through HTTP calls
 and events, idempotent handlers (a repeated event changes nothing), an
-invalid event acknowledged, XAUTOCLAIM of what a dead consumer left
+invalid event dead-lettered and acknowledged, XAUTOCLAIM of what a dead consumer left
 pending, the transactional outbox (Redis down, order-service killed, nothing
 lost), user-service down (503), readiness, JSON logs, SIGTERM drains;
 order-service's user check through an HTTP proxy (http_proxy: the
@@ -361,6 +361,13 @@ def body(t):
         t.ok(st == 200 and rd["status"] == "ready", "%s /ready: 200" % s.name, repr(rd))
         st, _, hl = X.call(s.name, s.url, "GET", "/health")
         t.ok(st == 200 and hl == {"status": "ok"}, "%s /health: 200" % s.name)
+    for s in (O, P, N):
+        st, hd, text = X.call(s.name, s.url, "GET", "/metrics")
+        t.ok(st == 200 and hd.get("content-type", "").startswith("text/plain") and
+             b"sluice_service_events_handled_total{group=\"%s\"" % s.name.encode() in
+             (text or b""), "%s /metrics: 200, the consumer's counters" % s.name, repr(text))
+    st, _, _ = b.http("GET", U.url + "/metrics")  # not recorded: not in its document
+    t.eq(st, 404, "user-service consumes no events: no /metrics")
 
     # ---- trace context --------------------------------------------------------------
     def traced(service, msg):
@@ -396,10 +403,15 @@ def body(t):
     t.eq(S.pg.value("notifications", "SELECT count(*) FROM notifications"), notes_before,
          "still one notification per event")
 
-    S.redis.cli("XADD", "order.created", "*", "id", "not-a-uuid", "type", "order.created",
-                "data", "{broken")
-    t.ok(b.wait_for(lambda: any(l.get("msg") == "event is not valid; acknowledged without handling"
-                              for l in P.log_lines()), 10), "an invalid event is logged")
+    bad = S.redis.cli("XADD", "order.created", "*", "id", "not-a-uuid", "type", "order.created",
+                      "data", "{broken").strip().strip('"')
+    t.ok(b.wait_for(lambda: any(l.get("msg") == "event failed; it will be delivered again" and
+                              l.get("entry") == bad for l in P.log_lines()), 10),
+         "an invalid event is logged")
+    # EVENT_MAX_DELIVERIES (5) deliveries with the default backoff: about 4-8 s
+    t.ok(b.wait_for(lambda: bad in S.redis.cli("XRANGE", "order.created.dead", "-", "+"), 20),
+         "... moved to order.created.dead after its deliveries (test_services_poison.py "
+         "checks the details)", P.log_tail(30))
     t.ok(b.wait_for(lambda: S.redis.cli("XPENDING", "order.created", "payment-service")
                   .splitlines()[0].strip() == "1) (integer) 0", 10),
          "... and acknowledged (nothing pending for payment-service)",
