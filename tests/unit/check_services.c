@@ -199,6 +199,46 @@ START_TEST(redis_urls)
 }
 END_TEST
 
+/* What a failed statement means for its event: retried without counting
+ * (the database may come back) or counted toward the dead letter. */
+START_TEST(sqlstates)
+{
+    const char *transient[] = {NULL,    "",      "08006", "08001", "57P01", "57P03", "57014",
+                               "40001", "40P01", "53300", "58030", "55P03", "25006"};
+    for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
+        ck_assert_msg(bus_sqlstate_transient(transient[i]), "%s is transient",
+                      transient[i] ? transient[i] : "NULL");
+    const char *permanent[] = {"23505", "23503", "23514", "23502", "22P02",
+                               "22003", "42P01", "42703", "XX000", "P0001"};
+    for (size_t i = 0; i < sizeof permanent / sizeof *permanent; i++)
+        ck_assert_msg(!bus_sqlstate_transient(permanent[i]), "%s is permanent", permanent[i]);
+}
+END_TEST
+
+/* Bounded exponential steps with equal jitter: [step/2, step], the step
+ * doubling from min and capped at max. */
+START_TEST(retry_delays)
+{
+    const uint32_t jitters[] = {0, 1, 77, 499, 500, 12345, 0x7fffffffu, 0xffffffffu};
+    for (size_t j = 0; j < sizeof jitters / sizeof *jitters; j++) {
+        long long step = 500;
+        for (long long attempt = 1; attempt <= 70; attempt++) {
+            long long d = bus_retry_delay_ms(500, 10000, attempt, jitters[j]);
+            ck_assert_msg(d >= step / 2 && d <= step, "attempt %lld: %lld not in [%lld, %lld]",
+                          attempt, d, step / 2, step);
+            step = step * 2 > 10000 ? 10000 : step * 2;
+        }
+    }
+    ck_assert_int_eq(bus_retry_delay_ms(500, 10000, 1, 0), 250);
+    ck_assert_int_eq(bus_retry_delay_ms(500, 10000, 1, 250), 500);
+    ck_assert_int_eq(bus_retry_delay_ms(500, 10000, 3, 0), 1000);
+    ck_assert_int_eq(bus_retry_delay_ms(500, 10000, 1000000, 0xffffffffu) <= 10000, 1);
+    ck_assert_int_eq(bus_retry_delay_ms(2, 2, 5, 7), 1 + 7 % 2);
+    /* the jitter spreads: not every jitter gives the same step */
+    ck_assert_int_ne(bus_retry_delay_ms(500, 10000, 2, 3), bus_retry_delay_ms(500, 10000, 2, 400));
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("services");
@@ -212,6 +252,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, field_checks);
     tcase_add_test(tc, utf8_lengths);
     tcase_add_test(tc, redis_urls);
+    tcase_add_test(tc, sqlstates);
+    tcase_add_test(tc, retry_delays);
     suite_add_tcase(s, tc);
     return s;
 }
