@@ -36,7 +36,7 @@ struct subscription;
 struct bus {
     struct event_base *base;
     struct bus_redis_url redis;
-    struct rconn cmd;   /* XADD, XACK, XAUTOCLAIM, PING, XGROUP */
+    struct rconn cmd;   /* XADD, XACK, XPENDING, XCLAIM, XAUTOCLAIM, PING, XGROUP */
     struct rconn block; /* XREADGROUP BLOCK: it would hold up everything else */
     int cmd_outstanding;
     bool stopping, closing;
