@@ -707,8 +707,10 @@ void sl_upstream_release(struct sl_upstream_conn *conn, bool reusable)
 {
     struct sl_upstream_pool *pool = conn->pool;
     struct sl_upstream_target *t = conn->target;
+    /* a connection busy when a new answer came was not pruned with the
+     * idle ones: pooled now, it would keep the old address in use */
     if (!reusable || t->n_idle >= pool->max_idle_per_target ||
-        conn->requests >= pool->max_requests ||
+        conn->requests >= pool->max_requests || !addr_in_target(t, conn) ||
         evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 ||
         evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0) {
         conn_free(conn);
