@@ -423,11 +423,33 @@ static void handover_read(struct bufferevent *bev, void *arg)
     handover_event(bev, BEV_EVENT_READING, arg);
 }
 
+/*
+ * The last look at a pooled connection before a request is written into
+ * it. The loop may not have read the upstream's close yet: when an upstream
+ * dies under load its FIN sits in the kernel behind other ready events, and
+ * a request that cannot be replayed (a POST) written into that connection
+ * fails. So ask the socket itself: one recv per reuse. For TLS only the
+ * end of the stream counts (bytes may be a late session ticket).
+ */
+static bool pooled_conn_alive(const struct sl_upstream_conn *conn)
+{
+    int fd = bufferevent_getfd(conn->bev);
+    if (fd < 0)
+        return true;
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    return n > 0 && conn->tls; /* EOF, or bytes an idle plain connection must not send */
+}
+
 static void deferred_fire(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_upstream_pending *p = arg;
     struct sl_upstream_conn *conn = p->conn;
     p->conn = NULL;
+    if (conn && !conn->broken && !pooled_conn_alive(conn))
+        conn->broken = true;
     if (conn && conn->broken) {
         conn_free(conn); /* closed meanwhile: connect afresh below */
         conn = NULL;
@@ -685,8 +707,10 @@ void sl_upstream_release(struct sl_upstream_conn *conn, bool reusable)
 {
     struct sl_upstream_pool *pool = conn->pool;
     struct sl_upstream_target *t = conn->target;
+    /* a connection busy when a new answer came was not pruned with the
+     * idle ones: pooled now, it would keep the old address in use */
     if (!reusable || t->n_idle >= pool->max_idle_per_target ||
-        conn->requests >= pool->max_requests ||
+        conn->requests >= pool->max_requests || !addr_in_target(t, conn) ||
         evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 ||
         evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0) {
         conn_free(conn);
