@@ -11,6 +11,7 @@ drawn as capitals.
     read_png(path) -> (width, height, rows): decodes what write_png wrote, checking
         the signature, every CRC and IHDR (the unit check uses it)
 
+    write_chart(..., mark=(60, "WARM-UP")) adds a dashed vertical line
     python3 bench/plot_png.py --self-test    the unit check, TAP (make check runs it
                                              as bench/test_plot_png.py)
 """
@@ -178,7 +179,9 @@ def label(v):
 GRID, AXIS = (225, 225, 225), (90, 90, 90)
 
 
-def write_chart(path, title, xlabel, panels, width=1500, panel_h=280):
+def write_chart(path, title, xlabel, panels, width=1500, panel_h=280, mark=None):
+    """mark: (x, text), a dashed vertical line across every panel (the end of
+    the soak's warm-up)."""
     left, right, top, gap, bottom = 100, 400, 50, 60, 60
     height = top + len(panels) * (panel_h + gap) - gap + bottom
     img = Image(width, height)
@@ -215,6 +218,10 @@ def write_chart(path, title, xlabel, panels, width=1500, panel_h=280):
             s = label(v)
             img.text(px(v) - len(s) * CHAR_W // 2, y0 + ph + 6, s, AXIS)
             v += xstep
+        if mark is not None:
+            for yy in range(y0, y0 + ph, 8):
+                img.line(px(mark[0]), yy, px(mark[0]), min(yy + 3, y0 + ph), AXIS)
+            img.text(px(mark[0]) + 6, y0 + 4, mark[1], AXIS)
         img.line(left, y0, left, y0 + ph, AXIS)
         img.line(left, y0 + ph, left + pw, y0 + ph, AXIS)
         for j, (name, colour, pts) in enumerate(series):
