@@ -5,6 +5,7 @@ beyond the bound fail, samples within it, growth during the warm-up and
 connection churn pass; the CSV reads back as written; the mix is 8 GETs to
 2 POSTs with one order in 20 over the card's limit."""
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -59,6 +60,8 @@ check(not verdict(rows("sidecar-x", lambda t: 5 * MIB + (5 * MIB if t > 500 else
                        lambda t: 14))[0], "a step up in the last samples fails")
 check(verdict(rows("sidecar-x", lambda t: 5 * MIB + (5 * MIB if t == 590 else 0), lambda t: 40,
                    lambda t: 14))[0], "one outlier among the last 3 samples does not (medians)")
+check(verdict(rows("postgres", lambda t: 500 * MIB + 900 * t, lambda t: 400 + t // 10, lambda t: 20))[0],
+      "PostgreSQL (its shared buffers, its data files) is not judged")
 short = soak.judge(rows("gateway", lambda t: MIB, lambda t: 1, lambda t: 0, 60), 60)
 check(short[0] and "too short" in short[1][0][2], "a 1-minute soak is too short to judge, and says so")
 
@@ -80,5 +83,20 @@ check((len(gets), len(posts), len(over)) == (800, 200, 10),
 check(all(b"Authorization: Bearer tok\r\n" in r for r in reqs), "every request carries the JWT")
 lua = soak.lua_string('{"a":"1"}\r\n1')
 check(lua == '"{\\034a\\034:\\0341\\034}\\013\\0101"', "Lua strings: three-digit escapes (%s)" % lua)
+
+
+async def failures():
+    """Load.error counts a failure and keeps the first 5 as examples."""
+    load = soak.Load(100, 10, ["u1"], "tok", "h")
+    load.t0 = asyncio.get_running_loop().time()
+    for k in range(7):
+        load.error("HTTP 502", k, "bad gateway")
+    return load
+
+
+load = asyncio.run(failures())
+check(load.errors == {"HTTP 502": 7} and load.window_errors == 7 and len(load.examples) == 5
+      and "GET /api/v1/users/u1 -> HTTP 502 bad gateway" in load.examples[0],
+      "failures are counted and the first 5 shown (%s)" % (load.examples[:1],))
 print("1..%d" % n)
 sys.exit(1 if failed else 0)
