@@ -442,7 +442,7 @@ def run(args):
         "          notification-service; PostgreSQL, Redis; all on loopback",
         "mix:      8/10 GET /api/v1/users/{id}, 2/10 POST /api/v1/orders (the saga; 1 order in 20 CANCELLED)",
         "burst:    %s" % args.burst,
-        "soak:     %g min at %d req/s (half the burst's rate), open loop over %d keep-alive connections"
+        "soak:     %g min at %d req/s (half the rate sustained), open loop over %d keep-alive connections"
         % (args.minutes, args.rate, conns),
         "client:   %d requests (%.1f req/s), %d failed%s; p50 %.2f ms, p99 %.2f ms, max %.2f ms"
         % (done, done / seconds, errors, " " + str(dict(sorted(load.errors.items()))) if errors else "",
