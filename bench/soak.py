@@ -1,0 +1,535 @@
+#!/usr/bin/env python3
+"""The soak's load client, sampler and judge (bench/soak starts the system
+and calls this; Python 3 standard library only).
+
+    soak.py make-users --url URL --token JWT --count N   create N users, print their ids
+    soak.py wrk-script --users FILE --token JWT      the mix as a wrk Lua script (stdout)
+    soak.py run --minutes M --rate R --url URL --token JWT --users FILE
+                --procs "name=pid ..." --out DIR [--burst TEXT] [--pg URL] [--git REV]
+    soak.py plot CSV PNG                             the plot again from a CSV
+
+The mix, the same for the wrk burst and the soak: of every 10 requests 8
+are GET /api/v1/users/{id} and 2 POST /api/v1/orders (each runs the saga:
+order.created -> payment-service -> payment.succeeded/failed ->
+order-service and notification-service); one order in 20 is over the
+simulated card's limit and ends CANCELLED. Every request carries the JWT.
+
+Load: open loop at a fixed rate. Request k is due at t0 + k/rate; a pool of
+connections (keep-alive) takes the due requests in turn. Latency is counted
+from the time a request was due, not from when a connection was free, so a
+stall shows in the p99 instead of slowing the load down (what wrk2 does;
+wrk2 is not in Debian, and wrk's own pacing, its Lua delay(), is closed
+loop).
+
+Every 10 s: VmRSS, open fds and established TCP connections of each process
+and its descendants (the gateway's workers, PostgreSQL's backends), and the
+count, errors, p50, p99 and max of the requests completed in the window.
+
+Judgement (exit 1): after the warm-up (60 s, or a third of a shorter run),
+the median of the last 3 samples against the median of the first 3 samples
+after the warm-up, per process: RSS may grow by 10% or 4 MiB, whichever is
+larger, and the fds other than established TCP connections by 8. The
+established connections are reported, not judged: they follow the load (a
+latency spike raises the number of requests in flight, the keep-alive pools
+grow and shrink back at their idle timeouts: +40 and back in a trial run on
+this shared machine), whereas a leaked socket, file or pipe stays in the
+other fds (a connection the peer closed and we did not is CLOSE_WAIT, not
+established). Redis and PostgreSQL hold the data the soak writes (streams
+up to MAXLEN 100000, the tables, shared buffers): their RSS is reported,
+not judged. Redis's fds are judged; PostgreSQL's are not: each backend
+keeps the files of the relations it touched open (up to
+max_files_per_process), and the tables grow new files (free space and
+visibility maps; +35 fds over 26 processes in a 10-minute run). Any failed request (not 2xx, or a
+transport error) fails the soak too."""
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plot_png  # noqa: E402
+
+SAMPLE_S = 10.0
+RSS_REL, RSS_ABS_KB, FD_BOUND = 0.10, 4096, 8
+NOT_RSS_JUDGED = ("redis", "postgres")
+NOT_JUDGED = ("postgres",)
+CSV_HEADER = ("time_s,process,pids,rss_kb,fds,tcp_established,"
+              "requests,errors,p50_ms,p99_ms,max_ms")
+
+
+# --- the mix --------------------------------------------------------------------
+def mix_request(k, users, token, host):
+    """Request number k of the mix, as bytes."""
+    rnd = random.Random(k)
+    user = users[rnd.randrange(len(users))]
+    if k % 5 == 4:  # 2 in 10
+        cents = 150000 if k % 100 == 99 else rnd.randrange(100, 50000)
+        body = ('{"user_id":"%s","total_cents":%d,"currency":"EUR"}' % (user, cents)).encode()
+        head = ("POST /api/v1/orders HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % (host, token, len(body)))
+        return head.encode() + body
+    return ("GET /api/v1/users/%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
+            % (user, host, token)).encode()
+
+
+def make_users(url, token, count):
+    """Creates count users through the gateway (the ids the mix asks for)."""
+    import http.client
+    import json
+    host = url.split("//", 1)[1].split("/")[0]
+    conn = http.client.HTTPConnection(host, timeout=10)
+    ids = []
+    for i in range(count):
+        body = json.dumps({"name": "Soak User %d" % i, "email": "soak%d@example.com" % i})
+        conn.request("POST", "/api/v1/users", body, {"Authorization": "Bearer " + token,
+                                                     "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 201:
+            raise SystemExit("POST /api/v1/users: %d %s" % (resp.status, data[:200]))
+        ids.append(json.loads(data)["id"])
+    conn.close()
+    return ids
+
+
+def wrk_script(users, token):
+    """A wrk script cycling through 100 requests of the mix."""
+    reqs = [mix_request(k, users, token, "soak").decode() for k in range(100)]
+    out = ["-- generated by bench/soak.py: the soak's mix, 100 requests in turn", "local reqs = {"]
+    for r in reqs:
+        out.append("  %s," % lua_string(r))
+    out += ["}", "local i = 0", "request = function()",
+            "  i = i % #reqs + 1", "  return reqs[i]", "end", ""]
+    return "\n".join(out)
+
+
+def lua_string(s):
+    """s as a Lua string literal: anything but letters, digits and a few safe
+    characters as a three-digit decimal escape (\\013 is CR; a digit after it
+    is not read into it)."""
+    safe = " -_./:{},'=+"
+    return '"' + "".join(c if c.isalnum() or c in safe else "\\%03d" % ord(c) for c in s) + '"'
+
+
+# --- /proc ----------------------------------------------------------------------
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(pid, kids):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
+    return out
+
+
+def established_inodes():
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "01":  # TCP_ESTABLISHED
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    return inodes
+
+
+def sample_process(pid, kids, established):
+    rss = fds = tcp = 0
+    pids = tree(pid, kids)
+    for p in pids:
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                        break
+            for fd in os.listdir("/proc/%d/fd" % p):
+                fds += 1
+                try:
+                    link = os.readlink("/proc/%d/fd/%s" % (p, fd))
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in established:
+                    tcp += 1
+        except OSError:
+            continue  # a backend that just exited
+    return len(pids), rss, fds, tcp
+
+
+# --- the load ---------------------------------------------------------------------
+class Load:
+    def __init__(self, rate, seconds, users, token, host):
+        self.rate, self.seconds = rate, seconds
+        self.users, self.token, self.host = users, token, host
+        self.next = 0
+        self.window = []  # latencies (s) completed in the current window
+        self.window_errors = 0
+        self.all_lat = []
+        self.errors = {}
+        self.examples = []  # the first few failures, for the summary
+        self.t0 = self.t_end = 0.0
+
+    def error(self, why, k, detail=""):
+        self.window_errors += 1
+        self.errors[why] = self.errors.get(why, 0) + 1
+        if len(self.examples) < 5:
+            req = mix_request(k, self.users, self.token, self.host).split(b" HTTP/1.1")[0].decode()
+            self.examples.append("%.1f s: %s -> %s %s" % (
+                asyncio.get_running_loop().time() - self.t0, req, why, detail))
+
+    async def worker(self, host, port):
+        loop = asyncio.get_running_loop()
+        reader = writer = None
+        while True:
+            k = self.next
+            due = self.t0 + k / self.rate
+            if due >= self.t_end:
+                break
+            self.next += 1
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                writer.write(mix_request(k, self.users, self.token, self.host))
+                status, close, body = await read_response(reader)
+                lat = loop.time() - due
+                if 200 <= status < 300:
+                    self.window.append(lat)
+                    self.all_lat.append(lat)
+                else:
+                    self.error("HTTP %d" % status, k, body[:300].decode("utf-8", "replace"))
+                if close:
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                self.error(type(e).__name__, k, str(e)[:200])
+                if writer is not None:
+                    writer.close()
+                writer = None
+        if writer is not None:
+            writer.close()
+
+
+async def read_response(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length, chunked, close = 0, False, False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "transfer-encoding" and "chunked" in value:
+            chunked = True
+        elif name == "connection" and "close" in value:
+            close = True
+    body = b""
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                break
+            body += (await reader.readexactly(size + 2))[:-2]
+    elif length:
+        body = await reader.readexactly(length)
+    return status, close, body
+
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+async def soak(args, procs, users):
+    url = args.url.split("//", 1)[1]
+    host, port = url.split(":")[0], int(url.split(":")[1].split("/")[0])
+    seconds = args.minutes * 60
+    load = Load(args.rate, seconds, users, args.token, url)
+    loop = asyncio.get_running_loop()
+    load.t0 = loop.time() + 0.5
+    load.t_end = load.t0 + seconds
+    # enough connections for 200 ms of requests: a stall queues in the client
+    # (and shows in the latency) only when it is longer than that
+    conns = max(32, min(256, int(args.rate * 0.2)))
+    workers = [asyncio.create_task(load.worker(host, int(port))) for _ in range(conns)]
+    rows = []
+    j = 0
+    while True:
+        j += 1
+        t = load.t0 + j * SAMPLE_S
+        if t > load.t_end + 0.01:
+            break
+        await asyncio.sleep(max(0.0, t - loop.time()))
+        lat, errs = load.window, load.window_errors
+        load.window, load.window_errors = [], 0
+        ts = round(j * SAMPLE_S)
+        rows.append((ts, "client", "", "", "", "", len(lat) + errs, errs,
+                     fmt(pct(lat, 0.5) * 1000), fmt(pct(lat, 0.99) * 1000),
+                     fmt(max(lat) * 1000 if lat else float("nan"))))
+        kids, est = children_map(), established_inodes()
+        for name, pid in procs:
+            n, rss, fds, tcp = sample_process(pid, kids, est)
+            rows.append((ts, name, n, rss, fds, tcp, "", "", "", "", ""))
+        if j % 6 == 0:
+            log("%4d s: %d req in the last 10 s (%d errors), p99 %s ms" %
+                (ts, len(lat) + errs, errs, rows[-len(procs) - 1][9]))
+    await asyncio.gather(*workers)
+    return load, rows, conns
+
+
+def fmt(v):
+    return "" if v != v else "%.2f" % v
+
+
+def log(msg):
+    print("[soak %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+# --- the judgement -------------------------------------------------------------------
+def judge(rows, seconds):
+    warmup = min(60.0, seconds / 3)
+    by = {}
+    for r in rows:
+        if r[1] != "client":
+            by.setdefault(r[1], []).append(r)
+    verdicts, ok = [], True
+    for name, rs in by.items():
+        after = [r for r in rs if r[0] > warmup]
+        if len(after) < 6:
+            verdicts.append((name, None, "too short to judge (%d samples after warm-up)" % len(after)))
+            continue
+        def med(rs):
+            return {"rss": statistics.median(r[3] for r in rs), "fds": statistics.median(r[4] for r in rs),
+                    "other": statistics.median(r[4] - r[5] for r in rs)}
+        base, last = med(after[:3]), med(after[-3:])
+        rss_bound = max(RSS_REL * base["rss"], RSS_ABS_KB)
+        bad = []
+        if name in NOT_JUDGED:
+            verdicts.append((name, (base, last, rss_bound, rs), "not judged (its data files)"))
+            continue
+        if last["other"] - base["other"] > FD_BOUND:
+            bad.append("fds (not connections) +%d > +%d" % (last["other"] - base["other"], FD_BOUND))
+        if name not in NOT_RSS_JUDGED and last["rss"] - base["rss"] > rss_bound:
+            bad.append("RSS +%d kB > +%d kB" % (last["rss"] - base["rss"], rss_bound))
+        ok = ok and not bad
+        verdicts.append((name, (base, last, rss_bound, rs),
+                         "GREW: " + ", ".join(bad) if bad else
+                         ("ok (fds only; RSS holds data)" if name in NOT_RSS_JUDGED else "ok")))
+    return ok, verdicts, warmup
+
+
+def write_csv(path, rows):
+    with open(path, "w") as f:
+        f.write(CSV_HEADER + "\n")
+        for r in rows:
+            f.write(",".join(str(x) for x in r) + "\n")
+
+
+def read_csv(path):
+    rows = []
+    with open(path) as f:
+        next(f)
+        for line in f:
+            c = line.rstrip("\n").split(",")
+            conv = [int(c[0]), c[1]] + [int(x) if x else "" for x in c[2:6]] + \
+                   [int(x) if x else "" for x in c[6:8]] + [x for x in c[8:]]
+            rows.append(tuple(conv))
+    return rows
+
+
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+           (0, 0, 0), (255, 187, 120), (152, 223, 138)]
+
+
+def plot(rows, png, title, warmup=None):
+    procs = []
+    for r in rows:
+        if r[1] != "client" and r[1] not in procs:
+            procs.append(r[1])
+
+    def series(names):
+        out = []
+        for i, n in enumerate(names):
+            pts = [(r[0], r[3] / 1024) for r in rows if r[1] == n and r[3] != ""]
+            out.append((n, COLOURS[procs.index(n) % len(COLOURS)], pts))
+        return out
+
+    sluice = [n for n in procs if n == "gateway" or n.startswith("sidecar-")]
+    services = [n for n in procs if n not in sluice and n != "postgres"]
+    p99 = [(r[0], float(r[9])) for r in rows if r[1] == "client" and r[9]]
+    p50 = [(r[0], float(r[8])) for r in rows if r[1] == "client" and r[8]]
+    panels = [
+        ("RSS MIB: THE GATEWAY AND THE SIDECARS", series(sluice)),
+        ("RSS MIB: THE SERVICES AND REDIS", series(services)),
+        ("CLIENT LATENCY MS PER 10 S WINDOW", [("p99", (214, 39, 40), p99), ("p50", (31, 119, 180), p50)]),
+    ]
+    plot_png.write_chart(png, title, "TIME S", panels,
+                         mark=None if warmup is None else (warmup, "END OF WARM-UP"))
+
+
+# --- main ---------------------------------------------------------------------------
+def run(args):
+    procs = []
+    for item in args.procs.split():
+        name, pid = item.split("=")
+        procs.append((name, int(pid)))
+    users = [u.strip() for u in open(args.users) if u.strip()]
+    started = time.time()
+    load1 = open("/proc/loadavg").read().split()[:3]
+    log("soak: %g min at %d req/s over the gateway; sampling %d processes every %g s" %
+        (args.minutes, args.rate, len(procs), SAMPLE_S))
+    load, rows, conns = asyncio.run(soak(args, procs, users))
+    load2 = open("/proc/loadavg").read().split()[:3]
+    seconds = args.minutes * 60
+    ok, verdicts, warmup = judge(rows, seconds)
+    done = len(load.all_lat) + sum(load.errors.values())
+    errors = sum(load.errors.values())
+    if errors:
+        ok = False
+    os.makedirs(args.out, exist_ok=True)
+    csv, txt, png = (os.path.join(args.out, "soak." + e) for e in ("csv", "txt", "png"))
+    write_csv(csv, rows)
+    client = [r for r in rows if r[1] == "client"]
+    p99s = [float(r[9]) for r in client if r[9]]
+    orders = ""
+    if args.pg:
+        try:
+            orders = subprocess.run(
+                ["psql", "-X", "-At", "-F", " ", "-d", args.pg, "-c",
+                 "SELECT status, count(*) FROM orders GROUP BY 1 ORDER BY 1"],
+                capture_output=True, text=True, timeout=30).stdout.strip().replace("\n", ", ")
+        except (OSError, subprocess.SubprocessError) as e:
+            orders = "(psql failed: %s)" % e
+    lines = [
+        "bench/soak  %s  git %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), args.git),
+        "machine:  %d CPUs, %s, Linux %s; shared with other jobs (load average %s at the start, %s at the end)"
+        % (os.cpu_count(), cpu_model(), platform.release(), " ".join(load1), " ".join(load2)),
+        "system:   sluice-gateway (2 workers; jwt HS256, rate-limiting policy redis, request-transformer)",
+        "          -> 5 sluice-sidecars -> user-service x2, order-service, payment-service,",
+        "          notification-service; PostgreSQL, Redis; all on loopback",
+        "mix:      8/10 GET /api/v1/users/{id}, 2/10 POST /api/v1/orders (the saga; 1 order in 20 CANCELLED)",
+        "burst:    %s" % args.burst,
+        "soak:     %g min at %d req/s (half the rate sustained), open loop over %d keep-alive connections"
+        % (args.minutes, args.rate, conns),
+        "client:   %d requests (%.1f req/s), %d failed%s; p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+        % (done, done / seconds, errors, " " + str(dict(sorted(load.errors.items()))) if errors else "",
+           pct(load.all_lat, 0.5) * 1000, pct(load.all_lat, 0.99) * 1000,
+           (max(load.all_lat) if load.all_lat else float("nan")) * 1000),
+        "          p99 per 10 s window: min %.2f, median %.2f, max %.2f ms"
+        % (min(p99s), statistics.median(p99s), max(p99s)) if p99s else "          no window",
+        "orders:   %s" % (orders or "-"),
+    ] + ["failed:   %s" % e for e in load.examples] + [
+        "",
+        "bound after warm-up (%g s): median of the last 3 samples vs median of the first 3 after" % warmup,
+        "warm-up; RSS +max(10%%, 4 MiB), fds other than established TCP connections +%d" % FD_BOUND,
+        "(Redis: fds only; PostgreSQL not judged); established connections reported, not judged",
+        "%-28s %8s %8s %7s %6s %5s %5s %5s %5s %8s  %s" % (
+            "process", "RSS kB", "RSS kB", "delta", "bound", "fds", "fds", "other", "other", "tcp est", "verdict"),
+        "%-28s %8s %8s %7s %6s %5s %5s %5s %5s %8s" % (
+            "", "base", "last", "kB", "kB", "base", "last", "base", "last", "min-max"),
+    ]
+    for name, v, verdict in verdicts:
+        if v is None:
+            lines.append("%-28s %s" % (name, verdict))
+            continue
+        base, last, bound, rs = v
+        lines.append("%-28s %8d %8d %+7d %6d %5d %5d %5d %5d %8s  %s" % (
+            name, base["rss"], last["rss"], last["rss"] - base["rss"], bound, base["fds"], last["fds"],
+            base["other"], last["other"], "%d-%d" % (min(r[5] for r in rs), max(r[5] for r in rs)), verdict))
+    lines += ["", "RESULT: %s" % ("PASS" if ok else "FAIL")]
+    with open(txt, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(rows, png, "SLUICE SOAK %s: %g MIN AT %d REQ/S" % (time.strftime("%Y-%m-%d", time.gmtime(started)),
+                                                          args.minutes, args.rate), warmup)
+    log("wrote %s, %s, %s" % (csv, txt, png))
+    if not ok:
+        log("FAIL: %s" % "; ".join(["%d requests failed" % errors] * bool(errors) +
+                                   ["%s %s" % (n, vd) for n, _, vd in verdicts if vd.startswith("GREW")]))
+    return 0 if ok else 1
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make-users")
+    m.add_argument("--url", required=True)
+    m.add_argument("--token", required=True)
+    m.add_argument("--count", type=int, default=50)
+    w = sub.add_parser("wrk-script")
+    w.add_argument("--users", required=True)
+    w.add_argument("--token", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--minutes", type=float, default=10)
+    r.add_argument("--rate", type=int, required=True)
+    r.add_argument("--url", required=True)
+    r.add_argument("--token", required=True)
+    r.add_argument("--users", required=True)
+    r.add_argument("--procs", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--burst", default="-")
+    r.add_argument("--pg", default="")
+    r.add_argument("--git", default="?")
+    p = sub.add_parser("plot")
+    p.add_argument("csv")
+    p.add_argument("png")
+    p.add_argument("--title", default="SLUICE SOAK")
+    p.add_argument("--warmup", type=float, default=None)
+    a = ap.parse_args()
+    if a.cmd == "make-users":
+        print("\n".join(make_users(a.url, a.token, a.count)))
+        return 0
+    if a.cmd == "wrk-script":
+        print(wrk_script([u.strip() for u in open(a.users) if u.strip()], a.token))
+        return 0
+    if a.cmd == "plot":
+        plot(read_csv(a.csv), a.png, a.title, a.warmup)
+        return 0
+    return run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
