@@ -175,13 +175,26 @@ def body(t):
         up = RawUpstream(serve)
         routes = [{"name": "r", "paths": ["/"], "hosts": ["public.example"], "preserve_host": True}]
         with gateway_for(up, "gateway (absolute-form)", routes=routes) as port:
+            # Host must agree with the target's authority (RFC 9112 3.2: a client MUST
+            # send the same one); the target's is the one routed and sent upstream
+            s = socket.create_connection((h.LOOPBACK, port))
+            s.settimeout(5)
+            s.sendall(b"GET http://PUBLIC.example:80/x HTTP/1.1\r\nHost: public.example\r\n\r\n")
+            line = first_line(s)
+            s.close()
+            t.ok(line.startswith("HTTP/1.1 200") and hosts == ["PUBLIC.example:80"],
+                 "absolute-form target: the routed authority is the Host sent upstream, once",
+                 "%s, upstream saw Host %r" % (line, hosts))
+            # two authorities that disagree are refused, not resolved either way
+            del hosts[:]
             s = socket.create_connection((h.LOOPBACK, port))
             s.settimeout(5)
             s.sendall(b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\n\r\n")
             line = first_line(s)
             s.close()
-            t.ok(line.startswith("HTTP/1.1 200") and hosts == ["public.example"],
-                 "absolute-form target: the routed authority is the Host sent upstream",
+            time.sleep(0.2)
+            t.ok(line.startswith("HTTP/1.1 400") and hosts == [],
+                 "absolute-form target whose Host names another host: 400, nothing upstream",
                  "%s, upstream saw Host %r" % (line, hosts))
 
     def t_post_not_replayed():
