@@ -2,7 +2,8 @@
 """Edge cases found in review, each a regression test that failed before
 its fix: a client that never reads (send_timeout), a half-closed POST
 whose body is already buffered, a slow upload longer than read_timeout, an
-absolute-form target with preserve_host, and a POST on a pooled connection
+absolute-form target with preserve_host (and one whose Host disagrees:
+400), and a POST on a pooled connection
 that the upstream closes without answering (never replayed)."""
 
 import contextlib
