@@ -1075,6 +1075,7 @@ int sl_http_parse_response(const char *buf, size_t len, bool request_method_is_h
     resp->body_kind = SL_BODY_NONE;
     resp->content_length = 0;
     resp->keep_alive = false;
+    resp->transfer_coded = false;
     resp->error = NULL;
 
     struct head hs;
@@ -1148,6 +1149,7 @@ int sl_http_parse_response(const char *buf, size_t len, bool request_method_is_h
             resp->body_kind = SL_BODY_CHUNKED;
         } else {
             resp->body_kind = SL_BODY_UNTIL_CLOSE;
+            resp->transfer_coded = true;
             keep_alive = false;
         }
         if (h->cl_seen) /* RFC 9112 section 6.1: the coding wins, then close */

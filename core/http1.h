@@ -137,6 +137,9 @@ struct sl_http_response {
     enum sl_http_body_kind body_kind; /* computed with the request method */
     uint64_t content_length;
     bool keep_alive; /* the upstream connection may be reused afterwards */
+    /* Transfer-Encoding without chunked last: the body is read until close
+     * and is still coded, so its Transfer-Encoding must go with it */
+    bool transfer_coded;
 
     const char *error;
 };

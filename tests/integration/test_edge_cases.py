@@ -231,8 +231,48 @@ def body(t):
                  "a POST on a pooled connection that dies unanswered is not sent twice (502)",
                  "client got %r, upstream saw %r" % (line, seen))
 
+    def t_transfer_coded_until_close():
+        # RFC 9112 6.1/6.3: a response whose last coding is not chunked is read
+        # until close and is still coded; the coding must reach the client with
+        # it (an HTTP/1.1 client), and an HTTP/1.0 client can receive no
+        # Transfer-Encoding at all, so it gets a 502
+        coded = b"\x1f\x8b not really gzip, but coded all the same"
+
+        def serve(c):
+            read_head(c)
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nX-A: 1\r\n\r\n" + coded)
+
+        up = RawUpstream(serve)
+        with gateway_for(up, "gateway (transfer-coded response)") as port:
+            got = {}
+            for version in ("1.1", "1.0"):
+                s = socket.create_connection((h.LOOPBACK, port))
+                s.settimeout(5)
+                s.sendall(("GET /c HTTP/%s\r\nHost: x\r\n\r\n" % version).encode())
+                data = b""
+                try:
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                s.close()
+                got[version] = data
+            head, _, rest = got["1.1"].partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").lower().split("\r\n")
+            t.ok(lines[0].startswith("http/1.1 200") and "transfer-encoding: gzip" in lines
+                 and rest == coded,
+                 "a gzip-coded response read until close keeps its Transfer-Encoding (HTTP/1.1)",
+                 repr(got["1.1"]))
+            t.ok(got["1.0"].startswith(b"HTTP/1.1 502") and b"ransfer-" not in got["1.0"]
+                 and coded not in got["1.0"],
+                 "the same response for an HTTP/1.0 client: 502, no Transfer-Encoding",
+                 repr(got["1.0"]))
+
     for fn in (t_slow_reader, t_half_closed_post, t_slow_upload, t_absolute_form_host,
-               t_post_not_replayed):
+               t_post_not_replayed, t_transfer_coded_until_close):
         t.run(fn)
 
 

@@ -1364,6 +1364,10 @@ START_TEST(test_response)
                       (unsigned long long)resp.content_length);
         ck_assert_msg(resp.keep_alive == c->keep_alive, "case %d: keep_alive %d", _i,
                       resp.keep_alive);
+        /* read until close because of a coding: the coding goes with the body */
+        bool coded = c->kind == SL_BODY_UNTIL_CLOSE && strstr(c->msg, "Transfer-Encoding") != NULL;
+        ck_assert_msg(resp.transfer_coded == coded, "case %d: transfer_coded %d", _i,
+                      resp.transfer_coded);
         ck_assert_ptr_null(resp.error);
     } else {
         ck_assert_ptr_nonnull(resp.error);
