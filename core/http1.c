@@ -52,8 +52,8 @@
  *   - Up to SL_HTTP_MAX_LEADING_EMPTY_LINES empty lines before the
  *     request-line are skipped (RFC 9112 section 2.2); more is 400.
  *   - Request-line: method is a token, exactly one SP between the parts,
- *     target is 1*(0x21-0x7E), version is `HTTP/1.1` or `HTTP/1.0`;
- *     another well-formed `HTTP/d.d` is 505, anything else 400 (including
+ *     target is 1*(0x21-0x7E) without '#' (no fragment), version is
+ *     `HTTP/1.1` or `HTTP/1.0`; another well-formed `HTTP/d.d` is 505, anything else 400 (including
  *     HTTP/0.9 requests without a version).
  */
 #include "http1.h"
@@ -66,7 +66,7 @@
 enum {
     C_TCHAR = 1 << 0,  /* token characters, RFC 9110 section 5.6.2 */
     C_FVALUE = 1 << 1, /* field-value bytes: VCHAR, obs-text, SP, HTAB (section 5.5) */
-    C_TARGET = 1 << 2, /* request-target bytes: visible ASCII 0x21-0x7E */
+    C_TARGET = 1 << 2, /* request-target bytes: visible ASCII 0x21-0x7E but '#' */
 };
 
 #define IS_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
@@ -79,7 +79,7 @@ enum {
 #define CLS(c)                                                                                     \
     ((IS_TCHAR(c) ? C_TCHAR : 0) |                                                                 \
      ((IS_VCHAR(c) || (c) >= 0x80 || (c) == ' ' || (c) == '\t') ? C_FVALUE : 0) |                  \
-     (IS_VCHAR(c) ? C_TARGET : 0))
+     ((IS_VCHAR(c) && (c) != '#') ? C_TARGET : 0))
 #define LC(c) ((uint8_t)(((c) >= 'A' && (c) <= 'Z') ? (c) + 32 : (c)))
 #define HEXV(c)                                                                                    \
     (IS_DIGIT(c)                  ? (c) - '0'                                                      \
@@ -138,10 +138,10 @@ static inline bool word_is_value(uint64_t x)
     return (has_less(x, 0x20) | has_byte(x, 0x7f)) == 0;
 }
 
-/* Every byte is in 0x21-0x7E: a request-target word. */
+/* Every byte is in 0x21-0x7E and not '#': a request-target word. */
 static inline bool word_is_target(uint64_t x)
 {
-    return (has_less(x, 0x21) | has_byte(x, 0x7f) | (x & HIGHS)) == 0;
+    return (has_less(x, 0x21) | has_byte(x, 0x7f) | has_byte(x, '#') | (x & HIGHS)) == 0;
 }
 
 /* First byte at or after p, before end, that is not in class k. */
@@ -942,7 +942,7 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
     req->method_len = (size_t)(p - rl);
     p++;
 
-    /* request-target SP: visible ASCII only */
+    /* request-target SP: visible ASCII only, no fragment */
     const char *target = p;
     p = skip_class(p, stop, C_TARGET);
     if (p == end)
@@ -953,7 +953,12 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
         goto done;
     }
     if (*p != ' ') {
+        /* '#' starts a fragment, which no request-target has (RFC 9112
+         * section 3.2): refused rather than passed on, since "/a#.png"
+         * would match a suffix rule here and mean "/a" to a backend that
+         * cuts the fragment (HAProxy's CVE-2023-45539) */
         rc = fail(h, U(p) == '\r' || U(p) == '\n' ? "request-line without an HTTP version"
+                     : U(p) == '#'                ? "fragment in the request-target"
                                                   : "invalid character in the request-target");
         goto done;
     }

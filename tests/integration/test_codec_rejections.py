@@ -93,6 +93,8 @@ def cases():
     add("bare LF in chunk framing",
         lambda p: req(p, ["Transfer-Encoding: chunked"], b"5\nhello\r\n0\r\n\r\n"))
     add("HTTP/0.9 request line", lambda p: ("GET %s\r\n" % p).encode())
+    add("fragment in the request-target (/x#.png)",
+        lambda p: ("GET %s#.png HTTP/1.1\r\nHost: localhost\r\n\r\n" % p).encode())
     add("Transfer-Encoding on an HTTP/1.0 request",
         lambda p: req(p, ["Transfer-Encoding: chunked"], b"5\r\nhello\r\n0\r\n\r\n",
                       version="HTTP/1.0"))

@@ -198,6 +198,13 @@ static const struct reject_case reject_cases[] = {
     RC("request-line", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("request-line", "GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("request-line", "GET /\x80 HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    /* a fragment is no part of a request-target (RFC 9112 section 3.2) */
+    RC("request-line", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET /a# HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET # HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET /a?q#f HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET /static/index.html#.png HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET http://a/x#y HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("request-line", "GET /\r\n\r\n", -400), /* HTTP/0.9 */
     RC("request-line", "GET /\n\n", -400),
     RC("request-line", "GET / \r\nHost: a\r\n\r\n", -400),
