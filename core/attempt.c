@@ -803,6 +803,14 @@ static void up_read(struct bufferevent *bev, void *arg)
             evbuffer_drain(in, (size_t)n);
             continue;
         }
+        if (resp.transfer_coded && r->client_minor == 0) {
+            /* RFC 9112 section 6.1: no Transfer-Encoding to an HTTP/1.0
+             * client, and sluice decodes no coding but chunked */
+            sl_warn("upstream %s: transfer-coded response for an HTTP/1.0 client",
+                    a->up->addr_text);
+            attempt_failed(r, SL_FAIL_INVALID, 0);
+            return;
+        }
         attempt_answered(r, &resp, (size_t)n);
         return;
     }

@@ -42,15 +42,18 @@
  *     `_` are forwarded.
  *   - obs-fold is refused (400 / -502), never unfolded (RFC 9112 section 5.2).
  *   - Bare LF ends a head line (RFC 9112 section 2.2); a bare CR never does.
- *   - Host: one field at most; its value may be empty (RFC 9112 section 3.2)
- *     and otherwise holds only uri-host [":" port] characters (RFC 3986
- *     reg-name, IP-literal brackets, ':'), so no space, control byte, '/',
- *     '@', '?', '#', '\\' or obs-text reaches the router.
+ *   - Host: one field at most (RFC 9112 section 3.2), and its value is a
+ *     valid `uri-host [":" port]` (sl_http_parse_host): reg-name, IPv4 or
+ *     an IP-literal, a port of digits, no userinfo, never empty (not even
+ *     in HTTP/1.0, as nginx: an http URI has a non-empty host, RFC 9110
+ *     section 4.2.1). An absolute-form target's authority is checked the
+ *     same way and replaces Host; a Host naming another host or port is
+ *     refused (see absolute_target()).
  *   - Up to SL_HTTP_MAX_LEADING_EMPTY_LINES empty lines before the
  *     request-line are skipped (RFC 9112 section 2.2); more is 400.
  *   - Request-line: method is a token, exactly one SP between the parts,
- *     target is 1*(0x21-0x7E), version is `HTTP/1.1` or `HTTP/1.0`;
- *     another well-formed `HTTP/d.d` is 505, anything else 400 (including
+ *     target is 1*(0x21-0x7E) without '#' (no fragment), version is
+ *     `HTTP/1.1` or `HTTP/1.0`; another well-formed `HTTP/d.d` is 505, anything else 400 (including
  *     HTTP/0.9 requests without a version).
  */
 #include "http1.h"
@@ -63,9 +66,7 @@
 enum {
     C_TCHAR = 1 << 0,  /* token characters, RFC 9110 section 5.6.2 */
     C_FVALUE = 1 << 1, /* field-value bytes: VCHAR, obs-text, SP, HTAB (section 5.5) */
-    C_TARGET = 1 << 2, /* request-target bytes: visible ASCII 0x21-0x7E */
-    C_HOST = 1 << 3,   /* uri-host / port characters (RFC 3986 section 3.2.2) */
-    C_EXT = 1 << 4,    /* chunk-ext bytes: VCHAR, SP, HTAB */
+    C_TARGET = 1 << 2, /* request-target bytes: visible ASCII 0x21-0x7E but '#' */
 };
 
 #define IS_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
@@ -75,16 +76,10 @@ enum {
     (IS_ALPHA(c) || IS_DIGIT(c) || (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' ||         \
      (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' ||          \
      (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
-#define IS_HOSTCH(c)                                                                               \
-    (IS_ALPHA(c) || IS_DIGIT(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' ||         \
-     (c) == '%' || (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || (c) == '(' ||          \
-     (c) == ')' || (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=' ||           \
-     (c) == ':' || (c) == '[' || (c) == ']')
 #define CLS(c)                                                                                     \
     ((IS_TCHAR(c) ? C_TCHAR : 0) |                                                                 \
      ((IS_VCHAR(c) || (c) >= 0x80 || (c) == ' ' || (c) == '\t') ? C_FVALUE : 0) |                  \
-     (IS_VCHAR(c) ? C_TARGET : 0) | (IS_HOSTCH(c) ? C_HOST : 0) |                                  \
-     ((IS_VCHAR(c) || (c) == ' ' || (c) == '\t') ? C_EXT : 0))
+     ((IS_VCHAR(c) && (c) != '#') ? C_TARGET : 0))
 #define LC(c) ((uint8_t)(((c) >= 'A' && (c) <= 'Z') ? (c) + 32 : (c)))
 #define HEXV(c)                                                                                    \
     (IS_DIGIT(c)                  ? (c) - '0'                                                      \
@@ -143,10 +138,10 @@ static inline bool word_is_value(uint64_t x)
     return (has_less(x, 0x20) | has_byte(x, 0x7f)) == 0;
 }
 
-/* Every byte is in 0x21-0x7E: a request-target word. */
+/* Every byte is in 0x21-0x7E and not '#': a request-target word. */
 static inline bool word_is_target(uint64_t x)
 {
-    return (has_less(x, 0x21) | has_byte(x, 0x7f) | (x & HIGHS)) == 0;
+    return (has_less(x, 0x21) | has_byte(x, 0x7f) | has_byte(x, '#') | (x & HIGHS)) == 0;
 }
 
 /* First byte at or after p, before end, that is not in class k. */
@@ -372,11 +367,12 @@ struct head {
     size_t num_headers;
 
     /* what the fields said */
-    bool cl_seen, te_seen, te_chunked, host_seen;
+    bool cl_seen, te_seen, te_chunked, host_seen, target_https;
     bool conn_close, conn_keep_alive, conn_upgrade, upgrade_seen, expect_continue;
     uint64_t content_length;
     const char *host;
     size_t host_len;
+    struct sl_http_host host_parsed; /* valid when host_seen */
 };
 
 static size_t limit_or(size_t v, size_t dflt)
@@ -447,13 +443,183 @@ static void connection_tokens(struct head *h, const char *v, size_t n)
     }
 }
 
-static bool valid_host(const char *v, size_t n)
+/* ---- Host and authority (RFC 9110 section 7.2, RFC 3986 section 3.2.2) ---- */
+
+#define IS_HEX(c) (hexval[(unsigned char)(c)] != 0xff)
+/* unreserved / sub-delims (RFC 3986 section 2): what a reg-name holds besides pct-encoded */
+#define IS_UNRESERVED(c)                                                                           \
+    (IS_ALPHA(c) || IS_DIGIT(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~')
+#define IS_SUBDELIM(c)                                                                             \
+    ((c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' ||          \
+     (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=')
+
+/* IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet, and nothing else */
+static bool ipv4_valid(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (!HAS(v[i], C_HOST))
+    size_t i = 0;
+    for (int octet = 0; octet < 4; octet++) {
+        if (octet > 0) {
+            if (i == n || s[i] != '.')
+                return false;
+            i++;
+        }
+        size_t start = i;
+        unsigned v = 0;
+        while (i < n && IS_DIGIT(s[i]) && i - start < 3)
+            v = v * 10 + (unsigned)(s[i++] - '0');
+        size_t digits = i - start;
+        /* dec-octet has no leading zero ("01" is a reg-name) and is at most 255 */
+        if (digits == 0 || (digits > 1 && s[start] == '0') || v > 255)
+            return false;
+    }
+    return i == n;
+}
+
+/*
+ * IPv6address (RFC 3986 section 3.2.2): eight h16 pieces separated by ':',
+ * the last two of which may be an IPv4address (ls32), or fewer pieces with
+ * one "::" standing for at least one zero piece.
+ */
+static bool ipv6_valid(const char *s, size_t n)
+{
+    size_t i = 0;
+    unsigned pieces = 0;
+    bool elided = false;
+    if (n >= 2 && s[0] == ':' && s[1] == ':') {
+        elided = true;
+        i = 2;
+        if (i == n)
+            return true;
+    }
+    for (;;) {
+        size_t start = i;
+        while (i < n && IS_HEX(s[i]) && i - start < 5)
+            i++;
+        size_t len = i - start;
+        if (i < n && s[i] == '.') { /* ls32 as an IPv4address: the last two pieces */
+            if (!ipv4_valid(s + start, n - start))
+                return false;
+            pieces += 2;
+            break;
+        }
+        if (len == 0 || len > 4)
+            return false;
+        pieces++;
+        if (i == n)
+            break;
+        if (s[i] != ':')
+            return false;
+        i++;
+        if (i < n && s[i] == ':') {
+            if (elided)
+                return false; /* one "::" at most */
+            elided = true;
+            i++;
+            if (i == n)
+                break;
+        } else if (i == n) {
+            return false; /* a single trailing ':' */
+        }
+    }
+    return elided ? pieces <= 7 : pieces == 8;
+}
+
+/* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+static bool ipvfuture_valid(const char *s, size_t n)
+{
+    size_t i = 1;
+    if (n == 0 || (s[0] != 'v' && s[0] != 'V'))
+        return false;
+    while (i < n && IS_HEX(s[i]))
+        i++;
+    if (i == 1 || i == n || s[i] != '.')
+        return false;
+    if (++i == n)
+        return false;
+    for (; i < n; i++) {
+        if (!IS_UNRESERVED(s[i]) && !IS_SUBDELIM(s[i]) && s[i] != ':')
             return false;
     }
     return true;
+}
+
+const char *sl_http_parse_host(const char *s, size_t n, struct sl_http_host *out)
+{
+    if (n == 0)
+        return "empty host";
+    /* userinfo "@" has no place in Host and is refused in a target (RFC 9110 section 4.2.4) */
+    if (memchr(s, '@', n) != NULL)
+        return "userinfo in the host";
+    size_t i;
+    if (s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (close == NULL)
+            return "unterminated IP-literal";
+        size_t inner = (size_t)(close - s) - 1;
+        if (inner > 0 && (s[1] == 'v' || s[1] == 'V')) {
+            if (!ipvfuture_valid(s + 1, inner))
+                return "invalid IPvFuture literal";
+            out->kind = SL_HOST_IPVFUTURE;
+        } else {
+            if (!ipv6_valid(s + 1, inner))
+                return "invalid IPv6 literal";
+            out->kind = SL_HOST_IPV6;
+        }
+        i = inner + 2;
+    } else {
+        for (i = 0; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                if (n - i < 3 || !IS_HEX(s[i + 1]) || !IS_HEX(s[i + 2]))
+                    return "invalid percent-encoding in the host";
+                i += 2;
+            } else if (!IS_UNRESERVED(c) && !IS_SUBDELIM(c)) {
+                return "invalid character in the host";
+            }
+        }
+        if (i == 0)
+            return "empty host"; /* ":80" */
+        out->kind = ipv4_valid(s, i) ? SL_HOST_IPV4 : SL_HOST_REG_NAME;
+    }
+    out->name = s;
+    out->name_len = i;
+    out->port = NULL;
+    out->port_len = 0;
+    if (i == n)
+        return NULL;
+    if (s[i] != ':')
+        return "invalid character after an IP-literal";
+    /* port = *DIGIT: may be empty ("a.example:" means the default port) */
+    for (size_t k = i + 1; k < n; k++) {
+        if (!IS_DIGIT(s[k]))
+            return "invalid port";
+    }
+    out->port = s + i + 1;
+    out->port_len = n - i - 1;
+    return NULL;
+}
+
+/* Do two ports name the same one? An empty or absent port is the scheme's. */
+static bool same_port(const char *a, size_t a_len, const char *b, size_t b_len, const char *dflt)
+{
+    if (a == NULL || a_len == 0) {
+        a = dflt;
+        a_len = strlen(dflt);
+    }
+    if (b == NULL || b_len == 0) {
+        b = dflt;
+        b_len = strlen(dflt);
+    }
+    /* *DIGIT of any length: compare without leading zeros, so nothing overflows */
+    while (a_len > 0 && *a == '0') {
+        a++;
+        a_len--;
+    }
+    while (b_len > 0 && *b == '0') {
+        b++;
+        b_len--;
+    }
+    return a_len == b_len && memcmp(a, b, a_len) == 0;
 }
 
 /*
@@ -469,7 +635,12 @@ static int request_field(struct head *h, struct sl_http_header *f, int id, const
     case SL_HDR_HOST:
         if (h->host_seen)
             return fail(h, "more than one Host field");
-        if (!valid_host(v, n))
+        /* RFC 9112 section 3.2: an invalid Host value is a 400. Empty is
+         * refused in HTTP/1.0 too: an http(s) URI never has an empty host
+         * (RFC 9110 section 4.2.1), and a client without one omits Host. */
+        if (n == 0)
+            return fail(h, "empty Host");
+        if (sl_http_parse_host(v, n, &h->host_parsed) != NULL)
             return fail(h, "invalid Host value");
         h->host_seen = true;
         h->host = v;
@@ -653,6 +824,44 @@ static int parse_fields(struct head *h, const char *p)
 
 /* ---- requests ---------------------------------------------------------------- */
 
+/*
+ * The request-target's form. absolute-form with the http or https scheme
+ * (RFC 9112 section 3.2.2) is split into its authority, which must be a
+ * valid host (no userinfo, no empty host: RFC 9110 sections 4.2.1 and
+ * 4.2.4), and the rest. Any other target is left whole to the caller,
+ * which serves origin-form only.
+ */
+static int absolute_target(struct head *h, struct sl_http_request *req, struct sl_http_host *host)
+{
+    const char *t = req->target;
+    size_t n = req->target_len;
+    size_t skip;
+    if (n >= 5 && eq_lower(t, "http:", 5))
+        skip = 5;
+    else if (n >= 6 && eq_lower(t, "https:", 6))
+        skip = 6;
+    else {
+        req->origin = t;
+        req->origin_len = n;
+        return 0;
+    }
+    req->absolute_form = true;
+    h->target_https = skip == 6;
+    if (n - skip < 2 || t[skip] != '/' || t[skip + 1] != '/')
+        return fail(h, "http URI without an authority");
+    const char *auth = t + skip + 2, *end = t + n, *q = auth;
+    while (q < end && *q != '/' && *q != '?')
+        q++;
+    if (sl_http_parse_host(auth, (size_t)(q - auth), host) != NULL)
+        return fail(h, memchr(auth, '@', (size_t)(q - auth)) ? "userinfo in the request-target"
+                                                             : "invalid request-target authority");
+    req->authority = auth;
+    req->authority_len = (size_t)(q - auth);
+    req->origin = q;
+    req->origin_len = (size_t)(end - q);
+    return 0;
+}
+
 /* The request-line is longer than allowed once a byte at this offset is not its end. */
 #define RL_OVER(p) ((size_t)((p)-rl) >= max_rl && U(p) != '\r' && U(p) != '\n')
 
@@ -679,10 +888,16 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
     req->has_upgrade = false;
     req->host = NULL;
     req->host_len = 0;
+    req->authority = NULL;
+    req->authority_len = 0;
+    req->origin = NULL;
+    req->origin_len = 0;
+    req->absolute_form = false;
     req->error = NULL;
 
     struct head hs;
     struct head *h = &hs;
+    struct sl_http_host target_host;
     head_init(h, buf, len, max_head, req->headers, req->header_capacity, max_headers, true);
     const char *p = buf, *end = h->end;
     int rc;
@@ -727,7 +942,7 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
     req->method_len = (size_t)(p - rl);
     p++;
 
-    /* request-target SP: visible ASCII only */
+    /* request-target SP: visible ASCII only, no fragment */
     const char *target = p;
     p = skip_class(p, stop, C_TARGET);
     if (p == end)
@@ -738,7 +953,12 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
         goto done;
     }
     if (*p != ' ') {
+        /* '#' starts a fragment, which no request-target has (RFC 9112
+         * section 3.2): refused rather than passed on, since "/a#.png"
+         * would match a suffix rule here and mean "/a" to a backend that
+         * cuts the fragment (HAProxy's CVE-2023-45539) */
         rc = fail(h, U(p) == '\r' || U(p) == '\n' ? "request-line without an HTTP version"
+                     : U(p) == '#'                ? "fragment in the request-target"
                                                   : "invalid character in the request-target");
         goto done;
     }
@@ -791,6 +1011,9 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
         h->version_minor = req->version_minor = version[7] - '0';
         p += t;
     }
+    rc = absolute_target(h, req, &target_host);
+    if (rc < 0)
+        goto done;
 
     rc = parse_fields(h, p);
     if (rc <= 0)
@@ -800,6 +1023,22 @@ int sl_http_parse_request(const char *buf, size_t len, const struct sl_http_limi
     if (h->version_minor == 1 && !h->host_seen) {
         rc = fail(h, "HTTP/1.1 request without Host");
         goto done;
+    }
+    if (req->absolute_form) {
+        /* RFC 9112 section 3.2.2: the target's authority replaces Host. A
+         * client MUST send a Host identical to it (section 3.2), so one that
+         * names another host or port is refused, as HAProxy does, rather
+         * than leaving two authorities for whatever reads the message next. */
+        const struct sl_http_host *a = &target_host, *b = &h->host_parsed;
+        if (h->host_seen && (!sl_http_name_equals(a->name, a->name_len, b->name, b->name_len) ||
+                             !same_port(a->port, a->port_len, b->port, b->port_len,
+                                        h->target_https ? "443" : "80"))) {
+            rc = fail(h, "Host differs from the request-target's authority");
+            goto done;
+        }
+    } else if (h->host_seen) {
+        req->authority = h->host;
+        req->authority_len = h->host_len;
     }
     if (h->te_chunked) {
         req->body_kind = SL_BODY_CHUNKED;
@@ -841,6 +1080,7 @@ int sl_http_parse_response(const char *buf, size_t len, bool request_method_is_h
     resp->body_kind = SL_BODY_NONE;
     resp->content_length = 0;
     resp->keep_alive = false;
+    resp->transfer_coded = false;
     resp->error = NULL;
 
     struct head hs;
@@ -914,6 +1154,7 @@ int sl_http_parse_response(const char *buf, size_t len, bool request_method_is_h
             resp->body_kind = SL_BODY_CHUNKED;
         } else {
             resp->body_kind = SL_BODY_UNTIL_CLOSE;
+            resp->transfer_coded = true;
             keep_alive = false;
         }
         if (h->cl_seen) /* RFC 9112 section 6.1: the coding wins, then close */
@@ -958,20 +1199,37 @@ bool sl_http_head_may_complete(const char *buf, size_t prev_len, size_t len,
  * Chunked transfer coding (RFC 9112 section 7.1). Stricter than the grammar
  * where parsers are known to disagree:
  *   - chunk-size is 1 to 16 HEXDIGs, leading zeros counted, with nothing
- *     before it and nothing but ';' or CRLF after it: no sign, "0x", '_' or
- *     whitespace, and no BWS before ';' (whitespace is only allowed inside
- *     the extensions, after the first ';');
- *   - extensions are only checked for their bytes (VCHAR, SP, HTAB; no
- *     obs-text) and the size line is at most SL_CHUNK_LINE_MAX bytes;
+ *     before it: no sign, "0x", '_' or whitespace;
+ *   - chunk-ext follows section 7.1.1 exactly, with nothing left out:
+ *       chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ *       chunk-ext-name = token, chunk-ext-val = token / quoted-string
+ *     with the quoted-string rules of RFC 9110 section 5.6.4 (qdtext and
+ *     quoted-pair; obs-text only inside quotes). So a bare ';', an empty
+ *     name, '=' without a value, whitespace before CRLF, an unterminated
+ *     quote or any control byte is a framing error. Extensions are not
+ *     interpreted (section 7.1.1: a recipient ignores unknown ones) and go
+ *     through verbatim, which is why they must parse the same everywhere;
+ *   - the size line, size and extensions, is at most SL_CHUNK_LINE_MAX
+ *     bytes (section 7.1.1 asks a server to bound extensions);
  *   - every line end in the framing is exactly CRLF;
  *   - trailer fields follow the head rules (token name, no whitespace
  *     before ':', no obs-fold, no control bytes) and the trailer section
  *     is at most SL_CHUNK_TRAILER_MAX bytes.
+ * Requests and responses share the scanner: a response is forwarded
+ * verbatim just the same, so the same framing rules protect the client.
  */
 enum chunked_state {
     CS_SIZE_FIRST = 0, /* first hex digit of a chunk-size */
-    CS_SIZE,           /* more hex digits, ';' or CR */
-    CS_EXT,            /* chunk-ext bytes up to CR */
+    CS_SIZE,           /* more hex digits, BWS, ';' or CR */
+    CS_EXT_SEMI,       /* BWS that must end in ';' */
+    CS_EXT_NAME_FIRST, /* after ';': BWS, then the first tchar of a name */
+    CS_EXT_NAME,       /* more tchars, then BWS, '=', ';' or CR */
+    CS_EXT_NAME_BWS,   /* BWS after a name, which must end in '=' or ';' */
+    CS_EXT_VALUE,      /* after '=': BWS, then a token or '"' */
+    CS_EXT_TOKEN,      /* more tchars of a token value, then BWS, ';' or CR */
+    CS_EXT_QUOTED,     /* inside a quoted-string */
+    CS_EXT_QPAIR,      /* the byte after '\' in a quoted-string */
+    CS_EXT_UNQUOTED,   /* after the closing '"': BWS, ';' or CR */
     CS_SIZE_LF,        /* LF after the size line */
     CS_DATA,           /* chunk-data */
     CS_DATA_CR,        /* CR after chunk-data */
@@ -1013,6 +1271,10 @@ long sl_chunked_scan(struct sl_chunked_scanner *s, const char *buf, size_t len)
     while (p < end) {
         unsigned char c = U(p);
         int state = s->state;
+        /* the whole size line is bounded, size digits and extensions, CRLF excluded */
+        if (state >= CS_SIZE && state <= CS_EXT_UNQUOTED && c != '\r' &&
+            ++s->line_bytes > SL_CHUNK_LINE_MAX)
+            return chunked_fail(s, "chunk extension too long");
         switch (state) {
         case CS_DATA: {
             size_t avail = (size_t)(end - p);
@@ -1038,40 +1300,105 @@ long sl_chunked_scan(struct sl_chunked_scanner *s, const char *buf, size_t len)
                     return chunked_fail(s, "chunk size too large");
                 s->chunk_remaining = s->chunk_remaining << 4 | hexval[c];
                 s->size_digits++;
-                s->line_bytes++;
-            } else if (c == ';') {
-                s->line_bytes++;
-                s->state = CS_EXT;
             } else if (c == '\r') {
                 s->state = CS_SIZE_LF;
+            } else if (c == ';') {
+                s->state = CS_EXT_NAME_FIRST;
+            } else if (c == ' ' || c == '\t') {
+                s->state = CS_EXT_SEMI;
             } else if (c == '\n') {
                 return chunked_fail(s, "bare LF in chunked framing");
             } else {
                 return chunked_fail(s, "invalid chunk size");
             }
             break;
-        case CS_EXT: {
-            /* BWS and ext names/values are only checked for their bytes */
-            const char *q = p;
-            size_t room = SL_CHUNK_LINE_MAX - s->line_bytes;
-            const char *stop = (size_t)(end - p) < room ? end : p + room;
-            while (q < stop && HAS(*q, C_EXT))
-                q++;
-            s->line_bytes += (unsigned)(q - p);
-            p = q;
-            if (p == end)
-                continue;
-            c = U(p);
+        case CS_EXT_SEMI:
+            if (c == ';')
+                s->state = CS_EXT_NAME_FIRST;
+            else if (c != ' ' && c != '\t')
+                return chunked_fail(s, c == '\n'   ? "bare LF in chunked framing"
+                                       : c == '\r' ? "whitespace before CRLF in a chunk-size line"
+                                                   : "whitespace not followed by ';' in a "
+                                                     "chunk-size line");
+            break;
+        case CS_EXT_NAME_FIRST:
+            if (HAS(c, C_TCHAR))
+                s->state = CS_EXT_NAME;
+            else if (c != ' ' && c != '\t')
+                return chunked_fail(s, c == '\n' ? "bare LF in chunked framing"
+                                       : (c == ';' || c == '\r' || c == '=')
+                                           ? "empty chunk extension name"
+                                           : "invalid character in a chunk extension name");
+            break;
+        case CS_EXT_NAME:
+        case CS_EXT_TOKEN:
+            if (HAS(c, C_TCHAR))
+                break;
             if (c == '\r')
                 s->state = CS_SIZE_LF;
-            else if (s->line_bytes >= SL_CHUNK_LINE_MAX)
-                return chunked_fail(s, "chunk extension too long");
+            else if (c == ';')
+                s->state = CS_EXT_NAME_FIRST;
+            else if (c == '=' && state == CS_EXT_NAME)
+                s->state = CS_EXT_VALUE;
+            else if (c == ' ' || c == '\t')
+                s->state = state == CS_EXT_NAME ? CS_EXT_NAME_BWS : CS_EXT_SEMI;
             else if (c == '\n')
                 return chunked_fail(s, "bare LF in chunked framing");
             else
-                return chunked_fail(s, "invalid byte in a chunk extension");
+                return chunked_fail(s, state == CS_EXT_NAME
+                                           ? "invalid character in a chunk extension name"
+                                           : "invalid character in a chunk extension value");
             break;
-        }
+        case CS_EXT_NAME_BWS:
+            if (c == '=')
+                s->state = CS_EXT_VALUE;
+            else if (c == ';')
+                s->state = CS_EXT_NAME_FIRST;
+            else if (c != ' ' && c != '\t')
+                return chunked_fail(s, c == '\n'   ? "bare LF in chunked framing"
+                                       : c == '\r' ? "whitespace before CRLF in a chunk-size line"
+                                                   : "invalid chunk extension");
+            break;
+        case CS_EXT_VALUE:
+            if (HAS(c, C_TCHAR))
+                s->state = CS_EXT_TOKEN;
+            else if (c == '"')
+                s->state = CS_EXT_QUOTED;
+            else if (c != ' ' && c != '\t')
+                return chunked_fail(s, c == '\n' ? "bare LF in chunked framing"
+                                       : (c == ';' || c == '\r')
+                                           ? "chunk extension '=' without a value"
+                                           : "invalid character in a chunk extension value");
+            break;
+        case CS_EXT_QUOTED:
+            /* qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (RFC 9110 section 5.6.4) */
+            if (c == '"')
+                s->state = CS_EXT_UNQUOTED;
+            else if (c == '\\')
+                s->state = CS_EXT_QPAIR;
+            else if (!HAS(c, C_FVALUE))
+                return chunked_fail(s, c == '\r' || c == '\n'
+                                           ? "unterminated quoted string in a chunk extension"
+                                           : "control character in a chunk extension");
+            break;
+        case CS_EXT_QPAIR:
+            /* quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ) */
+            if (!HAS(c, C_FVALUE))
+                return chunked_fail(s, "invalid quoted-pair in a chunk extension");
+            s->state = CS_EXT_QUOTED;
+            break;
+        case CS_EXT_UNQUOTED:
+            if (c == '\r')
+                s->state = CS_SIZE_LF;
+            else if (c == ';')
+                s->state = CS_EXT_NAME_FIRST;
+            else if (c == ' ' || c == '\t')
+                s->state = CS_EXT_SEMI;
+            else
+                return chunked_fail(s, c == '\n' ? "bare LF in chunked framing"
+                                                 : "invalid byte after a quoted chunk extension "
+                                                   "value");
+            break;
         case CS_SIZE_LF:
             if (c != '\n')
                 return chunked_fail(s, "bare CR in chunked framing");

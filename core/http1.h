@@ -104,6 +104,22 @@ struct sl_http_request {
     bool has_upgrade;                 /* Connection: upgrade + Upgrade header */
     const char *host;                 /* Host header value, NULL when absent */
     size_t host_len;
+    /*
+     * The authority the request is for: the target's for an absolute-form
+     * target (`http://a.example/x`, RFC 9112 section 3.2.2: it replaces
+     * Host), else the Host value; NULL when there is neither (HTTP/1.0
+     * without Host). Always a valid `uri-host [":" port]`.
+     */
+    const char *authority;
+    size_t authority_len;
+    /*
+     * The target without scheme and authority: `path-abempty ["?" query]`
+     * of an absolute-form target (may be empty, meaning "/"), else the
+     * whole target.
+     */
+    const char *origin;
+    size_t origin_len;
+    bool absolute_form; /* the target was `http://...` or `https://...` */
 
     const char *error; /* static reason when the parser returns < 0 */
 };
@@ -121,6 +137,9 @@ struct sl_http_response {
     enum sl_http_body_kind body_kind; /* computed with the request method */
     uint64_t content_length;
     bool keep_alive; /* the upstream connection may be reused afterwards */
+    /* Transfer-Encoding without chunked last: the body is read until close
+     * and is still coded, so its Transfer-Encoding must go with it */
+    bool transfer_coded;
 
     const char *error;
 };
@@ -205,8 +224,11 @@ void sl_chunked_init(struct sl_chunked_scanner *s);
  * end of the body; fewer only when the body ended inside buf, in which case
  * s->done is true and the rest belongs to the next message), or -1 on a
  * framing error (s->error says why): chunk sizes with a sign, "0x", "_",
- * spaces or more than 16 hex digits, bare LF or bare CR in framing, control
- * bytes in extensions or trailers, extension or trailer lines too long.
+ * spaces or more than 16 hex digits, extensions outside the chunk-ext
+ * grammar of RFC 9112 section 7.1.1 (a bare ';', an empty name, '=' without
+ * a value, whitespace before CRLF, a broken quoted-string, control bytes),
+ * bare LF or bare CR in framing, control bytes in trailers, size lines over
+ * SL_CHUNK_LINE_MAX or trailer sections over SL_CHUNK_TRAILER_MAX bytes.
  */
 long sl_chunked_scan(struct sl_chunked_scanner *s, const char *buf, size_t len);
 
@@ -216,6 +238,36 @@ long sl_chunked_scan(struct sl_chunked_scanner *s, const char *buf, size_t len);
  * feeds framing bytes to sl_chunked_scan() and forwards only data bytes.
  */
 uint64_t sl_chunked_data_ready(const struct sl_chunked_scanner *s);
+
+/*
+ * Host and authority syntax (RFC 9110 section 7.2, RFC 3986 section 3.2.2):
+ * `uri-host [ ":" port ]` of an http or https URI, where uri-host is an
+ * IP-literal (`[` IPv6address or IPvFuture `]`), an IPv4address or a
+ * reg-name (unreserved / pct-encoded / sub-delims), and port is *DIGIT.
+ * The host may not be empty (RFC 9110 section 4.2.1) and userinfo is
+ * refused (section 4.2.4).
+ */
+enum sl_http_host_kind {
+    SL_HOST_REG_NAME = 1,
+    SL_HOST_IPV4,      /* dotted-quad dec-octets: "1.2.3.4", never "01.2.3.4" */
+    SL_HOST_IPV6,      /* "[...]" */
+    SL_HOST_IPVFUTURE, /* "[v1.x]" */
+};
+
+struct sl_http_host {
+    enum sl_http_host_kind kind;
+    const char *name; /* the host as sent, brackets included for an IP-literal */
+    size_t name_len;
+    const char *port; /* the digits after ':' (may be empty); NULL without ':' */
+    size_t port_len;
+};
+
+/*
+ * Parse s[0..n) as `uri-host [ ":" port ]` (no surrounding whitespace).
+ * Returns NULL and fills `out` (its pointers into s) when valid, else a
+ * static reason and `out` is left undefined.
+ */
+const char *sl_http_parse_host(const char *s, size_t n, struct sl_http_host *out);
 
 /* Static reason phrase for a status code ("OK", "Bad Request", ...). */
 const char *sl_http_reason(int status);

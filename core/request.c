@@ -329,22 +329,13 @@ void sl_request_parse_head(struct sl_client *c)
         r->req_body_kind = SL_BODY_NONE;
     r->req_body_done = r->req_body_kind == SL_BODY_NONE;
 
-    /* request-target: origin-form, or absolute-form (RFC 9112 section 3.2.2) */
-    const char *target = req.target;
-    size_t target_len = req.target_len;
-    const char *host = req.host;
-    size_t host_len = req.host_len;
-    if (target_len > 7 && (strncasecmp(target, "http://", 7) == 0 ||
-                           (target_len > 8 && strncasecmp(target, "https://", 8) == 0))) {
-        size_t skip = target[4] == ':' ? 7 : 8;
-        const char *auth = target + skip;
-        const char *slash = memchr(auth, '/', target_len - skip);
-        host = auth;
-        host_len = slash ? (size_t)(slash - auth) : target_len - skip;
-        target = slash ? slash : "/";
-        target_len = slash ? target_len - (size_t)(slash - req.target) : 1;
-    }
-    if (target_len == 0 || target[0] != '/') {
+    /* request-target: origin-form, or absolute-form (RFC 9112 section 3.2.2),
+     * which the codec split and whose authority replaces Host */
+    const char *target = req.origin;
+    size_t target_len = req.origin_len;
+    const char *host = req.authority;
+    size_t host_len = req.authority_len;
+    if (!req.absolute_form && (target_len == 0 || target[0] != '/')) {
         sl_client_fail(c, 400, "Bad request");
         return;
     }
@@ -352,10 +343,15 @@ void sl_request_parse_head(struct sl_client *c)
     size_t raw_path_len = qmark ? (size_t)(qmark - target) : target_len;
     const char *query = qmark;
     size_t query_len = qmark ? target_len - raw_path_len : 0;
+    const char *raw_path = target;
+    if (raw_path_len == 0) { /* "http://a.example" or "http://a.example?q" */
+        raw_path = "/";
+        raw_path_len = 1;
+    }
     /* Route on the normalised path and send that one upstream, so
      * "/api/v1/users/../orders" can only ever be "/api/v1/orders". */
     char path_buf[SL_MAX_PATH + 1];
-    long normalized = sl_router_normalize_path(target, raw_path_len, path_buf, sizeof path_buf);
+    long normalized = sl_router_normalize_path(raw_path, raw_path_len, path_buf, sizeof path_buf);
     if (normalized < 0) {
         sl_client_fail(c, normalized == -2 ? 414 : 400,
                        normalized == -2 ? "URI Too Long" : "Bad request");
@@ -446,6 +442,8 @@ static bool request_keep_head(struct sl_request *r, const char *data, size_t hea
     copy->req.method = REBASE(h->req.method);
     copy->req.target = REBASE(h->req.target);
     copy->req.host = REBASE(h->req.host);
+    copy->req.authority = REBASE(h->req.authority);
+    copy->req.origin = REBASE(h->req.origin);
     copy->query = REBASE(h->query);
     copy->host_name = REBASE(h->host_name);
     copy->authority = REBASE(h->authority);

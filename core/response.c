@@ -193,6 +193,13 @@ static void write_response_head(struct sl_request *r, const struct sl_http_respo
             has_cl = true;
             continue;
         }
+        if (h->id == SL_HDR_TRANSFER_ENCODING && resp->transfer_coded) {
+            /* the body goes through still coded (RFC 9112 section 6.1: a
+             * recipient that keeps a coding keeps its field); never for an
+             * HTTP/1.0 client, which attempt.c answers with a 502 instead */
+            sl_add_header_line(out, h->name, h->name_len, h->value, h->value_len);
+            continue;
+        }
         if (sl_header_is_hop_by_hop(h->id) ||
             sl_header_is_connection_named(h, resp->headers, resp->num_headers))
             continue;

@@ -15,7 +15,8 @@
  *  - an accepted request has unambiguous framing: at most one
  *    Content-Length, at most one Transfer-Encoding, never both, no
  *    underscore spelling, exactly one Host in HTTP/1.1, and names, values,
- *    method and target hold only the bytes the grammar allows;
+ *    method and target hold only the bytes the grammar allows; the
+ *    authority (absolute-form target's or Host's) is a valid host;
  *  - sl_http_head_may_complete() never says "no" when the parser would
  *    complete the head or hit a limit;
  *  - the chunked body after an accepted head is scanned as the proxy
@@ -99,6 +100,20 @@ static void check_request(const struct req_result *r, const char *buf, size_t le
         CHECK(host == 1);
     if (host == 0)
         CHECK(q->host == NULL);
+    /* the authority: the absolute-form target's, else Host's; a valid host either way */
+    CHECK(inside(q->origin, q->origin_len, q->target, q->target_len) &&
+          q->origin + q->origin_len == q->target + q->target_len);
+    if (q->absolute_form) {
+        CHECK(q->authority != NULL &&
+              inside(q->authority, q->authority_len, q->target, q->target_len));
+        CHECK(q->authority + q->authority_len == q->origin);
+    } else {
+        CHECK(q->origin == q->target && q->authority == q->host && q->authority_len == q->host_len);
+    }
+    if (q->authority != NULL) {
+        struct sl_http_host hh;
+        CHECK(sl_http_parse_host(q->authority, q->authority_len, &hh) == NULL);
+    }
     if (te)
         CHECK(q->version_minor == 1);
     switch (q->body_kind) {

@@ -93,6 +93,8 @@ def cases():
     add("bare LF in chunk framing",
         lambda p: req(p, ["Transfer-Encoding: chunked"], b"5\nhello\r\n0\r\n\r\n"))
     add("HTTP/0.9 request line", lambda p: ("GET %s\r\n" % p).encode())
+    add("fragment in the request-target (/x#.png)",
+        lambda p: ("GET %s#.png HTTP/1.1\r\nHost: localhost\r\n\r\n" % p).encode())
     add("Transfer-Encoding on an HTTP/1.0 request",
         lambda p: req(p, ["Transfer-Encoding: chunked"], b"5\r\nhello\r\n0\r\n\r\n",
                       version="HTTP/1.0"))
@@ -101,6 +103,39 @@ def cases():
     add("two Host headers (identical)",
         lambda p: req(p, ["Host: localhost", "Content-Length: 0"]))
     add("HTTP/1.1 without Host", lambda p: req(p, ["Content-Length: 0"], host=False))
+    # chunk-ext, RFC 9112 7.1.1: *( BWS ";" BWS name [ BWS "=" BWS token / quoted-string ] )
+    for ext in (b";", b";;a", b";=v", b"; =v", b";a=", b";a=;b", b";a(b", b";a/b=1", b";a=b/c",
+                b";a=b c", b";a ", b";a=b ", b" ", b" a", b";a=\"open", b";a=\"b\"c",
+                b";a=\"\\\x01\"", b";a=\"\x01\"", b";a=\x01", b";\xc3\xa9", b",a"):
+        add("chunk extension %r" % ext,
+            lambda p, e=ext: req(p, ["Transfer-Encoding: chunked"],
+                                 b"5" + e + b"\r\nhello\r\n0\r\n\r\n" + SMUGGLE))
+    add("chunk extension on the last chunk: bare ';'",
+        lambda p: req(p, ["Transfer-Encoding: chunked"], b"5\r\nhello\r\n0;\r\n\r\n"))
+    add("chunk extensions over 4096 bytes on one size line",
+        lambda p: req(p, ["Transfer-Encoding: chunked"],
+                      b"5" + b";a=b" * 1100 + b"\r\nhello\r\n0\r\n\r\n"))
+    # Host: uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2)
+    for bad in ("", ":80", "a:8o", "a:80:80", "u@localhost", "u:p@localhost", "a%zz", "a\"b",
+                "a{b}", "::1", "[::1", "[1::2::3]", "[::1%25eth0]", "[1.2.3.4]", "[v1]",
+                "[::1]x", "localhost:-1"):
+        add("Host %r" % bad, lambda p, b=bad: req(p, ["Host: " + b, "Content-Length: 0"],
+                                                  host=False))
+    add("empty Host in HTTP/1.0",
+        lambda p: req(p, ["Host:", "Content-Length: 0"], version="HTTP/1.0", host=False))
+    # absolute-form (RFC 9112 3.2.2): valid authority, no userinfo, agreeing with Host
+    def absreq(target, host):
+        return ("GET %s HTTP/1.1\r\n%sContent-Length: 0\r\n\r\n"
+                % (target, "" if host is None else "Host: %s\r\n" % host)).encode()
+    add("absolute-form with userinfo",
+        lambda p: absreq("http://user:pw@localhost" + p, "localhost"))
+    add("absolute-form authority differs from Host",
+        lambda p: absreq("http://other.example" + p, "localhost"))
+    add("absolute-form port differs from Host",
+        lambda p: absreq("http://localhost:8080" + p, "localhost"))
+    add("absolute-form with an empty host", lambda p: absreq("http://" + p, "localhost"))
+    add("absolute-form with a non-digit port", lambda p: absreq("http://localhost:x" + p, "localhost"))
+    add("absolute-form without an authority", lambda p: absreq("http:" + p, "localhost"))
     # limits
     add("request line longer than max_request_line -> 414",
         lambda p: req(p + "?" + "a" * 9000, ["Content-Length: 0"]), 414)
@@ -150,6 +185,28 @@ def body(t):
         rec = up.wait_for("/ctl-ext")
         t.ok(r.status == 200 and rec is not None and rec.body == b"hello",
              "control: chunk extension accepted (RFC 9112 7.1.1)", r.describe() + "\n%r" % rec)
+        ext = b';a;b=c ; d = "q \\" \xe9" ;e\t=\tf'
+        r = h.send_raw(port, req("/api/ctl-ext2", ["Transfer-Encoding: chunked", "Connection: close"],
+                                 b"5" + ext + b"\r\nhello\r\n0" + ext + b"\r\n\r\n"), close_wait=0)
+        rec = up.wait_for("/ctl-ext2")
+        t.ok(r.status == 200 and rec is not None and rec.body == b"hello",
+             "control: every production of the chunk-ext grammar is accepted",
+             r.describe() + "\n%r" % rec)
+        for host in ("localhost:%d" % port, "127.0.0.1", "[::1]:8", "a.example.", "x%41y"):
+            r = h.send_raw(port, req("/api/ctl-host", ["Host: " + host, "Content-Length: 0",
+                                                       "Connection: close"], host=False),
+                           close_wait=0)
+            t.ok(r.status == 200, "control: Host %r accepted" % host, r.describe())
+        r = h.send_raw(port, ("GET http://LOCALHOST:80/api/ctl-abs HTTP/1.1\r\nHost: localhost\r\n"
+                              "Connection: close\r\n\r\n").encode(), close_wait=0)
+        rec = up.wait_for("/ctl-abs")
+        t.ok(r.status == 200 and rec is not None and len(rec.headers_all("host")) == 1,
+             "control: absolute-form with an agreeing Host (default port) proxied, one Host upstream",
+             r.describe() + "\n%r" % rec)
+        r = h.send_raw(port, b"GET http://localhost/api/ctl-abs10 HTTP/1.0\r\n\r\n", close_wait=0)
+        rec = up.wait_for("/ctl-abs10")
+        t.ok(r.status == 200 and rec is not None and len(rec.headers_all("host")) == 1,
+             "control: HTTP/1.0 absolute-form without Host proxied", r.describe() + "\n%r" % rec)
         r = h.send_raw(port, req("/api/ctl-hdrs", ["X-H-%d: v" % i for i in range(90)]
                                  + ["Content-Length: 0", "Connection: close"]), close_wait=0)
         t.ok(r.status == 200, "control: 90 header fields (under max_headers) are accepted",

@@ -2,7 +2,8 @@
 """Edge cases found in review, each a regression test that failed before
 its fix: a client that never reads (send_timeout), a half-closed POST
 whose body is already buffered, a slow upload longer than read_timeout, an
-absolute-form target with preserve_host, and a POST on a pooled connection
+absolute-form target with preserve_host (and one whose Host disagrees:
+400), and a POST on a pooled connection
 that the upstream closes without answering (never replayed)."""
 
 import contextlib
@@ -175,13 +176,26 @@ def body(t):
         up = RawUpstream(serve)
         routes = [{"name": "r", "paths": ["/"], "hosts": ["public.example"], "preserve_host": True}]
         with gateway_for(up, "gateway (absolute-form)", routes=routes) as port:
+            # Host must agree with the target's authority (RFC 9112 3.2: a client MUST
+            # send the same one); the target's is the one routed and sent upstream
+            s = socket.create_connection((h.LOOPBACK, port))
+            s.settimeout(5)
+            s.sendall(b"GET http://PUBLIC.example:80/x HTTP/1.1\r\nHost: public.example\r\n\r\n")
+            line = first_line(s)
+            s.close()
+            t.ok(line.startswith("HTTP/1.1 200") and hosts == ["PUBLIC.example:80"],
+                 "absolute-form target: the routed authority is the Host sent upstream, once",
+                 "%s, upstream saw Host %r" % (line, hosts))
+            # two authorities that disagree are refused, not resolved either way
+            del hosts[:]
             s = socket.create_connection((h.LOOPBACK, port))
             s.settimeout(5)
             s.sendall(b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\n\r\n")
             line = first_line(s)
             s.close()
-            t.ok(line.startswith("HTTP/1.1 200") and hosts == ["public.example"],
-                 "absolute-form target: the routed authority is the Host sent upstream",
+            time.sleep(0.2)
+            t.ok(line.startswith("HTTP/1.1 400") and hosts == [],
+                 "absolute-form target whose Host names another host: 400, nothing upstream",
                  "%s, upstream saw Host %r" % (line, hosts))
 
     def t_post_not_replayed():
@@ -217,8 +231,48 @@ def body(t):
                  "a POST on a pooled connection that dies unanswered is not sent twice (502)",
                  "client got %r, upstream saw %r" % (line, seen))
 
+    def t_transfer_coded_until_close():
+        # RFC 9112 6.1/6.3: a response whose last coding is not chunked is read
+        # until close and is still coded; the coding must reach the client with
+        # it (an HTTP/1.1 client), and an HTTP/1.0 client can receive no
+        # Transfer-Encoding at all, so it gets a 502
+        coded = b"\x1f\x8b not really gzip, but coded all the same"
+
+        def serve(c):
+            read_head(c)
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nX-A: 1\r\n\r\n" + coded)
+
+        up = RawUpstream(serve)
+        with gateway_for(up, "gateway (transfer-coded response)") as port:
+            got = {}
+            for version in ("1.1", "1.0"):
+                s = socket.create_connection((h.LOOPBACK, port))
+                s.settimeout(5)
+                s.sendall(("GET /c HTTP/%s\r\nHost: x\r\n\r\n" % version).encode())
+                data = b""
+                try:
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                s.close()
+                got[version] = data
+            head, _, rest = got["1.1"].partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").lower().split("\r\n")
+            t.ok(lines[0].startswith("http/1.1 200") and "transfer-encoding: gzip" in lines
+                 and rest == coded,
+                 "a gzip-coded response read until close keeps its Transfer-Encoding (HTTP/1.1)",
+                 repr(got["1.1"]))
+            t.ok(got["1.0"].startswith(b"HTTP/1.1 502") and b"ransfer-" not in got["1.0"]
+                 and coded not in got["1.0"],
+                 "the same response for an HTTP/1.0 client: 502, no Transfer-Encoding",
+                 repr(got["1.0"]))
+
     for fn in (t_slow_reader, t_half_closed_post, t_slow_upload, t_absolute_form_host,
-               t_post_not_replayed):
+               t_post_not_replayed, t_transfer_coded_until_close):
         t.run(fn)
 
 

@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define NHDR 128
 
@@ -197,6 +198,13 @@ static const struct reject_case reject_cases[] = {
     RC("request-line", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("request-line", "GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("request-line", "GET /\x80 HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    /* a fragment is no part of a request-target (RFC 9112 section 3.2) */
+    RC("request-line", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET /a# HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET # HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET /a?q#f HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET /static/index.html#.png HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("request-line", "GET http://a/x#y HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("request-line", "GET /\r\n\r\n", -400), /* HTTP/0.9 */
     RC("request-line", "GET /\n\n", -400),
     RC("request-line", "GET / \r\nHost: a\r\n\r\n", -400),
@@ -232,6 +240,68 @@ static const struct reject_case reject_cases[] = {
     RC("Host", "GET / HTTP/1.1\r\nHost: a#b\r\n\r\n", -400),
     RC("Host", "GET / HTTP/1.1\r\nHost: a\\b\r\n\r\n", -400),
     RC("Host", "GET / HTTP/1.1\r\nHost: caf\xc3\xa9.example\r\n\r\n", -400),
+    /* Host must be uri-host [":" port] (RFC 9110 section 7.2, RFC 3986 section 3.2.2) */
+    RC("Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost:   \r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.0\r\nHost:\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a:8o\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a:-1\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a:80:80\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a: 80\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: u:p@a\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a@\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a%2\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a<b>\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a{b}\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a^b\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a|b\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a`b\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a[b]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: ::1]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: []\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [::1]:x\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [::1]]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [1:2:3:4:5:6:7:8:9]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [1::2::3]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [12345::]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [g::1]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [::1%25eth0]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [::256.0.0.1]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [v1]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [v.x]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [v1.]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: [v1.a/b]\r\n\r\n", -400),
+    RC("Host", "GET / HTTP/1.1\r\nHost: a\r\nHost: \r\n\r\n", -400),
+    /* absolute-form (RFC 9112 section 3.2.2): the authority must be valid and agree with Host */
+    RC("absolute-form", "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://u:p@a/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a@b/ HTTP/1.1\r\nHost: b\r\n\r\n", -400),
+    RC("absolute-form", "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http:// HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://:80/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http:/a/x HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http:a HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a:x/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a#b/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://[::1/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\nHost: a.\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\nHost: a:81\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a:8080/ HTTP/1.1\r\nHost: a\r\n\r\n", -400),
+    RC("absolute-form", "GET https://a/ HTTP/1.1\r\nHost: a:80\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\nHost: a:443\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.0\r\nHost: b\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\nHost: u@a\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n", -400),
+    RC("absolute-form", "GET http://a/ HTTP/1.1\r\n\r\n", -400),
+    RC("absolute-form", "GET http://[::1]/ HTTP/1.1\r\nHost: [::0:1]\r\n\r\n", -400),
     /* empty lines before the request-line: up to 4 are skipped */
     RC("leading empty", "\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", -400),
     RC("leading empty", "\n\n\n\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", -400),
@@ -566,9 +636,15 @@ END_TEST
 
 START_TEST(test_host_values)
 {
-    static const char *const ok[] = {"example.com",   "EXAMPLE.com:443", "127.0.0.1:8080",
-                                     "[2001:db8::1]", "a-b_c~d%20",      "",
-                                     "  x.y  "};
+    static const char *const ok[] = {"example.com",
+                                     "EXAMPLE.com:443",
+                                     "127.0.0.1:8080",
+                                     "[2001:db8::1]",
+                                     "a-b_c~d%20",
+                                     "  x.y  ",
+                                     "a:",
+                                     "x.example.",
+                                     "!$&'()*+,;=:1"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char msg[256];
         int n = snprintf(msg, sizeof(msg), "GET / HTTP/1.1\r\nHost:%s\r\n\r\n", ok[i]);
@@ -592,6 +668,208 @@ START_TEST(test_host_values)
     ck_assert_ptr_null(req.host);
     ck_assert_int_eq(req.version_minor, 0);
     free(buf);
+}
+END_TEST
+
+/* sl_http_parse_host(), one row per production of RFC 3986 section 3.2.2, accepted and refused */
+static const struct host_case {
+    const char *in;
+    int kind; /* 0: refused */
+    const char *name;
+    const char *port; /* NULL: no ':' */
+} host_cases[] = {
+    /* reg-name = *( unreserved / pct-encoded / sub-delims ), never empty here */
+    {"a", SL_HOST_REG_NAME, "a", NULL},
+    {"Example.COM", SL_HOST_REG_NAME, "Example.COM", NULL},
+    {"a-b.c_d~e", SL_HOST_REG_NAME, "a-b.c_d~e", NULL},
+    {"%41%7e", SL_HOST_REG_NAME, "%41%7e", NULL},
+    {"!$&'()*+,;=", SL_HOST_REG_NAME, "!$&'()*+,;=", NULL},
+    {"a.", SL_HOST_REG_NAME, "a.", NULL},
+    {"..", SL_HOST_REG_NAME, "..", NULL},
+    {"", 0, NULL, NULL},
+    {"%", 0, NULL, NULL},
+    {"%4", 0, NULL, NULL},
+    {"%4g", 0, NULL, NULL},
+    {"a%", 0, NULL, NULL},
+    {"a b", 0, NULL, NULL},
+    {"a/b", 0, NULL, NULL},
+    {"a?b", 0, NULL, NULL},
+    {"a#b", 0, NULL, NULL},
+    {"a\"b", 0, NULL, NULL},
+    {"a\\b", 0, NULL, NULL},
+    {"a\x7f", 0, NULL, NULL},
+    {"a\x80", 0, NULL, NULL},
+    {"a\tb", 0, NULL, NULL},
+    {"a]", 0, NULL, NULL},
+    {"a[", 0, NULL, NULL},
+    /* userinfo */
+    {"u@a", 0, NULL, NULL},
+    {"@a", 0, NULL, NULL},
+    {"u:p@a:80", 0, NULL, NULL},
+    {"[::1]@a", 0, NULL, NULL},
+    /* IPv4address: four dec-octets; anything else of digits and dots is a reg-name */
+    {"1.2.3.4", SL_HOST_IPV4, "1.2.3.4", NULL},
+    {"0.0.0.0", SL_HOST_IPV4, "0.0.0.0", NULL},
+    {"255.255.255.255:1", SL_HOST_IPV4, "255.255.255.255", "1"},
+    {"199.249.250.251", SL_HOST_IPV4, "199.249.250.251", NULL},
+    {"256.1.1.1", SL_HOST_REG_NAME, "256.1.1.1", NULL},
+    {"01.2.3.4", SL_HOST_REG_NAME, "01.2.3.4", NULL},
+    {"1.2.3", SL_HOST_REG_NAME, "1.2.3", NULL},
+    {"1.2.3.4.5", SL_HOST_REG_NAME, "1.2.3.4.5", NULL},
+    {"1.2.3.4.", SL_HOST_REG_NAME, "1.2.3.4.", NULL},
+    {"1234.1.1.1", SL_HOST_REG_NAME, "1234.1.1.1", NULL},
+    /* port = *DIGIT */
+    {"a:80", SL_HOST_REG_NAME, "a", "80"},
+    {"a:", SL_HOST_REG_NAME, "a", ""},
+    {"a:0", SL_HOST_REG_NAME, "a", "0"},
+    {"a:00080", SL_HOST_REG_NAME, "a", "00080"},
+    {"a:99999999999999999999", SL_HOST_REG_NAME, "a", "99999999999999999999"},
+    {":80", 0, NULL, NULL},
+    {":", 0, NULL, NULL},
+    {"a:8a", 0, NULL, NULL},
+    {"a:+80", 0, NULL, NULL},
+    {"a: 80", 0, NULL, NULL},
+    {"a:80:", 0, NULL, NULL},
+    {"a::80", 0, NULL, NULL},
+    {"a:0x50", 0, NULL, NULL},
+    /* IP-literal = "[" ( IPv6address / IPvFuture ) "]" */
+    {"[::]", SL_HOST_IPV6, "[::]", NULL},
+    {"[::1]", SL_HOST_IPV6, "[::1]", NULL},
+    {"[::1]:443", SL_HOST_IPV6, "[::1]", "443"},
+    {"[::1]:", SL_HOST_IPV6, "[::1]", ""},
+    {"[1::]", SL_HOST_IPV6, "[1::]", NULL},
+    {"[2001:DB8::a:b]", SL_HOST_IPV6, "[2001:DB8::a:b]", NULL},
+    {"[1:2:3:4:5:6:7:8]", SL_HOST_IPV6, "[1:2:3:4:5:6:7:8]", NULL},
+    {"[1:2:3:4:5:6:7::]", SL_HOST_IPV6, "[1:2:3:4:5:6:7::]", NULL},
+    {"[::2:3:4:5:6:7:8]", SL_HOST_IPV6, "[::2:3:4:5:6:7:8]", NULL},
+    {"[1:2:3::6:7:8]", SL_HOST_IPV6, "[1:2:3::6:7:8]", NULL},
+    {"[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]", SL_HOST_IPV6,
+     "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]", NULL},
+    {"[0000:0:0:0:0:0:0:1]", SL_HOST_IPV6, "[0000:0:0:0:0:0:0:1]", NULL},
+    {"[::ffff:1.2.3.4]", SL_HOST_IPV6, "[::ffff:1.2.3.4]", NULL},
+    {"[1:2:3:4:5:6:1.2.3.4]", SL_HOST_IPV6, "[1:2:3:4:5:6:1.2.3.4]", NULL},
+    {"[::1.2.3.4]", SL_HOST_IPV6, "[::1.2.3.4]", NULL},
+    {"[1::5:6:1.2.3.4]", SL_HOST_IPV6, "[1::5:6:1.2.3.4]", NULL},
+    {"[]", 0, NULL, NULL},
+    {"[", 0, NULL, NULL},
+    {"[::1", 0, NULL, NULL},
+    {"[::1]]", 0, NULL, NULL},
+    {"[[::1]]", 0, NULL, NULL},
+    {"[::1]x", 0, NULL, NULL},
+    {"[::1]:8a", 0, NULL, NULL},
+    {"[:]", 0, NULL, NULL},
+    {"[:::]", 0, NULL, NULL},
+    {"[:1::]", 0, NULL, NULL},
+    {"[1:]", 0, NULL, NULL},
+    {"[1::2:]", 0, NULL, NULL},
+    {"[1::2::3]", 0, NULL, NULL},
+    {"[1:2:3:4:5:6:7]", 0, NULL, NULL},
+    {"[1:2:3:4:5:6:7:8:9]", 0, NULL, NULL},
+    {"[1:2:3:4::5:6:7:8]", 0, NULL, NULL},
+    {"[1:2:3:4:5:6:7:8::]", 0, NULL, NULL},
+    {"[12345::]", 0, NULL, NULL},
+    {"[g::]", 0, NULL, NULL},
+    {"[::1 ]", 0, NULL, NULL},
+    {"[::1%25eth0]", 0, NULL, NULL},
+    {"[::1%eth0]", 0, NULL, NULL},
+    {"[1.2.3.4]", 0, NULL, NULL},
+    {"[::1.2.3]", 0, NULL, NULL},
+    {"[::1.2.3.4.5]", 0, NULL, NULL},
+    {"[::01.2.3.4]", 0, NULL, NULL},
+    {"[::256.2.3.4]", 0, NULL, NULL},
+    {"[::1.2.3.4:1]", 0, NULL, NULL},
+    {"[1:2:3:4:5:6:7:1.2.3.4]", 0, NULL, NULL},
+    {"[1:2:3:4:5:1.2.3.4]", 0, NULL, NULL},
+    {"[::1]:80:80", 0, NULL, NULL},
+    /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+    {"[v1.a]", SL_HOST_IPVFUTURE, "[v1.a]", NULL},
+    {"[VF.a:b!]:8", SL_HOST_IPVFUTURE, "[VF.a:b!]", "8"},
+    {"[v7.fe80::1%25]", 0, NULL, NULL},
+    {"[v1]", 0, NULL, NULL},
+    {"[v1.]", 0, NULL, NULL},
+    {"[v.a]", 0, NULL, NULL},
+    {"[vg.a]", 0, NULL, NULL},
+    {"[v1.a/b]", 0, NULL, NULL},
+    {"[v1.a b]", 0, NULL, NULL},
+};
+
+START_TEST(test_host_parser)
+{
+    const struct host_case *c = &host_cases[_i];
+    size_t n = strlen(c->in);
+    char *buf = dup_exact(c->in, n);
+    struct sl_http_host hp;
+    const char *why = sl_http_parse_host(buf, n, &hp);
+    if (c->kind == 0) {
+        ck_assert_msg(why != NULL, "\"%s\" accepted", c->in);
+        ck_assert(why[0] != '\0');
+    } else {
+        ck_assert_msg(why == NULL, "\"%s\" refused: %s", c->in, why);
+        ck_assert_msg((int)hp.kind == c->kind, "\"%s\": kind %d, want %d", c->in, hp.kind, c->kind);
+        ck_assert(span_is(hp.name, hp.name_len, c->name));
+        ck_assert_ptr_eq(hp.name, buf);
+        if (c->port == NULL) {
+            ck_assert_ptr_null(hp.port);
+        } else {
+            ck_assert(span_is(hp.port, hp.port_len, c->port));
+        }
+    }
+    /* the same verdict as a Host field, through the request parser */
+    char msg[256];
+    int len = snprintf(msg, sizeof msg, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", c->in);
+    struct sl_http_header hdrs[NHDR];
+    struct sl_http_request req;
+    char *m = dup_exact(msg, (size_t)len);
+    int rc = parse_req_n(m, (size_t)len, NULL, &req, hdrs, NHDR);
+    ck_assert_msg(c->kind == 0 ? rc == -400 : rc == len, "Host: %s gives %d", c->in, rc);
+    if (rc > 0) {
+        ck_assert(span_is(req.authority, req.authority_len, c->in));
+        ck_assert(!req.absolute_form);
+        ck_assert(span_is(req.origin, req.origin_len, "/"));
+    }
+    free(m);
+    free(buf);
+}
+END_TEST
+
+/* absolute-form: the authority replaces Host, which may be absent (HTTP/1.0) or must agree */
+START_TEST(test_absolute_form)
+{
+    static const struct {
+        const char *msg;
+        const char *authority, *origin;
+    } ok[] = {
+        {"GET http://a.example/x?y HTTP/1.1\r\nHost: a.example\r\n\r\n", "a.example", "/x?y"},
+        {"GET HTTP://A.example HTTP/1.1\r\nHost: a.EXAMPLE\r\n\r\n", "A.example", ""},
+        {"GET http://a?q=1 HTTP/1.1\r\nHost: a\r\n\r\n", "a", "?q=1"},
+        {"GET https://a/ HTTP/1.1\r\nHost: a\r\n\r\n", "a", "/"},
+        /* ports: empty or absent is the scheme's default; leading zeros do not matter */
+        {"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", "a:80", "/"},
+        {"GET http://a/ HTTP/1.1\r\nHost: a:80\r\n\r\n", "a", "/"},
+        {"GET http://a:/ HTTP/1.1\r\nHost: a:080\r\n\r\n", "a:", "/"},
+        {"GET https://a:443/ HTTP/1.1\r\nHost: a:\r\n\r\n", "a:443", "/"},
+        {"GET http://a:8080/ HTTP/1.1\r\nHost: a:8080\r\n\r\n", "a:8080", "/"},
+        {"GET http://[::1]:8/p HTTP/1.1\r\nHost: [::1]:8\r\n\r\n", "[::1]:8", "/p"},
+        {"GET http://1.2.3.4/p HTTP/1.0\r\n\r\n", "1.2.3.4", "/p"},
+        /* other schemes are not absolute-form for sluice: the caller refuses them */
+        {"GET ftp://a/ HTTP/1.1\r\nHost: b\r\n\r\n", "b", "ftp://a/"},
+        {"OPTIONS * HTTP/1.1\r\nHost: b\r\n\r\n", "b", "*"},
+        {"GET /http://a/ HTTP/1.1\r\nHost: b\r\n\r\n", "b", "/http://a/"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        size_t n = strlen(ok[i].msg);
+        char *buf = dup_exact(ok[i].msg, n);
+        struct sl_http_header hdrs[NHDR];
+        struct sl_http_request req;
+        int rc = parse_req_n(buf, n, NULL, &req, hdrs, NHDR);
+        ck_assert_msg(rc == (int)n, "%s: rc %d (%s)", ok[i].msg, rc, rc < 0 ? req.error : "");
+        ck_assert_msg(span_is(req.authority, req.authority_len, ok[i].authority), "%s", ok[i].msg);
+        ck_assert_msg(span_is(req.origin, req.origin_len, ok[i].origin), "%s", ok[i].msg);
+        ck_assert(req.origin + req.origin_len == req.target + req.target_len);
+        bool absolute = strncasecmp(ok[i].msg + 4, "http", 4) == 0;
+        ck_assert_msg(req.absolute_form == absolute, "%s", ok[i].msg);
+        free(buf);
+    }
 }
 END_TEST
 
@@ -1093,6 +1371,10 @@ START_TEST(test_response)
                       (unsigned long long)resp.content_length);
         ck_assert_msg(resp.keep_alive == c->keep_alive, "case %d: keep_alive %d", _i,
                       resp.keep_alive);
+        /* read until close because of a coding: the coding goes with the body */
+        bool coded = c->kind == SL_BODY_UNTIL_CLOSE && strstr(c->msg, "Transfer-Encoding") != NULL;
+        ck_assert_msg(resp.transfer_coded == coded, "case %d: transfer_coded %d", _i,
+                      resp.transfer_coded);
         ck_assert_ptr_null(resp.error);
     } else {
         ck_assert_ptr_nonnull(resp.error);
@@ -1364,6 +1646,170 @@ static const struct {
 #undef CE
 };
 
+/*
+ * chunk-ext, RFC 9112 section 7.1.1, one row per production, accepted and
+ * refused:
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ *   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+ *   quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE  (RFC 9110 section 5.6.4)
+ *   qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+ *   quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ); BWS = *( SP / HTAB )
+ */
+static const struct {
+    const char *ext;
+    size_t len;
+    bool ok;
+} ext_cases[] = {
+#define EXT(lit, ok)                                                                               \
+    {                                                                                              \
+        lit, sizeof(lit) - 1, ok                                                                   \
+    }
+    /* no extension; name only; name = token; several */
+    EXT("", true),
+    EXT(";a", true),
+    EXT(";a=b", true),
+    EXT(";a;b", true),
+    EXT(";a=1;b=2;c", true),
+    EXT(";!#$%&'*+-.^_`|~09AZaz=!#$%&'*+-.^_`|~", true),
+    /* BWS before ';', after ';', around '=' (SP and HTAB) */
+    EXT(" ;a", true),
+    EXT("\t;a", true),
+    EXT(" \t ;a", true),
+    EXT("; a", true),
+    EXT(";\ta", true),
+    EXT(";a =b", true),
+    EXT(";a= b", true),
+    EXT(";a \t= \tb", true),
+    EXT(";a=b ;c", true),
+    EXT(";a ;b", true),
+    EXT(";a=\"b\" ;c", true),
+    /* quoted-string: qdtext, quoted-pair, obs-text */
+    EXT(";a=\"\"", true),
+    EXT(";a=\"b c\"", true),
+    EXT(";a=\"\tb\"", true),
+    EXT(";a=\"!#[]~/:,;=\"", true),
+    EXT(";a=\"\\\"\"", true),
+    EXT(";a=\"\\\\\"", true),
+    EXT(";a=\"\\b\\ \\\t\"", true),
+    EXT(";a=\"\xc3\xa9\"", true),
+    EXT(";a=\"\\\x80\"", true),
+    EXT(";a=\"x\";b=\"y\"", true),
+    /* ';' with no name */
+    EXT(";", false),
+    EXT("; ", false),
+    EXT(";;a", false),
+    EXT(";a;", false),
+    EXT(";a;;b", false),
+    EXT(";=b", false),
+    EXT("; =b", false),
+    /* a name with a byte outside tchar */
+    EXT(";a(b", false),
+    EXT(";a/b", false),
+    EXT(";a@b", false),
+    EXT(";a,b", false),
+    EXT(";a:b", false),
+    EXT(";a\"b\"", false),
+    EXT(";\"a\"", false),
+    EXT(";a[b]", false),
+    EXT(";a\\b", false),
+    EXT(";\xc3\xa9", false),
+    EXT(";a b", false),
+    /* '=' with no value, or a second '=' */
+    EXT(";a=", false),
+    EXT(";a= ", false),
+    EXT(";a=;b", false),
+    EXT(";a==b", false),
+    EXT(";a=b=c", false),
+    /* a token value with a byte outside tchar */
+    EXT(";a=b/c", false),
+    EXT(";a=b\"c\"", false),
+    EXT(";a=b c", false),
+    EXT(";a=b,c", false),
+    EXT(";a=\xc3\xa9", false),
+    EXT(";a=(b)", false),
+    /* whitespace not followed by ';' or '=' (trailing BWS) */
+    EXT(" ", false),
+    EXT("\t", false),
+    EXT(";a ", false),
+    EXT(";a=b ", false),
+    EXT(";a=b\t", false),
+    EXT(";a=\"b\" ", false),
+    EXT(" a", false),
+    /* quoted-string not closed, bad bytes after it, bad quoted-pair, CTL inside */
+    EXT(";a=\"b", false),
+    EXT(";a=\"b\\\"", false),
+    EXT(";a=\"b\"c", false),
+    EXT(";a=\"b\"\"c\"", false),
+    EXT(";a=\"b\\\x01\"", false),
+    EXT(";a=\"b\\\x7f\"", false),
+    EXT(";a=\"b\x01\"", false),
+    EXT(";a=\"b\x7f\"", false),
+    EXT(";a=\"b\x00\"", false),
+    EXT(";a=\"\n\"", false),
+    EXT(";a=\"\r\"", false),
+    /* control bytes anywhere else */
+    EXT(";a\x01", false),
+    EXT(";a=b\x00", false),
+    EXT(";\x7f", false),
+    EXT("\x0b;a", false),
+    EXT("; \x0c a", false),
+    /* other separators where ';' belongs */
+    EXT(",a", false),
+    EXT("=a", false),
+    EXT(":a", false),
+#undef EXT
+};
+
+/* Scan body in every split and say whether it was accepted whole. */
+static bool chunked_accepts_every_split(const char *body, size_t n, uint64_t want_data)
+{
+    int verdict = -1;
+    for (size_t split = 0; split <= n; split++) {
+        struct sl_chunked_scanner s;
+        sl_chunked_init(&s);
+        char *a = dup_exact(body, split);
+        char *b = dup_exact(body + split, n - split);
+        long r1 = sl_chunked_scan(&s, a, split);
+        long r2 = r1 < 0 || s.done ? 0 : sl_chunked_scan(&s, b, n - split);
+        free(a);
+        free(b);
+        bool ok =
+            r1 >= 0 && r2 >= 0 && (size_t)(r1 + r2) == n && s.done && s.body_bytes == want_data;
+        if (!ok)
+            ck_assert_msg(r1 < 0 || r2 < 0, "split %zu: neither accepted nor refused", split);
+        if (verdict >= 0)
+            ck_assert_msg(verdict == ok, "split %zu changes the verdict", split);
+        verdict = ok;
+    }
+    return verdict == 1;
+}
+
+START_TEST(test_chunk_ext)
+{
+    char body[256];
+    /* the extension on a data chunk and on the last chunk */
+    for (int last = 0; last <= 1; last++) {
+        size_t n = 0;
+        if (!last) {
+            memcpy(body, "5", 1);
+            n = 1;
+        } else {
+            memcpy(body, "5\r\nhello\r\n0", 11);
+            n = 11;
+        }
+        memcpy(body + n, ext_cases[_i].ext, ext_cases[_i].len);
+        n += ext_cases[_i].len;
+        const char *rest = last ? "\r\n\r\n" : "\r\nhello\r\n0\r\n\r\n";
+        memcpy(body + n, rest, strlen(rest));
+        n += strlen(rest);
+        bool ok = chunked_accepts_every_split(body, n, 5);
+        ck_assert_msg(ok == ext_cases[_i].ok, "case %d \"%.*s\" (%s chunk): %s", _i,
+                      (int)ext_cases[_i].len, ext_cases[_i].ext, last ? "last" : "data",
+                      ok ? "accepted" : "refused");
+    }
+}
+END_TEST
+
 START_TEST(test_chunked_error)
 {
     const char *in = chunked_errors[_i].input;
@@ -1496,6 +1942,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_bare_lf);
     tcase_add_test(tc, test_values_and_names);
     tcase_add_test(tc, test_host_values);
+    tcase_add_loop_test(tc, test_host_parser, 0, COUNT(host_cases));
+    tcase_add_test(tc, test_absolute_form);
     tcase_add_test(tc, test_header_ids);
     tcase_add_test(tc, test_header_ids_in_response);
     tcase_add_test(tc, test_incremental_request);
@@ -1520,6 +1968,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_chunked_sizes);
     tcase_add_test(tc, test_chunked_limits);
     tcase_add_loop_test(tc, test_chunked_error, 0, COUNT(chunked_errors));
+    tcase_add_loop_test(tc, test_chunk_ext, 0, COUNT(ext_cases));
     suite_add_tcase(s, tc);
 
     tc = tcase_create("helpers");
