@@ -30,6 +30,19 @@ BODY = 16384          # bytes per pipelined answer
 PIPELINED = 10000     # requests the pipeliner writes
 
 
+def sanitized(pid):
+    """True when the process runs with AddressSanitizer (./dev test's second
+    build): its allocator's redzones make every buffer bigger."""
+    with open("/proc/%d/maps" % pid) as f:
+        return any("asan" in line for line in f)
+
+
+# ASan keeps freed memory in a quarantine (256 MB by default): the RSS of a
+# process that moved megabytes through its buffers would say nothing about
+# what it holds now. No effect on a build without ASan.
+ENV = {"ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0").lstrip(":")}
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -261,11 +274,14 @@ def check_slow_readers(t, name, proc, port, host="localhost", n=50):
     finally:
         for s in socks:
             s.close()
-    # 32 KiB queued per client plus one 16 KiB read: about 2.5 MB for 50;
-    # with a 256 KiB bound it was over 13 MB
+    # 32 KiB queued per client plus one 16 KiB read, about 60 kB per client
+    # with the upstream connection; with the old 256 KiB bound it was 285 kB
+    # (the queued bytes alone are 256 kB, whatever the allocator)
     per = (peak - before) // n
-    t.ok(per < 100, "%s: %d stalled readers of a 64 MiB answer cost bounded memory "
-         "(RSS +%d kB, %d kB per client; the bound is 48 kB)" % (name, n, peak - before, per))
+    limit = 200 if sanitized(proc.proc.pid) else 100
+    t.ok(per < limit, "%s: %d stalled readers of a 64 MiB answer cost bounded memory "
+         "(RSS +%d kB, %d kB per client, limit %d; the bound is 48 kB of answer)"
+         % (name, n, peak - before, per, limit))
     t.ok(not bad, "%s: with %d stalled readers, 10 normal requests succeed in < 0.5 s" % (name, n),
          repr(bad))
 
@@ -305,7 +321,7 @@ def body(t):
     cfg = h.make_config(port, [h.service("echo", up.port, path="", routes=routes),
                                h.service("big", big.port, path="", routes=big_routes)],
                         worker_processes=1, **timeouts)
-    gw = h.Gateway(cfg)
+    gw = h.Gateway(cfg, env=ENV)
     gw.start()
     t.run(check_pipeliner, t, "gateway", gw, port, up)
     t.run(check_herds, t, "gateway", port)
@@ -319,7 +335,7 @@ def body(t):
                                  services=[{"name": "echo-svc",
                                             "url": "http://%s:%d" % (h.LOOPBACK, up.port)}],
                                  **timeouts)
-    sc = h.Sidecar(scfg, port=inbound)
+    sc = h.Sidecar(scfg, port=inbound, env=ENV)
     sc.start()
     t.run(check_pipeliner, t, "sidecar inbound", sc, inbound, up)
     t.run(check_herds, t, "sidecar inbound", inbound)
@@ -330,7 +346,7 @@ def body(t):
     # the sidecar's inbound in front of the big upstream
     inbound2 = h.free_port()
     sc2 = h.Sidecar(h.make_sidecar_config("big", inbound2, big.port, **timeouts), port=inbound2,
-                    name="sidecar (big app)")
+                    name="sidecar (big app)", env=ENV)
     sc2.start()
     t.run(check_slow_readers, t, "sidecar inbound", sc2, inbound2)
     sc2.stop()
