@@ -80,6 +80,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=60, help="watch this long at most")
     ap.add_argument("--interval", type=float, default=5, help="drip: seconds between bytes")
     ap.add_argument("--requests", type=int, default=10000, help="pipeline: requests per connection")
+    ap.add_argument("--rcvbuf", type=int, default=0,
+                    help="SO_RCVBUF of each connection (0: the system's); a small one makes "
+                    "the server's writes block sooner")
     a = ap.parse_args()
 
     raise_nofile(a.conns + 64)
@@ -125,6 +128,8 @@ def main():
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if a.rcvbuf:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
             c = Conn(s, now)
             try:
                 s.connect((a.host, a.port))
