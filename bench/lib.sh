@@ -12,11 +12,12 @@ die() { log "error: $*"; exit 1; }
 # --- tools ------------------------------------------------------------------
 # Installs what is missing (root on Debian): the servers under test, the load
 # generator, and the build dependencies of sluice. apt-get update runs only
-# when something is missing.
+# when something is missing. Arguments: more COMMAND:PACKAGE pairs a script
+# needs beyond these (bench/slow: slowhttptest:slowhttptest).
 install_missing() {
     local pkgs=() cmd pkg pair
     for pair in nginx:nginx haproxy:haproxy wrk:wrk python3:python3 taskset:util-linux \
-                curl:curl pkg-config:pkg-config make:make gcc:gcc; do
+                curl:curl pkg-config:pkg-config make:make gcc:gcc "$@"; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || pkgs+=("$pkg")
     done
@@ -194,8 +195,11 @@ median() { sort -g | awk '$1 != "nan" { v[n++] = $1 } END {
 # --- the upstream and the reference proxies ---------------------------------
 # Configs for $tmp, on the ports P_UPSTREAM (the nginx upstream), P_NGINX
 # (nginx proxy_pass) and P_HAPROXY (HAProxy), all on 127.0.0.1.
+# write_upstream_conf [WORKER_CONNECTIONS [EXTRA]]: EXTRA is more nginx
+# text for the server block (bench/slow adds locations), default none.
 write_upstream_conf() {
     local NGINX_NOFILE=$((NOFILE < 30000 ? NOFILE : 30000))
+    local worker_connections=${1:-4096} extra=${2:-}
     mkdir -p "$tmp/upstream/logs"
     cat >"$tmp/upstream/nginx.conf" <<EOF
 daemon off;
@@ -204,7 +208,7 @@ worker_processes 1;
 worker_rlimit_nofile $NGINX_NOFILE;
 pid $tmp/upstream/nginx.pid;
 error_log $tmp/upstream/logs/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $worker_connections; }
 http {
     access_log off;
     keepalive_timeout 120s;
@@ -215,6 +219,7 @@ http {
             default_type application/json;
             return 200 '{"ok":true,"service":"bench"}';
         }
+$extra
     }
 }
 EOF

@@ -25,9 +25,10 @@
  *   HEAD -> (request pipeline) -> UPSTREAM -> response done -> FLUSH
  *        -> next request, KEEPALIVE (hot) -> IDLE (cold), or close.
  *
- * Backpressure: while the peer's output holds more than SL_HIGH_WATER bytes
- * the other side's reading is disabled; the write watermark callback turns
- * it back on once the output drained to SL_LOW_WATER.
+ * Backpressure: while the peer's output holds more than its high-water mark
+ * (the upstream's SL_HIGH_WATER, the client's SL_RESP_HIGH_WATER) the other
+ * side's reading is disabled; the write watermark callback turns it back on
+ * once the output drained to the low-water mark.
  *
  * An idle keep-alive client holds no bufferevent and no buffer: only its
  * struct and one read event (see client_go_idle()).
@@ -201,7 +202,7 @@ static bool client_attach(struct sl_client *c)
     sl_reader_setcb_all(&c->rd, client_read, client_write, client_event, c);
     /* output is written by sl_bev_write_now(); the write event only when it must */
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SL_RESP_LOW_WATER, 0);
     /* a client that stops reading our writes is cut after send_timeout
      * (the write event, and so this timer, runs only while output waits) */
     sl_reader_set_write_timeout(&c->rd, sl_client_node(c)->send_timeout_ms);
@@ -372,7 +373,7 @@ void sl_client_after_response(struct sl_client *c)
     c->got_head_bytes = false;
     c->head_seen = 0;
     sl_reader_set_timeout(&c->rd, 0);
-    bufferevent_setwatermark(c->bev, EV_WRITE, SL_LOW_WATER, 0);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SL_RESP_LOW_WATER, 0);
     bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
     if (c->peer_eof && !more) {
         sl_client_close(c);

@@ -46,6 +46,15 @@
 
 #define SL_HIGH_WATER (256 * 1024)
 #define SL_LOW_WATER (64 * 1024)
+/* Response bytes queued for a client beyond which the upstream is no longer
+ * read, and the level at which reading resumes. The kernel's send buffer
+ * (megabytes on loopback) does the buffering for a client that reads; this
+ * bound is what a stalled or slow reader (slowhttptest -X) can make us hold
+ * in memory per connection: 32 KiB plus one 16 KiB read, as nginx's
+ * proxy_buffers (8 x 4 KiB) or HAProxy's 2 x 16 KiB. With SL_HIGH_WATER,
+ * 1,000 slow readers held 300 MB (bench/slow). */
+#define SL_RESP_HIGH_WATER (32 * 1024)
+#define SL_RESP_LOW_WATER (8 * 1024)
 #define SL_MAX_RESPONSE_HEAD 65536
 #define SL_MAX_HEADERS_ARRAY 1024
 #define SL_MAX_PATH 8192

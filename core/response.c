@@ -382,7 +382,7 @@ void sl_response_forward_body(struct sl_request *r)
         sl_response_finish(r);
         return;
     }
-    if (evbuffer_get_length(out) > SL_HIGH_WATER)
+    if (evbuffer_get_length(out) > SL_RESP_HIGH_WATER)
         sl_reader_disable(&r->attempt.up->rd); /* sl_response_resume turns it back on */
 }
 
