@@ -82,6 +82,26 @@ def wait_second_fraction(lo, hi):
         time.sleep(0.002)
 
 
+def around_boundary(before, after, attempts=3):
+    """Run before() late in one second and after() early in the next; their
+    results, or None when no attempt kept to that timing (a loaded machine
+    can stretch a batch over the boundary, which says nothing about the
+    limiter). Between attempts, 2.5 s let the windows involved expire."""
+    for i in range(attempts):
+        if i:
+            time.sleep(2.5)
+        wait_second_fraction(0.80, 0.85)
+        start = time.time()
+        first = before()
+        if int(time.time()) != int(start):
+            continue
+        wait_second_fraction(0.03, 0.10)
+        second = after()
+        if time.time() - start < 1.15:
+            return first, second
+    return None
+
+
 def local_config(port, up_port):
     url = "http://127.0.0.1:%d" % up_port
     route = lambda name, *plugins, **kw: dict({"name": name, "paths": ["/" + name],  # noqa
@@ -172,12 +192,16 @@ def body(t):
                                               [s for s in got if s not in (200, 429)]))
 
     def t_sliding():
-        wait_second_fraction(0.80, 0.85)
-        fixed = statuses(port, "/fixed/x", 10, parallel=True)
-        sliding = statuses(port, "/sliding/x", 10, parallel=True)
-        wait_second_fraction(0.03, 0.10)
-        fixed += statuses(port, "/fixed/x", 10, parallel=True)
-        sliding += statuses(port, "/sliding/x", 10, parallel=True)
+        both = lambda: (statuses(port, "/fixed/x", 10, parallel=True),  # noqa: E731
+                        statuses(port, "/sliding/x", 10, parallel=True))
+        got = around_boundary(both, both)
+        t.ok(got is not None, "three tries to send one batch just before a second's end and one "
+             "just after (the machine is too loaded otherwise)")
+        if got is None:
+            return
+        (fixed, sliding), (fixed2, sliding2) = got
+        fixed += fixed2
+        sliding += sliding2
         t.eq(fixed.count(200), 20,
              "fixed window: 10 before and 10 after the boundary all pass (2x the limit)")
         t.ok(sliding.count(200) <= 12,
@@ -259,10 +283,12 @@ def body(t):
                                               [s for s in results if s not in (200, 429)]))
 
     def t_redis_sliding():
-        wait_second_fraction(0.80, 0.85)
-        got = statuses(ports[1], "/rsliding/x", 10, parallel=True)
-        wait_second_fraction(0.03, 0.10)
-        got += statuses(ports[2], "/rsliding/x", 10, parallel=True)
+        batches = around_boundary(lambda: statuses(ports[1], "/rsliding/x", 10, parallel=True),
+                                  lambda: statuses(ports[2], "/rsliding/x", 10, parallel=True))
+        t.ok(batches is not None, "redis: three tries to send the two batches around a boundary")
+        if batches is None:
+            return
+        got = batches[0] + batches[1]
         t.ok(got.count(200) <= 12, "redis sliding window: no 2x burst around the boundary",
              "admitted %d" % got.count(200))
 
