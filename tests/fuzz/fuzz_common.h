@@ -1,6 +1,6 @@
 /*
  * What the HTTP/1.1 codec harnesses share (fuzz_http1, fuzz_response,
- * fuzz_chunked): the invariant check, heap copies of exactly the bytes a
+ * fuzz_chunked, fuzz_host): the invariant check, heap copies of exactly the bytes a
  * parser may read (so ASan sees a read past the end), the grammar's byte
  * classes and the header array invariants.
  */

@@ -18,23 +18,9 @@
  *  - as a Host field of a request, the value gets the same verdict from
  *    sl_http_parse_request(), and the request's authority is the value.
  */
-#include "http1.h"
+#include "fuzz_common.h"
 
 #include <arpa/inet.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool is_digit(unsigned char c)
 {

@@ -296,6 +296,22 @@ class System:
     def __getitem__(self, name):
         return self.services[name]
 
+    # every consumer group of the saga, by stream
+    SAGA_GROUPS = (("order.created", "payment-service"),
+                   ("order.created", "notification-service"),
+                   ("payment.succeeded", "order-service"),
+                   ("payment.failed", "order-service"),
+                   ("payment.succeeded", "notification-service"),
+                   ("payment.failed", "notification-service"))
+
+    def nothing_pending(self):
+        """No entry is pending (delivered, not acknowledged) in any saga group."""
+        for stream, group in self.SAGA_GROUPS:
+            first = self.redis.cli("XPENDING", stream, group).splitlines()[0].strip()
+            if first != "1) (integer) 0":
+                return False
+        return True
+
     def stop_services(self, t):
         """SIGTERM every service: each must drain and exit 0 with no
         sanitizer report."""

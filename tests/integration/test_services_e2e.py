@@ -219,19 +219,8 @@ def body(t):
     xlen = int(S.redis.cli("XLEN", "order.created").split()[-1])
     t.eq(xlen, n_orders, "one order.created entry per order (none lost, none duplicated)")
 
-    def nothing_pending():
-        for stream, group in (("order.created", "payment-service"),
-                              ("order.created", "notification-service"),
-                              ("payment.succeeded", "order-service"),
-                              ("payment.failed", "order-service"),
-                              ("payment.succeeded", "notification-service"),
-                              ("payment.failed", "notification-service")):
-            first = S.redis.cli("XPENDING", stream, group).splitlines()[0].strip()
-            if first != "1) (integer) 0":
-                return False
-        return True
 
-    t.ok(b.wait_for(nothing_pending, 10), "no entry is left pending in any consumer group")
+    t.ok(b.wait_for(S.nothing_pending, 10), "no entry is left pending in any consumer group")
 
     # ---- a user-service replica killed -------------------------------------------------
     # order-service's outbound sidecar retries a user check that met the
@@ -290,7 +279,7 @@ def body(t):
                   l.get("order_id") in twins) for svc in (P, P2)]
     t.ok(sum(stored) == 40 and all(n > 0 for n in stored),
          "both payment-services charged part of them (%d + %d)" % tuple(stored))
-    t.ok(b.wait_for(nothing_pending, 10), "nothing left pending")
+    t.ok(b.wait_for(S.nothing_pending, 10), "nothing left pending")
     for extra in (O2, P2):
         t.eq(extra.stop(), 0, "the second %s drains and exits 0" % extra.name, extra.log_tail())
         t.ok(extra.sanitizer_report() is None, "the second %s: no sanitizer report" % extra.name,
