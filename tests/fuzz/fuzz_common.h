@@ -105,4 +105,19 @@ static inline bool want_prefix(size_t k, size_t n, size_t seed)
     return k % (n / 64 + 1) == 0 || k == seed % (n + 1) || k + 3 >= n;
 }
 
+/* The chunked body after an accepted head, scanned as the proxy scans it,
+ * from a heap copy of exactly those bytes: it stays within them, counts no
+ * more data than it took, and takes everything unless the body ended. */
+static inline void check_chunked_after_head(const uint8_t *body, size_t len)
+{
+    struct sl_chunked_scanner s;
+    sl_chunked_init(&s);
+    char *copied = copy(body, len);
+    long used = sl_chunked_scan(&s, copied, len);
+    CHECK(used == -1 || (used >= 0 && (size_t)used <= len));
+    CHECK(used < 0 || s.body_bytes <= (uint64_t)used);
+    CHECK(used < 0 || s.done || (size_t)used == len);
+    free(copied);
+}
+
 #endif
